@@ -1,0 +1,13 @@
+//! Readers and writers of the file formats face-recognition tools use.
+//!
+//! Each submodule does one job: [`pickle`] (restricted, never executes), [`torch_zip`]
+//! (torch.save archives), [`verification_bin`] (insightface `.bin` pair sets), [`npy`] and
+//! [`contexts`] (identity context files), [`tfrecord`] (TFace shards), [`recordio`] (MXNet
+//! RecordIO as insightface ships it) and [`image_folder`] (ImageFolder trees and image lists).
+//! All errors are [`FormatError`]s naming the file; all writers are atomic.
+
+pub mod atomic;
+pub mod error;
+pub mod pickle;
+
+pub use error::FormatError;
