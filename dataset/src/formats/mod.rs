@@ -11,3 +11,4 @@ pub mod error;
 pub mod pickle;
 
 pub use error::FormatError;
+pub mod torch_zip;

@@ -22,7 +22,7 @@ pub enum BytesStyle {
 /// Why a value could not be pickled.
 #[derive(Debug, thiserror::Error)]
 pub enum PickleWriteError {
-    /// The value kind has no protocol 2 spelling here (sets, persistent ids, big integers).
+    /// The value kind has no protocol 2 spelling here (sets, big integers).
     #[error("cannot write a {0} in a protocol 2 pickle")]
     Unsupported(&'static str),
     /// A byte string longer than `BINSTRING`'s 2 GiB limit.
@@ -145,7 +145,10 @@ fn write_value(
         }
         Value::BigInt(_) => return Err(PickleWriteError::Unsupported("big integer")),
         Value::Set(_) => return Err(PickleWriteError::Unsupported("set")),
-        Value::PersistentId(_) => return Err(PickleWriteError::Unsupported("persistent id")),
+        Value::PersistentId(pid) => {
+            write_value(out, pid, style)?;
+            out.push(op::BINPERSID);
+        }
     }
     Ok(())
 }
