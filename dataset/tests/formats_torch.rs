@@ -10,10 +10,12 @@ use idflow_dataset::formats::pickle::{self, BytesStyle, CallKind, Object, Value}
 use idflow_dataset::formats::torch_zip::{self, DType, NamedTensor};
 use idflow_dataset::formats::FormatError;
 
+type KeyList = Vec<(String, Vec<usize>, String)>;
+
 /// (name, shape, dtype) sections of a `*_keys.txt` file, keyed by the checkpoint they describe.
-fn parse_keys(path: &Path) -> Vec<(String, Vec<(String, Vec<usize>, String)>)> {
+fn parse_keys(path: &Path) -> Vec<(String, KeyList)> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut sections: Vec<(String, Vec<(String, Vec<usize>, String)>)> = Vec::new();
+    let mut sections: Vec<(String, KeyList)> = Vec::new();
     for line in text.lines() {
         if let Some(h) = line.strip_prefix("# ") {
             if let Some((file, _)) = h.split_once(": ") {

@@ -11,4 +11,7 @@ pub mod error;
 pub mod pickle;
 
 pub use error::FormatError;
+pub mod contexts;
+pub mod npy;
 pub mod torch_zip;
+pub mod verification_bin;

@@ -275,7 +275,7 @@ pub fn read_state_dict_with(
     let mut archive = TorchArchive::open(path)?;
     let root = archive.load_pickle(allow)?;
     let pkl = archive.member_path("data.pkl");
-    let mut loader = TensorLoader::new(&mut archive);
+    let mut loader = TensorResolver::new(&mut archive);
     let mut out = Vec::new();
     if let Some(t) = loader.tensor("", &root)? {
         // a bare tensor saved on its own
@@ -308,16 +308,18 @@ pub fn strip_prefixes(tensors: Vec<NamedTensor>, prefixes: &[&str]) -> Vec<Named
         .collect()
 }
 
-/// Turns recorded rebuild calls into tensors, caching storages shared by several views.
-struct TensorLoader<'a> {
+/// Turns recorded `torch._utils._rebuild_*` calls of an archive's pickle into tensors, caching
+/// storages shared by several views.
+pub struct TensorResolver<'a> {
     archive: &'a mut TorchArchive,
     storages: HashMap<String, (DType, std::rc::Rc<Vec<u8>>)>,
     /// Bytes materialised so far, bounded to stop stride-0 expansion bombs.
     produced: u64,
 }
 
-impl<'a> TensorLoader<'a> {
-    fn new(archive: &'a mut TorchArchive) -> Self {
+impl<'a> TensorResolver<'a> {
+    /// A resolver reading storages from `archive`.
+    pub fn new(archive: &'a mut TorchArchive) -> Self {
         Self {
             archive,
             storages: HashMap::new(),
@@ -364,8 +366,9 @@ impl<'a> TensorLoader<'a> {
         Ok(())
     }
 
-    /// The tensor a value rebuilds, or `None` if it is not a tensor rebuild call.
-    fn tensor(&mut self, name: &str, v: &Value) -> Result<Option<NamedTensor>, FormatError> {
+    /// The tensor a value rebuilds, or `None` if it is not a tensor rebuild call; `name` labels
+    /// the tensor (and errors).
+    pub fn tensor(&mut self, name: &str, v: &Value) -> Result<Option<NamedTensor>, FormatError> {
         let Some(o) = v.as_object() else {
             return Ok(None);
         };
