@@ -13,5 +13,6 @@ pub mod pickle;
 pub use error::FormatError;
 pub mod contexts;
 pub mod npy;
+pub mod tfrecord;
 pub mod torch_zip;
 pub mod verification_bin;
