@@ -1,0 +1,297 @@
+//! `decode`: encoded JPEG/PNG bytes → an RGB float tensor column (CHW, row-major), with optional
+//! resize (bilinear or area), center crop, and mean/std normalisation (default the
+//! face-recognition convention `(x/255 − 0.5)/0.5`). The tensor shape is recorded in the field
+//! metadata (`shape` = `[3,H,W]`, `layout` = `CHW`).
+//!
+//! Decoding uses the `image` crate. Area resampling (box averaging with fractional coverage,
+//! OpenCV's INTER_AREA for downscaling) is written here because `image` offers no area filter.
+
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext};
+use crate::batch::{binary_column, column, str_column};
+use crate::spec::ConfigError;
+use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use image::{imageops, RgbImage};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Registry entry.
+pub fn info() -> OperatorInfo {
+    OperatorInfo { name: "decode", role: Role::Transform, summary: "Decode JPEG/PNG bytes into a normalised RGB tensor column", params: PARAMS, build }
+}
+
+const PARAMS: &[ParamDoc] = &[
+    ParamDoc { name: "column", ty: "string", default: "image", doc: "input column with encoded image bytes" },
+    ParamDoc { name: "output", ty: "string", default: "tensor", doc: "name of the tensor column to add" },
+    ParamDoc { name: "size", ty: "int or [h, w]", default: "keep", doc: "resize to this size (required when images differ in size)" },
+    ParamDoc { name: "resize", ty: "bilinear | area", default: "bilinear", doc: "resampling filter" },
+    ParamDoc { name: "center_crop", ty: "int or [h, w]", default: "none", doc: "center crop after resizing" },
+    ParamDoc { name: "mean", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "subtracted after scaling to [0, 1]" },
+    ParamDoc { name: "std", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "divisor after subtracting the mean" },
+];
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(untagged)]
+enum Size {
+    Square(u32),
+    Rect([u32; 2]),
+}
+
+impl Size {
+    fn hw(self) -> (u32, u32) {
+        match self {
+            Size::Square(s) => (s, s),
+            Size::Rect([h, w]) => (h, w),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Filter {
+    Bilinear,
+    Area,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "default_column")]
+    column: String,
+    #[serde(default = "default_output")]
+    output: String,
+    #[serde(default)]
+    size: Option<Size>,
+    #[serde(default = "default_filter")]
+    resize: Filter,
+    #[serde(default)]
+    center_crop: Option<Size>,
+    #[serde(default = "default_half")]
+    mean: [f32; 3],
+    #[serde(default = "default_half")]
+    std: [f32; 3],
+}
+
+fn default_column() -> String {
+    "image".into()
+}
+fn default_output() -> String {
+    "tensor".into()
+}
+fn default_filter() -> Filter {
+    Filter::Bilinear
+}
+fn default_half() -> [f32; 3] {
+    [0.5; 3]
+}
+
+fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
+    let p: Params = ctx.node.parse_params()?;
+    let Some(size) = p.size else {
+        return Err(ctx.node.error(Some("size"), "missing: the tensor shape must be known before the run (give `size: 112` or `size: [h, w]`)"));
+    };
+    let (h, w) = size.hw();
+    if h == 0 || w == 0 {
+        return Err(ctx.node.error(Some("size"), "must be positive"));
+    }
+    let out_hw = match p.center_crop {
+        Some(c) => {
+            let (ch, cw) = c.hw();
+            if ch == 0 || cw == 0 || ch > h || cw > w {
+                return Err(ctx.node.error(Some("center_crop"), format!("crop {ch}x{cw} must be positive and fit in size {h}x{w}")));
+            }
+            (ch, cw)
+        }
+        None => (h, w),
+    };
+    if p.std.iter().any(|s| *s == 0.0) {
+        return Err(ctx.node.error(Some("std"), "must not contain 0"));
+    }
+    Ok(Arc::new(Decode { p, resize: (h, w), out: out_hw, node: ctx.node.id.clone() }))
+}
+
+struct Decode {
+    p: Params,
+    resize: (u32, u32),
+    out: (u32, u32),
+    node: String,
+}
+
+impl Decode {
+    fn tensor_field(&self) -> Field {
+        let (h, w) = self.out;
+        let len = (3 * h * w) as i32;
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let meta = HashMap::from([("shape".to_string(), format!("[3,{h},{w}]")), ("layout".to_string(), "CHW".to_string())]);
+        Field::new(&self.p.output, DataType::FixedSizeList(item, len), false).with_metadata(meta)
+    }
+}
+
+impl Operator for Decode {
+    fn role(&self) -> Role {
+        Role::Transform
+    }
+
+    fn required_columns(&self) -> Vec<ColumnReq> {
+        vec![ColumnReq::new(&self.p.column, ColumnType::Bytes)]
+    }
+
+    fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
+        let input = inputs.first().ok_or("decode needs an input")?;
+        if input.field_with_name(&self.p.output).is_ok() {
+            return Err(format!("input already has a column `{}`; choose another `output`", self.p.output));
+        }
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(self.tensor_field());
+        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+    }
+
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        Ok(Started::Task(Box::new(DecodeTask {
+            resize: self.resize,
+            out: self.out,
+            filter: self.p.resize,
+            column: self.p.column.clone(),
+            mean: self.p.mean,
+            std: self.p.std,
+            field: Arc::new(self.tensor_field()),
+            node: self.node.clone(),
+            ctx: ctx.clone(),
+        })))
+    }
+}
+
+struct DecodeTask {
+    resize: (u32, u32),
+    out: (u32, u32),
+    filter: Filter,
+    column: String,
+    mean: [f32; 3],
+    std: [f32; 3],
+    field: Arc<Field>,
+    node: String,
+    ctx: TaskContext,
+}
+
+impl DecodeTask {
+    /// Decodes one image into `dst` (CHW floats).
+    fn decode_one(&self, bytes: &[u8], dst: &mut Vec<f32>) -> Result<(), String> {
+        let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
+        let (h, w) = self.resize;
+        let img = if img.height() == h && img.width() == w {
+            img
+        } else {
+            match self.filter {
+                Filter::Bilinear => imageops::resize(&img, w, h, imageops::FilterType::Triangle),
+                Filter::Area => area_resize(&img, w, h),
+            }
+        };
+        let (oh, ow) = self.out;
+        let (y0, x0) = ((h - oh) / 2, (w - ow) / 2);
+        let plane = (oh * ow) as usize;
+        let base = dst.len();
+        dst.resize(base + 3 * plane, 0.0);
+        for y in 0..oh {
+            for x in 0..ow {
+                let px = img.get_pixel(x0 + x, y0 + y).0;
+                let i = (y * ow + x) as usize;
+                for c in 0..3 {
+                    dst[base + c * plane + i] = (px[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Task for DecodeTask {
+    fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
+        let node = &self.node;
+        let images = binary_column(&batch, &self.column).map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
+        let paths = column(&batch, "path").ok().and_then(|_| str_column(&batch, "path").ok());
+        let per_row = (3 * self.out.0 * self.out.1) as usize;
+        let mut values = Vec::with_capacity(per_row * batch.num_rows());
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.decode_one(images.value(i), &mut values) };
+            match res {
+                Ok(()) => keep.push(true),
+                Err(e) => {
+                    let what = paths.map(|p| p.value(i).to_string()).unwrap_or_else(|| format!("row {i}"));
+                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {what}: {e}")))?;
+                    keep.push(false);
+                }
+            }
+        }
+        let batch = if keep.iter().all(|k| *k) {
+            batch
+        } else {
+            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?
+        };
+        let list = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            per_row as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        )?;
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(self.field.as_ref().clone());
+        let mut cols = batch.columns().to_vec();
+        cols.push(Arc::new(list));
+        let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+        out.rows.push(RecordBatch::try_new(schema, cols)?);
+        Ok(())
+    }
+}
+
+/// Area (box) resampling: each output pixel is the coverage-weighted mean of the input pixels
+/// under it. Exact for any scale factor; meant for downscaling.
+pub fn area_resize(src: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (iw, ih) = (src.width() as f64, src.height() as f64);
+    let (sx, sy) = (iw / out_w as f64, ih / out_h as f64);
+    let spans = |n_out: u32, scale: f64, n_in: f64| -> Vec<Vec<(u32, f64)>> {
+        (0..n_out)
+            .map(|o| {
+                let (a, b) = (o as f64 * scale, ((o + 1) as f64 * scale).min(n_in));
+                let mut v = Vec::new();
+                let mut i = a.floor();
+                while i < b {
+                    let w = (i + 1.0).min(b) - i.max(a);
+                    if w > 1e-12 {
+                        v.push((i as u32, w / (b - a)));
+                    }
+                    i += 1.0;
+                }
+                v
+            })
+            .collect()
+    };
+    let xs = spans(out_w, sx, iw);
+    let ys = spans(out_h, sy, ih);
+    RgbImage::from_fn(out_w, out_h, |x, y| {
+        let mut acc = [0.0f64; 3];
+        for &(yy, wy) in &ys[y as usize] {
+            for &(xx, wx) in &xs[x as usize] {
+                let p = src.get_pixel(xx, yy).0;
+                for c in 0..3 {
+                    acc[c] += p[c] as f64 * wx * wy;
+                }
+            }
+        }
+        image::Rgb(acc.map(|v| v.round().clamp(0.0, 255.0) as u8))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn area_resize_averages_blocks() {
+        let src = RgbImage::from_fn(4, 2, |x, _| image::Rgb([if x % 2 == 0 { 0 } else { 200 }, 10, 20]));
+        let out = area_resize(&src, 2, 1);
+        assert_eq!(out.get_pixel(0, 0).0, [100, 10, 20]);
+        assert_eq!(out.get_pixel(1, 0).0, [100, 10, 20]);
+    }
+}

@@ -1,0 +1,280 @@
+//! Operators: one module per operator, all behind the [`Operator`] trait, all listed in
+//! [`registry`].
+//!
+//! An operator is built once per pipeline node from its YAML parameters (plan time: it declares
+//! the columns it needs and the schema it produces, so every edge is checked before anything
+//! runs), then started once per worker (run time: a [`SourceTask`] that produces record batches
+//! for the worker's share of identities, or a [`Task`] that turns input batches into output
+//! batches).
+
+use crate::spec::{ConfigError, NodeSpec, OnError};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, SchemaRef};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub mod decode;
+pub mod read;
+pub mod write_records;
+
+/// An error while an operator runs (bad input data, I/O). Names what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(pub String);
+
+impl OpError {
+    /// Wraps any displayable error with context.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+impl From<arrow_schema::ArrowError> for OpError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        Self(format!("arrow: {e}"))
+    }
+}
+
+/// Result of operator work.
+pub type OpResult<T> = Result<T, OpError>;
+
+/// What kind of node an operator makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Produces rows; has no inputs.
+    Source,
+    /// Consumes rows from one or more inputs and emits rows.
+    Transform,
+    /// Consumes rows and writes them somewhere; its output (if any) is a summary.
+    Sink,
+}
+
+/// Where a node's input rows must be for it to work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Wherever they are: rows stay on the worker that owns their identity.
+    Local,
+    /// All rows on worker 0 (operators that need the whole collection, e.g. a final report).
+    Single,
+}
+
+/// The type a required input column must have.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ColumnType {
+    /// Exactly this Arrow type.
+    Exact(DataType),
+    /// `FixedSizeList<Float32, n>` for any n (tensors, embeddings, latents).
+    F32Tensor,
+    /// Binary or LargeBinary (encoded image bytes).
+    Bytes,
+}
+
+impl ColumnType {
+    /// Whether `dt` satisfies this requirement.
+    pub fn accepts(&self, dt: &DataType) -> bool {
+        match self {
+            ColumnType::Exact(t) => t == dt,
+            ColumnType::F32Tensor => matches!(dt, DataType::FixedSizeList(f, _) if f.data_type() == &DataType::Float32),
+            ColumnType::Bytes => matches!(dt, DataType::Binary | DataType::LargeBinary),
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnType::Exact(t) => write!(f, "{t}"),
+            ColumnType::F32Tensor => write!(f, "FixedSizeList<Float32, n>"),
+            ColumnType::Bytes => write!(f, "Binary"),
+        }
+    }
+}
+
+/// One input column an operator needs.
+#[derive(Clone, Debug)]
+pub struct ColumnReq {
+    /// Input port (0 for single-input operators).
+    pub port: usize,
+    /// Column name.
+    pub name: String,
+    /// Accepted types.
+    pub ty: ColumnType,
+}
+
+impl ColumnReq {
+    /// A requirement on port 0.
+    pub fn new(name: &str, ty: ColumnType) -> Self {
+        Self { port: 0, name: name.to_string(), ty }
+    }
+}
+
+/// The worker's share of the work: identities are partitioned by `identity % peers`.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// This worker's global index.
+    pub worker: usize,
+    /// Number of workers over all processes.
+    pub peers: usize,
+}
+
+impl Partition {
+    /// Whether this worker owns `identity`.
+    pub fn owns(&self, identity: u64) -> bool {
+        (identity % self.peers as u64) as usize == self.worker
+    }
+}
+
+/// Per-node facts the engine passes to an operator at build time.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The node's spec (id, params, error policy).
+    pub node: NodeSpec,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline seed.
+    pub seed: u64,
+    /// The pipeline file (for the manifest).
+    pub pipeline_file: PathBuf,
+}
+
+/// Counters a task bumps while it runs (rows skipped under `on_error: skip`, etc.).
+#[derive(Debug, Default)]
+pub struct TaskCounters {
+    /// Rows dropped because of bad input under `on_error: skip`.
+    pub skipped: std::sync::atomic::AtomicU64,
+}
+
+/// Run-time context of one task on one worker.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    /// The worker's share.
+    pub partition: Partition,
+    /// The node's error policy.
+    pub on_error: OnError,
+    /// Shared counters for the report.
+    pub counters: Arc<TaskCounters>,
+}
+
+impl TaskContext {
+    /// Applies the error policy to one bad row: `Ok(())` (counted) under `skip`, else the error.
+    pub fn bad_row(&self, err: OpError) -> OpResult<()> {
+        match self.on_error {
+            OnError::Skip => {
+                tracing::warn!("skipped: {err}");
+                self.counters.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            OnError::Fail => Err(err),
+        }
+    }
+}
+
+/// A source's per-worker producer.
+pub trait SourceTask {
+    /// Total rows this worker will produce, when known (for progress bars).
+    fn expected_rows(&self) -> Option<u64> {
+        None
+    }
+    /// The next batch, or `None` when done.
+    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>>;
+    /// Called when the run is aborted: remove anything temporary.
+    fn abort(&mut self) {}
+}
+
+/// Output of one [`Task`] call: rows for downstream nodes, and summary rows for the node's
+/// own [`Operator::commit`] (which runs once, on worker 0, after all workers finished).
+#[derive(Default)]
+pub struct Emit {
+    /// Rows for downstream nodes.
+    pub rows: Vec<RecordBatch>,
+    /// Rows for the commit step.
+    pub commit: Vec<RecordBatch>,
+}
+
+/// A transform's or sink's per-worker state.
+pub trait Task {
+    /// Processes one batch arriving on input `port`.
+    fn process(&mut self, port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()>;
+    /// All inputs are exhausted: flush what is buffered.
+    fn finish(&mut self, _out: &mut Emit) -> OpResult<()> {
+        Ok(())
+    }
+    /// The run failed elsewhere: remove anything temporary, write nothing final.
+    fn abort(&mut self) {}
+}
+
+/// A started node on one worker.
+pub enum Started {
+    /// A source.
+    Source(Box<dyn SourceTask>),
+    /// A transform or sink.
+    Task(Box<dyn Task>),
+}
+
+/// A configured operator instance (one per pipeline node).
+pub trait Operator: Send + Sync {
+    /// Source, transform or sink.
+    fn role(&self) -> Role;
+    /// Input columns this operator reads.
+    fn required_columns(&self) -> Vec<ColumnReq> {
+        Vec::new()
+    }
+    /// The schema of the rows this node emits, given its input schemas (plan time).
+    fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String>;
+    /// Where the input rows must be.
+    fn routing(&self) -> Routing {
+        Routing::Local
+    }
+    /// Runs once per process before the dataflow starts (e.g. clearing a stale output).
+    fn prepare(&self) -> OpResult<()> {
+        Ok(())
+    }
+    /// Starts the node on one worker.
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started>;
+    /// Runs once on worker 0 after every worker finished, with all commit rows.
+    fn commit(&self, _rows: Vec<RecordBatch>) -> OpResult<()> {
+        Ok(())
+    }
+    /// Whether the run has a commit step (so the engine routes commit rows).
+    fn has_commit(&self) -> bool {
+        false
+    }
+}
+
+/// Documentation of one parameter, for `idflow ops`.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamDoc {
+    /// Name as written in YAML.
+    pub name: &'static str,
+    /// Type, in words.
+    pub ty: &'static str,
+    /// Default, or `required`.
+    pub default: &'static str,
+    /// One line.
+    pub doc: &'static str,
+}
+
+/// A registry entry: how to build an operator from a node.
+pub struct OperatorInfo {
+    /// The `op:` name.
+    pub name: &'static str,
+    /// Role of the nodes it makes.
+    pub role: Role,
+    /// One-line description.
+    pub summary: &'static str,
+    /// Parameters.
+    pub params: &'static [ParamDoc],
+    /// Constructor.
+    pub build: fn(&BuildContext) -> Result<Arc<dyn Operator>, ConfigError>,
+}
+
+/// Every operator idflow knows.
+pub fn registry() -> &'static [OperatorInfo] {
+    static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| vec![read::info(), decode::info(), write_records::info()])
+}
+
+/// Looks an operator up by name.
+pub fn find(name: &str) -> Option<&'static OperatorInfo> {
+    registry().iter().find(|i| i.name == name)
+}

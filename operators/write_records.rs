@@ -1,0 +1,377 @@
+//! `write-records`: writes the rows it receives as a sharded dataset and passes them on
+//! unchanged (so an `evaluate` node can follow). This format is `parquet`:
+//!
+//! - zstd-compressed `part-NNNNN.parquet` shards of at most `rows_per_shard` rows; shard
+//!   numbers are `seq * workers + worker`, unique without coordination;
+//! - the image column is stored as the Hugging Face `datasets` image struct
+//!   `{bytes: binary, path: string}` and the schema carries the `huggingface` metadata that
+//!   `datasets` reads, so `load_dataset("parquet", ...)` shows images;
+//! - each shard is written under a hidden temporary name and renamed when complete, so no
+//!   partial shard is ever visible; a failed run removes its temporary files;
+//! - after every worker has finished, worker 0 writes `_manifest.json` (shards, row counts,
+//!   sha256, pipeline and idflow version), itself atomically.
+
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext};
+use crate::batch::{str_column, u64_column};
+use crate::fsutil::{atomic_write, sha256_file};
+use crate::spec::ConfigError;
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray, UInt64Array};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Registry entry.
+pub fn info() -> OperatorInfo {
+    OperatorInfo {
+        name: "write-records",
+        role: Role::Sink,
+        summary: "Write rows as a sharded Parquet dataset (Hugging Face image layout) with a manifest",
+        params: PARAMS,
+        build,
+    }
+}
+
+const PARAMS: &[ParamDoc] = &[
+    ParamDoc { name: "format", ty: "string", default: "parquet", doc: "output format: parquet" },
+    ParamDoc { name: "path", ty: "path", default: "required", doc: "output directory" },
+    ParamDoc { name: "rows_per_shard", ty: "integer", default: "10000", doc: "maximum rows per shard file" },
+    ParamDoc { name: "image_column", ty: "string", default: "image", doc: "encoded-image column stored as the HF image struct (if present)" },
+    ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "columns to write (others are passed on but not written)" },
+    ParamDoc { name: "zstd_level", ty: "integer", default: "3", doc: "zstd compression level (1-22)" },
+];
+
+/// Name of the manifest file in an output directory.
+pub const MANIFEST: &str = "_manifest.json";
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "default_format")]
+    format: String,
+    path: PathBuf,
+    #[serde(default = "default_rows_per_shard")]
+    rows_per_shard: usize,
+    #[serde(default = "default_image_column")]
+    image_column: String,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default = "default_zstd")]
+    zstd_level: i32,
+}
+
+fn default_format() -> String {
+    "parquet".into()
+}
+fn default_rows_per_shard() -> usize {
+    10_000
+}
+fn default_image_column() -> String {
+    "image".into()
+}
+fn default_zstd() -> i32 {
+    3
+}
+
+fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
+    let p: Params = ctx.node.parse_params()?;
+    if p.format != "parquet" {
+        return Err(ctx.node.error(Some("format"), format!("unknown format `{}`; supported: parquet", p.format)));
+    }
+    if p.rows_per_shard == 0 {
+        return Err(ctx.node.error(Some("rows_per_shard"), "must be at least 1"));
+    }
+    if ZstdLevel::try_new(p.zstd_level).is_err() {
+        return Err(ctx.node.error(Some("zstd_level"), "must be between 1 and 22"));
+    }
+    Ok(Arc::new(WriteParquet {
+        p,
+        node: ctx.node.id.clone(),
+        pipeline: ctx.pipeline.clone(),
+        pipeline_file: ctx.pipeline_file.clone(),
+        seed: ctx.seed,
+    }))
+}
+
+struct WriteParquet {
+    p: Params,
+    node: String,
+    pipeline: String,
+    pipeline_file: PathBuf,
+    seed: u64,
+}
+
+fn shard_info_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("shard", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("bytes", DataType::UInt64, false),
+    ]))
+}
+
+/// The Hugging Face image struct type `{bytes: binary, path: string}`.
+fn hf_image_type() -> DataType {
+    DataType::Struct(Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]))
+}
+
+/// The `datasets` feature description of one Arrow field.
+fn hf_feature(f: &Field, is_image: bool) -> serde_json::Value {
+    use serde_json::json;
+    if is_image {
+        return json!({"_type": "Image"});
+    }
+    let dtype = |t: &DataType| -> &'static str {
+        match t {
+            DataType::UInt8 => "uint8",
+            DataType::UInt16 => "uint16",
+            DataType::UInt32 => "uint32",
+            DataType::UInt64 => "uint64",
+            DataType::Int8 => "int8",
+            DataType::Int16 => "int16",
+            DataType::Int32 => "int32",
+            DataType::Int64 => "int64",
+            DataType::Float16 => "float16",
+            DataType::Float32 => "float32",
+            DataType::Float64 => "float64",
+            DataType::Boolean => "bool",
+            DataType::Utf8 | DataType::LargeUtf8 => "string",
+            DataType::Binary | DataType::LargeBinary => "binary",
+            _ => "null",
+        }
+    };
+    match f.data_type() {
+        DataType::FixedSizeList(item, n) => {
+            json!({"feature": {"dtype": dtype(item.data_type()), "_type": "Value"}, "length": n, "_type": "Sequence"})
+        }
+        DataType::List(item) => json!({"feature": {"dtype": dtype(item.data_type()), "_type": "Value"}, "_type": "Sequence"}),
+        t => json!({"dtype": dtype(t), "_type": "Value"}),
+    }
+}
+
+/// The schema written to disk for an input schema.
+fn file_schema(p: &Params, input: &Schema) -> Result<SchemaRef, String> {
+        let wanted: Vec<&Field> = match &p.columns {
+            Some(cols) => cols
+                .iter()
+                .map(|c| input.field_with_name(c).map_err(|_| format!("`columns` names `{c}`, which the input does not have")))
+                .collect::<Result<_, _>>()?,
+            None => input.fields().iter().map(|f| f.as_ref()).collect(),
+        };
+        let mut features = serde_json::Map::new();
+        let mut fields = Vec::new();
+        for f in wanted {
+            let is_image = f.name() == &p.image_column && matches!(f.data_type(), DataType::Binary | DataType::LargeBinary);
+            features.insert(f.name().clone(), hf_feature(f, is_image));
+            if is_image {
+                fields.push(Field::new(f.name(), hf_image_type(), f.is_nullable()));
+            } else {
+                fields.push(f.clone());
+            }
+        }
+        let hf = serde_json::json!({"info": {"features": features}});
+        let meta = HashMap::from([("huggingface".to_string(), hf.to_string())]);
+        Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
+}
+
+impl Operator for WriteParquet {
+    fn role(&self) -> Role {
+        Role::Sink
+    }
+
+    fn required_columns(&self) -> Vec<ColumnReq> {
+        match &self.p.columns {
+            Some(cols) if cols.contains(&self.p.image_column) => vec![ColumnReq::new(&self.p.image_column, ColumnType::Bytes)],
+            _ => Vec::new(),
+        }
+    }
+
+    fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
+        let input = inputs.first().ok_or("write-records needs an input")?;
+        file_schema(&self.p, input)?;
+        Ok(input.clone())
+    }
+
+    fn has_commit(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        std::fs::create_dir_all(&self.p.path)
+            .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.path.display())))?;
+        Ok(Started::Task(Box::new(ShardWriter {
+            p: self.p.clone(),
+            worker: ctx.partition.worker,
+            peers: ctx.partition.peers,
+            seq: 0,
+            open: None,
+            file_schema: None,
+            node: self.node.clone(),
+        })))
+    }
+
+    fn commit(&self, rows: Vec<RecordBatch>) -> OpResult<()> {
+        let mut shards = Vec::new();
+        for b in &rows {
+            let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
+            let (names, counts) = (str_column(b, "shard").map_err(err)?, u64_column(b, "rows").map_err(err)?);
+            let (hashes, sizes) = (str_column(b, "sha256").map_err(err)?, u64_column(b, "bytes").map_err(err)?);
+            for i in 0..b.num_rows() {
+                shards.push(serde_json::json!({
+                    "file": names.value(i), "rows": counts.value(i), "sha256": hashes.value(i), "bytes": sizes.value(i)
+                }));
+            }
+        }
+        shards.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
+        let total: u64 = shards.iter().filter_map(|s| s["rows"].as_u64()).sum();
+        let pipeline_sha = sha256_file(&self.pipeline_file).ok();
+        let manifest = serde_json::json!({
+            "format": "parquet",
+            "idflow_version": env!("CARGO_PKG_VERSION"),
+            "pipeline": {"name": self.pipeline, "file": self.pipeline_file.display().to_string(), "sha256": pipeline_sha, "seed": self.seed},
+            "node": self.node,
+            "total_rows": total,
+            "shards": shards,
+        });
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| OpError::new(e.to_string()))?;
+        atomic_write(&self.p.path.join(MANIFEST), &text)
+            .map_err(|e| OpError::new(format!("node `{}`: cannot write manifest: {e}", self.node)))
+    }
+}
+
+struct OpenShard {
+    writer: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    name: String,
+    rows: usize,
+}
+
+struct ShardWriter {
+    p: Params,
+    worker: usize,
+    peers: usize,
+    seq: usize,
+    open: Option<OpenShard>,
+    file_schema: Option<SchemaRef>,
+    node: String,
+}
+
+impl ShardWriter {
+    fn err(&self, e: impl std::fmt::Display) -> OpError {
+        OpError::new(format!("node `{}`: {e}", self.node))
+    }
+
+    /// Converts an input batch to the on-disk layout.
+    fn to_file_batch(&mut self, batch: &RecordBatch) -> OpResult<RecordBatch> {
+        if self.file_schema.is_none() {
+            self.file_schema = Some(file_schema(&self.p, &batch.schema()).map_err(|e| self.err(e))?);
+        }
+        let schema = self.file_schema.clone().expect("set above");
+        let paths: Option<ArrayRef> = batch.column_by_name("path").filter(|c| c.data_type() == &DataType::Utf8).cloned();
+        let mut cols = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| self.err(format!("column `{}` disappeared", f.name())))?;
+            if f.name() == &self.p.image_column && matches!(f.data_type(), DataType::Struct(_)) {
+                let bytes = arrow_cast_binary(c).map_err(|e| self.err(e))?;
+                let path: ArrayRef = paths.clone().unwrap_or_else(|| Arc::new(StringArray::new_null(batch.num_rows())));
+                let DataType::Struct(fields) = f.data_type() else { unreachable!() };
+                cols.push(Arc::new(StructArray::try_new(fields.clone(), vec![bytes, path], None)?) as ArrayRef);
+            } else {
+                cols.push(c.clone());
+            }
+        }
+        Ok(RecordBatch::try_new(schema, cols)?)
+    }
+
+    fn open_shard(&mut self) -> OpResult<()> {
+        let index = self.seq * self.peers + self.worker;
+        self.seq += 1;
+        let name = format!("part-{index:05}.parquet");
+        let tmp = self.p.path.join(format!(".{name}.tmp"));
+        let file = std::fs::File::create(&tmp).map_err(|e| self.err(format!("cannot create {}: {e}", tmp.display())))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.p.zstd_level).map_err(|e| self.err(e))?))
+            .build();
+        let schema = self.file_schema.clone().ok_or_else(|| self.err("no schema"))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| self.err(e))?;
+        self.open = Some(OpenShard { writer, tmp, name, rows: 0 });
+        Ok(())
+    }
+
+    fn close_shard(&mut self, out: &mut Emit) -> OpResult<()> {
+        let Some(shard) = self.open.take() else { return Ok(()) };
+        let file = shard.writer.into_inner().map_err(|e| self.err(e))?;
+        file.sync_all().map_err(|e| self.err(e))?;
+        drop(file);
+        let final_path = self.p.path.join(&shard.name);
+        let sha = sha256_file(&shard.tmp).map_err(|e| self.err(e))?;
+        let bytes = std::fs::metadata(&shard.tmp).map_err(|e| self.err(e))?.len();
+        std::fs::rename(&shard.tmp, &final_path).map_err(|e| self.err(format!("cannot rename to {}: {e}", final_path.display())))?;
+        out.commit.push(RecordBatch::try_new(
+            shard_info_schema(),
+            vec![
+                Arc::new(StringArray::from(vec![shard.name])),
+                Arc::new(UInt64Array::from(vec![shard.rows as u64])),
+                Arc::new(StringArray::from(vec![sha])),
+                Arc::new(UInt64Array::from(vec![bytes])),
+            ],
+        )?);
+        Ok(())
+    }
+}
+
+fn arrow_cast_binary(c: &ArrayRef) -> Result<ArrayRef, String> {
+    match c.data_type() {
+        DataType::Binary => Ok(c.clone()),
+        DataType::LargeBinary => {
+            let a = c.as_any().downcast_ref::<arrow_array::LargeBinaryArray>().ok_or("bad LargeBinary")?;
+            Ok(Arc::new(arrow_array::BinaryArray::from_iter(a.iter())))
+        }
+        t => Err(format!("image column has type {t}, expected Binary")),
+    }
+}
+
+impl Task for ShardWriter {
+    fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
+        let file_batch = self.to_file_batch(&batch)?;
+        let mut offset = 0;
+        while offset < file_batch.num_rows() {
+            if self.open.is_none() {
+                self.open_shard()?;
+            }
+            let shard = self.open.as_mut().expect("opened above");
+            let take = (self.p.rows_per_shard - shard.rows).min(file_batch.num_rows() - offset);
+            let part = file_batch.slice(offset, take);
+            shard.writer.write(&part).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
+            shard.rows += take;
+            offset += take;
+            if shard.rows >= self.p.rows_per_shard {
+                self.close_shard(out)?;
+            }
+        }
+        out.rows.push(batch);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Emit) -> OpResult<()> {
+        self.close_shard(out)
+    }
+
+    fn abort(&mut self) {
+        if let Some(shard) = self.open.take() {
+            drop(shard.writer);
+            let _ = std::fs::remove_file(&shard.tmp);
+        }
+    }
+}
+
+/// Reads a manifest back (used by tests and by resume).
+pub fn read_manifest(dir: &Path) -> Result<serde_json::Value, String> {
+    let p = dir.join(MANIFEST);
+    let text = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", p.display()))
+}

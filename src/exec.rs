@@ -1,0 +1,432 @@
+//! Runs a [`Plan`] on timely dataflow.
+//!
+//! Every worker builds the same dataflow: a timely input per source node, and per other node
+//! one operator that calls the node's [`Task`] on each arriving batch (inputs are concatenated
+//! and tagged with their port). Sources emit only the identities their worker owns, so rows
+//! stay where their identity lives and the output does not depend on the worker count; nodes
+//! with [`Routing::Single`] receive everything on worker 0. Sink commit rows travel to worker 0,
+//! whose commit step runs once every worker has finished.
+//!
+//! Memory is bounded: each source batch is its own timestamp (epoch), and a source may run at
+//! most `max_in_flight` epochs ahead of what the whole dataflow has finished.
+//!
+//! Errors: a failing task records its error and raises the process-wide abort flag; sources
+//! stop, every task is told to `abort` (removing temporary files), and the commit step is
+//! skipped — also on worker 0 of another process, which learns of the failure through an
+//! abort marker on the commit channel.
+
+use crate::batch::Batch;
+use crate::operators::{Emit, OpError, Routing, SourceTask, Started, Task, TaskContext};
+use crate::operators::Partition;
+use crate::plan::Plan;
+use crate::report::{peak_rss_bytes, NodeStats, RunReport};
+use arrow_array::{RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Input, Operator, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Number of processes (timely cluster); 1 for a local run.
+    pub processes: usize,
+    /// This process's index.
+    pub process_id: usize,
+    /// File with one `host:port` per process (required when `processes > 1`).
+    pub hostfile: Option<PathBuf>,
+    /// Show progress.
+    pub progress: bool,
+    /// How many source batches may be in flight per source.
+    pub max_in_flight: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { workers: 1, processes: 1, process_id: 0, hostfile: None, progress: false, max_in_flight: 4 }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Timely could not start (bad hostfile, ports in use, ...).
+    #[error("cannot start the dataflow: {0}")]
+    Startup(String),
+    /// One or more nodes failed.
+    #[error("{}", .0.join("\n"))]
+    Failed(Vec<String>),
+}
+
+type Tagged = (u32, Batch);
+
+/// Gives an [`Emit`]'s rows (counted) and commit rows to an output session.
+macro_rules! emit_into {
+    ($session:expr, $emit:expr, $st:expr) => {{
+        let emit: Emit = $emit;
+        for b in emit.rows {
+            $st.rows_out.fetch_add(b.num_rows() as u64, Relaxed);
+            $st.batches_out.fetch_add(1, Relaxed);
+            $session.give((false, Batch::new(b)));
+        }
+        for b in emit.commit {
+            $session.give((true, Batch::new(b)));
+        }
+    }};
+}
+type Out = (bool, Batch);
+
+/// Column name of the abort marker sent on commit channels.
+const ABORT_MARKER: &str = "__idflow_abort__";
+
+fn abort_marker() -> Batch {
+    let schema = Arc::new(Schema::new(vec![Field::new(ABORT_MARKER, DataType::Utf8, false)]));
+    Batch::new(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["abort"]))]).expect("static schema"))
+}
+
+/// Shared failure state of one process.
+#[derive(Default)]
+struct Failure {
+    abort: AtomicBool,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Failure {
+    fn record(&self, node: &str, op: &str, e: OpError) {
+        let msg = if e.0.contains("node `") { e.0 } else { format!("node `{node}` ({op}): {}", e.0) };
+        tracing::error!("{msg}");
+        if let Ok(mut v) = self.errors.lock() {
+            v.push(msg);
+        }
+        self.abort.store(true, Relaxed);
+    }
+}
+
+/// A task standing in for a node that could not start: consumes and drops its input.
+struct Drain;
+impl Task for Drain {
+    fn process(&mut self, _: usize, _: RecordBatch, _: &mut Emit) -> Result<(), OpError> {
+        Ok(())
+    }
+}
+
+struct SourceSlot {
+    node: usize,
+    handle: Option<InputHandle<u64, CapacityContainerBuilder<Vec<Batch>>>>,
+    task: Box<dyn SourceTask>,
+    epoch: u64,
+}
+
+fn timely_config(opts: &RunOptions) -> Result<timely::Config, RunError> {
+    let communication = if opts.processes > 1 {
+        let hostfile = opts.hostfile.as_ref().ok_or_else(|| RunError::Startup("--processes > 1 needs --hostfile".into()))?;
+        let text = std::fs::read_to_string(hostfile).map_err(|e| RunError::Startup(format!("cannot read hostfile {}: {e}", hostfile.display())))?;
+        let addresses: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).take(opts.processes).map(String::from).collect();
+        if addresses.len() < opts.processes {
+            return Err(RunError::Startup(format!(
+                "hostfile {} lists {} addresses, but --processes is {}",
+                hostfile.display(),
+                addresses.len(),
+                opts.processes
+            )));
+        }
+        if opts.process_id >= opts.processes {
+            return Err(RunError::Startup(format!("--process-id {} must be below --processes {}", opts.process_id, opts.processes)));
+        }
+        timely::CommunicationConfig::Cluster {
+            threads: opts.workers,
+            process: opts.process_id,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
+    } else if opts.workers > 1 {
+        timely::CommunicationConfig::Process(opts.workers)
+    } else {
+        timely::CommunicationConfig::Thread
+    };
+    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+}
+
+/// Runs the plan; returns the report of this process (also when the run failed).
+pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunError>) {
+    let started = Instant::now();
+    let stats: Arc<Vec<Arc<NodeStats>>> = Arc::new(plan.nodes.iter().map(|_| Arc::new(NodeStats::default())).collect());
+    let failure = Arc::new(Failure::default());
+    let progress = crate::progress::Progress::start(
+        plan.nodes.iter().zip(stats.iter()).map(|(n, s)| (n.spec.id.clone(), n.info.name.to_string(), s.clone())).collect(),
+        opts.progress,
+    );
+    let result = (|| {
+        for n in &plan.nodes {
+            n.op.prepare().map_err(|e| RunError::Failed(vec![format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0)]))?;
+        }
+        let config = timely_config(opts)?;
+        let (p, s, f, max_in_flight) = (plan.clone(), stats.clone(), failure.clone(), opts.max_in_flight.max(1) as u64);
+        let guards = timely::execute(config, move |worker| run_worker(worker, &p, &s, &f, max_in_flight)).map_err(RunError::Startup)?;
+        for r in guards.join() {
+            if let Err(e) = r {
+                failure.errors.lock().map(|mut v| v.push(format!("worker failed: {e}"))).ok();
+            }
+        }
+        let errors = failure.errors.lock().map(|v| v.clone()).unwrap_or_default();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RunError::Failed(errors))
+        }
+    })();
+    progress.finish();
+    let report = RunReport {
+        pipeline: plan.spec.name.clone(),
+        file: plan.spec.file.display().to_string(),
+        workers: opts.workers,
+        processes: opts.processes,
+        process_id: opts.process_id,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+        ok: result.is_ok(),
+        errors: match &result {
+            Err(RunError::Failed(v)) => v.clone(),
+            Err(e) => vec![e.to_string()],
+            Ok(()) => vec![],
+        },
+        operators: plan.nodes.iter().zip(stats.iter()).map(|(n, s)| s.snapshot(&n.spec.id, n.info.name)).collect(),
+    };
+    (report, result)
+}
+
+fn run_worker(worker: &mut timely::worker::Worker, plan: &Plan, stats: &[Arc<NodeStats>], failure: &Arc<Failure>, max_in_flight: u64) {
+    let index = worker.index();
+    let partition = Partition { worker: index, peers: worker.peers() };
+    let probe = ProbeHandle::<u64>::new();
+    let mut sources: Vec<SourceSlot> = Vec::new();
+
+    worker.dataflow::<u64, _, _>(|scope| {
+        let mut streams: Vec<Option<StreamVec<'_, u64, Batch>>> = vec![None; plan.nodes.len()];
+        for &i in &plan.order {
+            let node = &plan.nodes[i];
+            let (id, op_name) = (node.spec.id.clone(), node.info.name);
+            let st = stats[i].clone();
+            let ctx = TaskContext { partition: partition.clone(), on_error: node.spec.on_error, counters: st.task.clone() };
+            let started = node.op.start(&ctx).unwrap_or_else(|e| {
+                failure.record(&id, op_name, e);
+                if node.inputs.is_empty() {
+                    Started::Source(Box::new(EmptySource))
+                } else {
+                    Started::Task(Box::new(Drain))
+                }
+            });
+            let stream = match started {
+                Started::Source(task) => {
+                    if let Some(n) = task.expected_rows() {
+                        st.expected_rows.fetch_add(n, Relaxed);
+                        st.expected_known.store(true, Relaxed);
+                    }
+                    let (handle, stream) = scope.new_input::<Vec<Batch>>();
+                    sources.push(SourceSlot { node: i, handle: Some(handle), task, epoch: 0 });
+                    stream
+                }
+                Started::Task(task) => {
+                    let tagged: Vec<StreamVec<'_, u64, Tagged>> = node
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(port, &up)| {
+                            let s = streams[up].clone().expect("inputs are built first");
+                            s.map(move |b| (port as u32, b))
+                        })
+                        .collect();
+                    let merged: StreamVec<'_, u64, Tagged> = scope.concatenate(tagged);
+                    let target = match node.op.routing() {
+                        Routing::Local => index as u64,
+                        Routing::Single => 0,
+                    };
+                    let out = task_operator(merged, target, task, id.clone(), op_name, st, failure.clone());
+                    if node.op.has_commit() {
+                        let op = node.op.clone();
+                        let fail = failure.clone();
+                        let (cid, cop) = (id.clone(), op_name);
+                        out.clone()
+                            .flat_map(|(is_commit, b)| is_commit.then_some(b))
+                            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                                Exchange::new(|_: &Batch| 0u64),
+                                &format!("{id}/commit"),
+                                move |_cap, _info| {
+                                    let mut rows: Vec<RecordBatch> = Vec::new();
+                                    let mut remote_abort = false;
+                                    let mut done = false;
+                                    move |(input, frontier), _output| {
+                                        input.for_each(|_cap, data| {
+                                            for b in data.drain(..) {
+                                                if b.0.column_by_name(ABORT_MARKER).is_some() {
+                                                    remote_abort = true;
+                                                } else {
+                                                    rows.push(b.into_inner());
+                                                }
+                                            }
+                                        });
+                                        if frontier.frontier().is_empty() && !done {
+                                            done = true;
+                                            if index == 0 && !remote_abort && !fail.abort.load(Relaxed) {
+                                                if let Err(e) = op.commit(std::mem::take(&mut rows)) {
+                                                    fail.record(&cid, cop, e);
+                                                }
+                                            } else if remote_abort && index == 0 {
+                                                fail.record(&cid, cop, OpError::new("another process failed; nothing committed"));
+                                            }
+                                        }
+                                    }
+                                },
+                            )
+                            .probe_with(&probe);
+                    }
+                    out.flat_map(|(is_commit, b)| (!is_commit).then_some(b))
+                }
+            };
+            if node.consumers.is_empty() {
+                streams[i] = Some(stream.probe_with(&probe));
+            } else {
+                streams[i] = Some(stream);
+            }
+        }
+    });
+
+    loop {
+        let aborted = failure.abort.load(Relaxed);
+        let frontier: Option<u64> = probe.with_frontier(|f| f.first().copied());
+        let mut pushed = false;
+        for s in sources.iter_mut() {
+            let Some(handle) = s.handle.as_mut() else { continue };
+            if aborted {
+                s.task.abort();
+                s.handle = None;
+                continue;
+            }
+            if frontier.is_some_and(|f| s.epoch >= f + max_in_flight) {
+                continue;
+            }
+            let node = &plan.nodes[s.node];
+            let st = &stats[s.node];
+            let t0 = Instant::now();
+            let res = s.task.next_batch();
+            st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+            match res {
+                Ok(Some(b)) => {
+                    st.rows_out.fetch_add(b.num_rows() as u64, Relaxed);
+                    st.batches_out.fetch_add(1, Relaxed);
+                    handle.send(Batch::new(b));
+                    s.epoch += 1;
+                    handle.advance_to(s.epoch);
+                    pushed = true;
+                }
+                Ok(None) => s.handle = None,
+                Err(e) => {
+                    failure.record(&node.spec.id, node.info.name, e);
+                    s.task.abort();
+                    s.handle = None;
+                }
+            }
+        }
+        if sources.iter().all(|s| s.handle.is_none()) && probe.done() {
+            break;
+        }
+        if pushed {
+            worker.step();
+        } else {
+            worker.step_or_park(Some(Duration::from_millis(2)));
+        }
+    }
+}
+
+struct EmptySource;
+impl SourceTask for EmptySource {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, OpError> {
+        Ok(None)
+    }
+}
+
+/// The timely operator around one [`Task`].
+fn task_operator<'s>(
+    merged: StreamVec<'s, u64, Tagged>,
+    target: u64,
+    mut task: Box<dyn Task>,
+    id: String,
+    op_name: &'static str,
+    st: Arc<NodeStats>,
+    failure: Arc<Failure>,
+) -> StreamVec<'s, u64, Out> {
+    let name = id.clone();
+    merged.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(Exchange::new(move |_: &Tagged| target), &name, move |cap, _info| {
+        let mut held = Some(cap);
+        let mut failed = false;
+        move |(input, frontier), output| {
+            if failure.abort.load(Relaxed) && !failed {
+                failed = true;
+                task.abort();
+            }
+            input.for_each(|icap, data| {
+                let Some(c) = icap.retain_least(0) else { return };
+                let mut session = output.session(&c);
+                for (port, batch) in data.drain(..) {
+                    if failed {
+                        continue;
+                    }
+                    let batch = batch.into_inner();
+                    st.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
+                    let mut emit = Emit::default();
+                    let t0 = Instant::now();
+                    let res = task.process(port as usize, batch, &mut emit);
+                    st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+                    match res {
+                        Ok(()) => emit_into!(session, emit, st),
+                        Err(e) => {
+                            failed = true;
+                            task.abort();
+                            failure.record(&id, op_name, e);
+                            session.give((true, abort_marker()));
+                        }
+                    }
+                }
+            });
+            let f = frontier.frontier();
+            if f.is_empty() {
+                if let Some(c) = held.take() {
+                    let mut session = output.session(&c);
+                    if failed || failure.abort.load(Relaxed) {
+                        if !failed {
+                            task.abort();
+                        }
+                        session.give((true, abort_marker()));
+                    } else {
+                        let mut emit = Emit::default();
+                        let t0 = Instant::now();
+                        let res = task.finish(&mut emit);
+                        st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+                        match res {
+                            Ok(()) => emit_into!(session, emit, st),
+                            Err(e) => {
+                                task.abort();
+                                failure.record(&id, op_name, e);
+                                session.give((true, abort_marker()));
+                            }
+                        }
+                    }
+                }
+            } else if let (Some(c), Some(t)) = (held.as_mut(), f.first()) {
+                if c.time() < t {
+                    c.downgrade(t);
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,174 @@
+//! The `idflow` command line: `run`, `validate`, `graph`, `ops`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use idflow::exec::{self, RunOptions};
+use idflow::graph::{self, GraphFormat};
+use idflow::spec::{self, Override};
+use idflow::{operators, plan, report, EXIT_CONFIG};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Build synthetic face-recognition datasets with declarative pipelines.
+#[derive(Parser)]
+#[command(name = "idflow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct PipelineArgs {
+    /// The pipeline YAML file.
+    pipeline: PathBuf,
+    /// Override a value: `nodes.<id>.<param>=<value>`, `seed=N`, `workers=N`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<Override>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Worker threads per process (overrides `workers:` in the file).
+        #[arg(short = 'w', long)]
+        workers: Option<usize>,
+        /// Number of processes in a cluster run.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// This process's index in a cluster run.
+        #[arg(long, default_value_t = 0)]
+        process_id: usize,
+        /// File with one host:port per process.
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+        /// Write a JSON run report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// No progress display and no summary table.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Source batches allowed in flight per source (memory bound).
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+    },
+    /// Check a pipeline without running it (exit 0, or 78 on a configuration error).
+    Validate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Print the pipeline's graph.
+    Graph {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// List operators with their parameters (or one operator in detail).
+    Ops {
+        /// Show only this operator.
+        name: Option<String>,
+    },
+}
+
+fn load_plan(args: &PipelineArgs) -> Result<plan::Plan, spec::ConfigError> {
+    let spec = spec::load(&args.pipeline, &args.set)?;
+    plan::build(spec)
+}
+
+fn config_failure(e: spec::ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IDFLOW_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { pipeline } => match load_plan(&pipeline) {
+            Ok(plan) => {
+                for w in &plan.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: ok ({} nodes)", pipeline.pipeline.display(), plan.nodes.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(config_failure(e)),
+        },
+        Command::Graph { pipeline, format } => match load_plan(&pipeline) {
+            Ok(plan) => {
+                print!("{}", graph::render(&plan, format));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(config_failure(e)),
+        },
+        Command::Ops { name } => {
+            let mut found = false;
+            for info in operators::registry() {
+                if name.as_deref().is_some_and(|n| n != info.name) {
+                    continue;
+                }
+                found = true;
+                println!("{} ({:?}): {}", info.name, info.role, info.summary);
+                for p in info.params {
+                    println!("    {:<20} {:<18} default {:<16} {}", p.name, p.ty, p.default, p.doc);
+                }
+                println!("    {:<20} {:<18} default {:<16} {}", "on_error", "fail | skip", "fail", "what to do with a bad row");
+            }
+            if !found {
+                anyhow::bail!("no operator named `{}`", name.unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { pipeline, workers, processes, process_id, hostfile, report: report_path, quiet, max_in_flight } => {
+            let plan = match load_plan(&pipeline) {
+                Ok(p) => p,
+                Err(e) => return Ok(config_failure(e)),
+            };
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            let opts = RunOptions {
+                workers: workers.unwrap_or(plan.spec.workers).max(1),
+                processes: processes.max(1),
+                process_id,
+                hostfile,
+                progress: !quiet,
+                max_in_flight,
+            };
+            let (rep, result) = exec::run(Arc::new(plan), &opts);
+            if let Some(path) = &report_path {
+                let text = serde_json::to_vec_pretty(&rep)?;
+                idflow::fsutil::atomic_write(path, &text).with_context(|| format!("cannot write report {}", path.display()))?;
+            }
+            if !quiet {
+                eprint!("{}", report::summary_table(&rep));
+            }
+            match result {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
