@@ -13,6 +13,7 @@ fn fake_image(i: usize) -> Vec<u8> {
 }
 
 #[test]
+#[allow(clippy::manual_rotate)]
 fn masked_crc_matches_the_published_definition() {
     // CRC-32C check value of "123456789" is 0xE3069283; TFRecord rotates right by 15 and adds.
     let crc: u32 = 0xe306_9283;

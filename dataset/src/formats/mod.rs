@@ -13,6 +13,7 @@ pub mod pickle;
 pub use error::FormatError;
 pub mod contexts;
 pub mod npy;
+pub mod recordio;
 pub mod tfrecord;
 pub mod torch_zip;
 pub mod verification_bin;

@@ -13,7 +13,8 @@ pub const RECORD_OVERHEAD: u64 = 16;
 /// TFRecord's masked CRC-32C.
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
     let crc = crc32c::crc32c(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    // ((crc >> 15) | (crc << 17)) + 0xa282ead8
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// Frames one payload as a TFRecord record.
