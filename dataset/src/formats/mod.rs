@@ -12,6 +12,7 @@ pub mod pickle;
 
 pub use error::FormatError;
 pub mod contexts;
+pub mod image_folder;
 pub mod npy;
 pub mod recordio;
 pub mod tfrecord;
