@@ -39,6 +39,7 @@ pub mod error;
 pub mod heads;
 pub mod iresnet;
 pub mod layers;
+pub mod pretrained;
 pub mod sampler;
 pub mod schedule;
 pub mod torch_file;

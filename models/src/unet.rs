@@ -135,7 +135,7 @@ impl UNetConfig {
                 self.is_attention.len()
             );
         }
-        if self.initial_channels % GN_GROUPS != 0 {
+        if !self.initial_channels.is_multiple_of(GN_GROUPS) {
             candle_core::bail!(
                 "UNet config: initial_channels {} is not a multiple of 32",
                 self.initial_channels
@@ -550,7 +550,7 @@ impl Attention {
 enum Stage {
     /// `DownBlock` / `UpBlock`: residual block, optional attention.
     Block {
-        res: ResidualBlock,
+        res: Box<ResidualBlock>,
         attn: Option<Attention>,
     },
     /// `Downsample`: 3×3 conv, stride 2, padding 1.
@@ -567,7 +567,7 @@ impl Stage {
         attention: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let res = ResidualBlock::new(cfg, in_ch, out_ch, vb.pp("res"))?;
+        let res = Box::new(ResidualBlock::new(cfg, in_ch, out_ch, vb.pp("res"))?);
         let attn = if attention {
             Some(Attention::new(cfg, out_ch, vb.pp("attn"))?)
         } else {

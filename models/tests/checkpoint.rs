@@ -216,3 +216,37 @@ fn prefixed_and_safetensors_state_dicts_load_to_the_same_model() {
         0.0,
     );
 }
+
+#[test]
+fn one_call_loaders_read_the_official_files() {
+    let opts = LoadOptions::default();
+    let cfg = idflow_models::vq::VqConfig {
+        ch: 32,
+        ch_mult: vec![1, 2, 2],
+        num_res_blocks: 2,
+        in_channels: 3,
+        out_ch: 3,
+        z_channels: 3,
+        embed_dim: 3,
+        resolution: 32,
+        attn_resolutions: vec![],
+    };
+    let vq = idflow_models::pretrained::load_vq_first_stage(
+        fixture("vq_tiny_first_stage_encoder_state_dict.pt"),
+        fixture("vq_tiny_first_stage_decoder_state_dict.pt"),
+        &cfg,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(vq.decoder.quantizer().codebook_shape(), (64, 3));
+    let net =
+        idflow_models::pretrained::load_iresnet(fixture("iresnet_tiny.pth"), &tiny_cfg(), &opts)
+            .unwrap();
+    let io = load_io("iresnet_tiny_io.safetensors");
+    assert_close(
+        "load_iresnet",
+        &net.forward(get(&io, "input")).unwrap(),
+        get(&io, "features"),
+        1e-4,
+    );
+}

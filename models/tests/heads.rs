@@ -123,7 +123,7 @@ fn elastic_margins_are_applied_per_row_and_sorted_for_plus() {
     let target: Vec<f32> = (0..8).map(|r| cos[r][lab[r] as usize]).collect();
     let mut order: Vec<usize> = (0..8).collect();
     order.sort_by(|&i, &j| target[j].total_cmp(&target[i]));
-    let mut assigned = vec![0.0; 8];
+    let mut assigned = [0.0; 8];
     for (rank, &row) in order.iter().enumerate() {
         assigned[row] = margins[rank]; // margins are already ascending
     }
