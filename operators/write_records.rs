@@ -200,6 +200,23 @@ impl Operator for WriteParquet {
         true
     }
 
+    /// Clears what an earlier run left in the output directory (shards, temporary files,
+    /// manifest), so the directory ends up holding exactly this run's dataset.
+    fn prepare(&self) -> OpResult<()> {
+        let Ok(entries) = std::fs::read_dir(&self.p.path) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = (name.starts_with("part-") && name.ends_with(".parquet"))
+                || (name.starts_with(".part-") && name.ends_with(".tmp"))
+                || name == MANIFEST;
+            if stale {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| OpError::new(format!("node `{}`: cannot remove stale {}: {e}", self.node, entry.path().display())))?;
+            }
+        }
+        Ok(())
+    }
+
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         std::fs::create_dir_all(&self.p.path)
             .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.path.display())))?;

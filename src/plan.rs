@@ -151,12 +151,10 @@ fn topo_order(spec: &PipelineSpec, inputs: &[Vec<usize>]) -> Result<Vec<usize>, 
             loop {
                 let next = *inputs[cur].iter().find(|&&u| !done[u]).expect("blocked node has a pending input");
                 if let Some(pos) = path.iter().position(|&p| p == next) {
+                    // `path` walks upstream; reversed it is the direction data would flow.
                     let cycle: Vec<&str> = path[pos..].iter().rev().map(|&k| spec.nodes[k].id.as_str()).collect();
                     let node = &spec.nodes[next];
-                    return Err(node.error(
-                        Some("input"),
-                        format!("cycle: {} -> {}", cycle.join(" -> "), spec.nodes[next].id),
-                    ));
+                    return Err(node.error(Some("input"), format!("cycle: {} -> {}", cycle.join(" -> "), cycle[0])));
                 }
                 path.push(next);
                 cur = next;

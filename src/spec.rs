@@ -232,7 +232,12 @@ pub fn parse(
     let raw: RawPipeline = serde_saphyr::from_str(text).map_err(|e| {
         let pos = e.location().and_then(pos_of);
         let msg = e.to_string();
-        let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+        let first = msg.lines().next().unwrap_or("invalid YAML");
+        // The location is printed by us; drop the parser's own "error: line L column C:" prefix.
+        let msg = match first.strip_prefix("error: ").and_then(|r| r.split_once(": ")) {
+            Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+            _ => first.to_string(),
+        };
         ConfigError { file: file.to_path_buf(), pos, node: None, field: None, message: msg }
     })?;
     if raw.nodes.is_empty() {

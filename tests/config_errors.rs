@@ -1,0 +1,141 @@
+//! Bad pipeline files: each case must exit 78 with a message naming what is wrong.
+
+mod common;
+use common::*;
+
+const GOOD_READ: &str = "  faces:\n    op: read\n    root: /tmp\n";
+
+/// (case, pipeline text, extra CLI args, fragments the error must contain)
+fn cases() -> Vec<(&'static str, String, Vec<&'static str>, Vec<&'static str>)> {
+    vec![
+        ("not yaml", "name: x\nnodes: [\n".into(), vec![], vec!["bad.yaml:"]),
+        ("unknown top-level field", format!("name: x\nnodez: 1\nnodes:\n{GOOD_READ}"), vec![], vec!["unknown field", "nodez"]),
+        ("missing name", format!("nodes:\n{GOOD_READ}"), vec![], vec!["name"]),
+        ("unknown operator", "name: x\nnodes:\n  a:\n    op: reed\n".into(), vec![], vec!["node `a`", "field `op`", "unknown operator `reed`", "bad.yaml:4"]),
+        ("missing op", "name: x\nnodes:\n  a:\n    root: /tmp\n".into(), vec![], vec!["node `a`", "missing field `op`"]),
+        (
+            "unknown parameter",
+            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    rooot: /x\n".into(),
+            vec![],
+            vec!["node `faces`", "field `rooot`", "unknown field", "bad.yaml:6"],
+        ),
+        (
+            "wrong type",
+            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    batch_rows: many\n".into(),
+            vec![],
+            vec!["node `faces`", "field `batch_rows`", "invalid type", "bad.yaml:6"],
+        ),
+        ("missing parameter", "name: x\nnodes:\n  faces:\n    op: read\n".into(), vec![], vec!["node `faces`", "missing field `root`"]),
+        (
+            "dangling input",
+            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: nope\n    size: 8\n"),
+            vec![],
+            vec!["node `d`", "field `input`", "`nope` is not a node"],
+        ),
+        (
+            "cycle",
+            format!("name: x\nnodes:\n{GOOD_READ}  a:\n    op: decode\n    input: b\n    size: 8\n  b:\n    op: decode\n    input: a\n    size: 8\n"),
+            vec![],
+            vec!["cycle: b -> a -> b", "node `a`"],
+        ),
+        (
+            "schema mismatch (type)",
+            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    column: identity_name\n    size: 8\n"),
+            vec![],
+            vec!["node `d`", "column `identity_name`", "Utf8", "Binary"],
+        ),
+        (
+            "schema mismatch (missing column)",
+            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    column: pixels\n    size: 8\n"),
+            vec![],
+            vec!["node `d`", "needs column `pixels`", "from input `faces`"],
+        ),
+        (
+            "source with input",
+            format!("name: x\nnodes:\n{GOOD_READ}  again:\n    op: read\n    input: faces\n    root: /tmp\n"),
+            vec![],
+            vec!["node `again`", "takes no input"],
+        ),
+        ("transform without input", format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    size: 8\n"), vec![], vec!["node `d`", "needs an input"]),
+        (
+            "missing environment variable",
+            "name: x\nnodes:\n  faces:\n    op: read\n    root: ${IDFLOW_TEST_SURELY_UNSET}/faces\n".into(),
+            vec![],
+            vec!["node `faces`", "field `root`", "IDFLOW_TEST_SURELY_UNSET", "not set"],
+        ),
+        (
+            "bad on_error",
+            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    on_error: maybe\n".into(),
+            vec![],
+            vec!["node `faces`", "field `on_error`", "`fail` or `skip`"],
+        ),
+        ("override of unknown node", format!("name: x\nnodes:\n{GOOD_READ}"), vec!["--set", "nodes.nope.root=/x"], vec!["no node `nope`"]),
+        (
+            "override with wrong type",
+            format!("name: x\nnodes:\n{GOOD_READ}"),
+            vec!["--set", "nodes.faces.batch_rows=lots"],
+            vec!["node `faces`", "field `batch_rows`", "invalid type"],
+        ),
+        ("decode without size", format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n"), vec![], vec!["node `d`", "field `size`"]),
+        ("empty nodes", "name: x\nnodes: {}\n".into(), vec![], vec!["nodes", "empty"]),
+    ]
+}
+
+#[test]
+fn bad_pipelines_exit_78_with_precise_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (case, text, extra, fragments) in cases() {
+        write_pipeline(dir.path(), "bad.yaml", &text);
+        for cmd in ["validate", "run"] {
+            let mut args = vec![cmd, "bad.yaml"];
+            args.extend(extra.iter().copied());
+            let out = idflow(dir.path(), &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() != Some(78) {
+                failures.push(format!("{case} ({cmd}): exit {:?}, stderr: {stderr}", out.status.code()));
+                continue;
+            }
+            for f in &fragments {
+                if !stderr.contains(f) {
+                    failures.push(format!("{case} ({cmd}): missing `{f}` in: {stderr}"));
+                }
+            }
+            assert!(!stderr.contains("panicked"), "{case}: panic: {stderr}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn good_pipeline_validates_and_warns_on_unread_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), "ok.yaml", &format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    size: 8\n"));
+    let out = idflow(dir.path(), &["validate", "ok.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning") && stderr.contains("node `d`") && stderr.contains("not read"), "{stderr}");
+}
+
+#[test]
+fn graph_renders_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), "g.yaml", &format!("name: g\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    size: 8\n"));
+    let dot = idflow(dir.path(), &["graph", "g.yaml"]);
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.contains("digraph") && dot.contains("\"faces\" -> \"d\""), "{dot}");
+    let mm = idflow(dir.path(), &["graph", "g.yaml", "--format", "mermaid"]);
+    let mm = String::from_utf8_lossy(&mm.stdout);
+    assert!(mm.starts_with("flowchart LR") && mm.contains("n0 --> n1"), "{mm}");
+}
+
+#[test]
+fn ops_lists_every_operator_with_parameters() {
+    let out = idflow(std::path::Path::new("."), &["ops"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["read", "decode", "write-records"] {
+        assert!(text.contains(&format!("{name} (")), "{name} missing in:\n{text}");
+    }
+    assert!(text.contains("rows_per_shard") && text.contains("limit_per_identity"));
+}
