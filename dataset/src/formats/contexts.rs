@@ -12,6 +12,7 @@
 //! pairwise float32 summation reproduced bit for bit); rows whose norm is already 1 within
 //! [`UNIT_NORM_TOLERANCE`] are kept unchanged and not counted in [`Contexts::renormalised`].
 
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use super::npy::{parse_npy, NPY_MAGIC};
@@ -63,26 +64,16 @@ impl Contexts {
 
 /// Reads a context file, detecting the layout from its first bytes.
 pub fn read_contexts(path: &Path) -> Result<Contexts, FormatError> {
-    let mut magic = [0u8; 6];
-    let head = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-        let mut n = 0;
-        while n < magic.len() {
-            let k = f
-                .read(&mut magic[n..])
-                .map_err(|e| FormatError::io(path, e))?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        &magic[..n]
-    };
-    if head.starts_with(b"PK\x03\x04") {
-        read_dict_contexts(path)
-    } else if head == NPY_MAGIC {
-        let data = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    let data = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    parse_contexts(data, path)
+}
+
+/// Parses the bytes of a context file; `path` names it in errors.
+pub fn parse_contexts(data: Vec<u8>, path: &Path) -> Result<Contexts, FormatError> {
+    if data.starts_with(b"PK\x03\x04") {
+        let mut archive = TorchArchive::from_bytes(data, path)?;
+        dict_contexts(&mut archive, path)
+    } else if data.starts_with(NPY_MAGIC) {
         let arr = parse_npy(&data, path)?;
         let (rows, dim) = match arr.shape.as_slice() {
             [r, d] => (*r, *d),
@@ -105,8 +96,10 @@ pub fn read_contexts(path: &Path) -> Result<Contexts, FormatError> {
     }
 }
 
-fn read_dict_contexts(path: &Path) -> Result<Contexts, FormatError> {
-    let mut archive = TorchArchive::open(path)?;
+fn dict_contexts<R: Read + Seek>(
+    archive: &mut TorchArchive<R>,
+    path: &Path,
+) -> Result<Contexts, FormatError> {
     let allow = AllowList::new(STATE_DICT_GLOBALS).with(CONTEXT_GLOBALS);
     let root = archive.load_pickle(&allow)?;
     let pkl = archive.member_path("data.pkl");
@@ -116,7 +109,7 @@ fn read_dict_contexts(path: &Path) -> Result<Contexts, FormatError> {
             format!("top-level object is a {}, not a dict", root.type_name()),
         )
     })?;
-    let mut resolver = TensorResolver::new(&mut archive);
+    let mut resolver = TensorResolver::new(archive);
     let mut names = Vec::with_capacity(items.len());
     let mut values = Vec::new();
     let mut dim = None;

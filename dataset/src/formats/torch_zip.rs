@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use super::pickle::{self, AllowList, Value};
@@ -132,21 +132,38 @@ impl NamedTensor {
     }
 }
 
-/// An opened torch zip archive.
-pub struct TorchArchive {
+/// An opened torch zip archive, over a file or (for in-memory data) a byte buffer.
+pub struct TorchArchive<R: Read + Seek = File> {
     path: PathBuf,
-    zip: zip::ZipArchive<File>,
+    zip: zip::ZipArchive<R>,
     prefix: String,
     file_len: u64,
 }
 
-impl TorchArchive {
+impl TorchArchive<File> {
     /// Opens `path`, checks it is a torch zip archive and finds its `data.pkl`.
     pub fn open(path: &Path) -> Result<Self, FormatError> {
-        let mut file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        Self::from_reader(file, file_len, path)
+    }
+}
+
+impl TorchArchive<Cursor<Vec<u8>>> {
+    /// An archive held in memory; `path` names it in errors.
+    pub fn from_bytes(data: Vec<u8>, path: &Path) -> Result<Self, FormatError> {
+        let len = data.len() as u64;
+        Self::from_reader(Cursor::new(data), len, path)
+    }
+}
+
+impl<R: Read + Seek> TorchArchive<R> {
+    /// Opens an archive from a seekable reader of `file_len` bytes; `path` names it in errors.
+    pub fn from_reader(mut file: R, file_len: u64, path: &Path) -> Result<Self, FormatError> {
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| FormatError::io(path, e))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| FormatError::io(path, e))?;
         if n < 4 || &magic != b"PK\x03\x04" {
             if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
                 return Err(FormatError::unsupported(
@@ -249,7 +266,7 @@ impl TorchArchive {
     }
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to<R: Read>(f: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         let k = f.read(&mut buf[n..])?;
@@ -273,9 +290,22 @@ pub fn read_state_dict_with(
     allow: &AllowList,
 ) -> Result<Vec<NamedTensor>, FormatError> {
     let mut archive = TorchArchive::open(path)?;
+    state_dict_from_archive(&mut archive, allow)
+}
+
+/// Reads a state dict from in-memory archive bytes; `path` names it in errors.
+pub fn parse_state_dict(data: Vec<u8>, path: &Path) -> Result<Vec<NamedTensor>, FormatError> {
+    let mut archive = TorchArchive::from_bytes(data, path)?;
+    state_dict_from_archive(&mut archive, &AllowList::new(STATE_DICT_GLOBALS))
+}
+
+fn state_dict_from_archive<R: Read + Seek>(
+    archive: &mut TorchArchive<R>,
+    allow: &AllowList,
+) -> Result<Vec<NamedTensor>, FormatError> {
     let root = archive.load_pickle(allow)?;
     let pkl = archive.member_path("data.pkl");
-    let mut loader = TensorResolver::new(&mut archive);
+    let mut loader = TensorResolver::new(archive);
     let mut out = Vec::new();
     if let Some(t) = loader.tensor("", &root)? {
         // a bare tensor saved on its own
@@ -310,16 +340,16 @@ pub fn strip_prefixes(tensors: Vec<NamedTensor>, prefixes: &[&str]) -> Vec<Named
 
 /// Turns recorded `torch._utils._rebuild_*` calls of an archive's pickle into tensors, caching
 /// storages shared by several views.
-pub struct TensorResolver<'a> {
-    archive: &'a mut TorchArchive,
+pub struct TensorResolver<'a, R: Read + Seek = File> {
+    archive: &'a mut TorchArchive<R>,
     storages: HashMap<String, (DType, std::rc::Rc<Vec<u8>>)>,
     /// Bytes materialised so far, bounded to stop stride-0 expansion bombs.
     produced: u64,
 }
 
-impl<'a> TensorResolver<'a> {
+impl<'a, R: Read + Seek> TensorResolver<'a, R> {
     /// A resolver reading storages from `archive`.
-    pub fn new(archive: &'a mut TorchArchive) -> Self {
+    pub fn new(archive: &'a mut TorchArchive<R>) -> Self {
         Self {
             archive,
             storages: HashMap::new(),

@@ -12,5 +12,5 @@ pub mod framing;
 pub mod header;
 
 pub use dataset::{read_property, FaceRecord, RecordIoFaceWriter, RecordIoReader, RecordIoSummary};
-pub use framing::{encode_record, read_record, MAGIC};
+pub use framing::{encode_record, parse_records, read_record, MAGIC};
 pub use header::{pack, unpack, IrHeader, IR_HEADER_SIZE};
