@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub mod decode;
 pub mod read;
+pub mod toy_faces;
 pub mod write_records;
 
 /// An error while an operator runs (bad input data, I/O). Names what failed.
@@ -271,7 +272,7 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), decode::info(), write_records::info()])
+    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info()])
 }
 
 /// Looks an operator up by name.
