@@ -41,12 +41,8 @@ pub struct IdentityMetrics {
 }
 
 fn check_rows(what: &'static str, values: &[f32], dim: usize) -> Result<usize, MetricsError> {
-    if dim == 0 || values.len() % dim != 0 {
-        return Err(MetricsError::RaggedRows {
-            what,
-            len: values.len(),
-            dim,
-        });
+    if dim == 0 || !values.len().is_multiple_of(dim) {
+        return Err(MetricsError::RaggedRows { what, len: values.len(), dim });
     }
     super::check_finite(what, values)?;
     Ok(values.len() / dim)
@@ -64,18 +60,10 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Class centres: for each distinct label (ascending), the normalised mean of its normalised
 /// embeddings. Returns the labels and the centres (row-major `[classes, dim]`, f64).
-pub fn class_centres(
-    embeddings: &[f32],
-    dim: usize,
-    labels: &[u32],
-) -> Result<(Vec<u32>, Vec<f64>), MetricsError> {
+pub fn class_centres(embeddings: &[f32], dim: usize, labels: &[u32]) -> Result<(Vec<u32>, Vec<f64>), MetricsError> {
     let n = check_rows("embeddings", embeddings, dim)?;
     if labels.len() != n {
-        return Err(MetricsError::LengthMismatch {
-            what: "labels vs embedding rows",
-            expected: n,
-            got: labels.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "labels vs embedding rows", expected: n, got: labels.len() });
     }
     let mut sums: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
     for (row, &label) in embeddings.chunks_exact(dim).zip(labels) {
@@ -98,19 +86,12 @@ pub fn class_centres(
 /// `U_class` from normalised class centres (`[classes, dim]`): share of centres whose maximum
 /// cosine to any other centre is `< r`. Needs at least two classes.
 pub fn class_uniqueness(centres: &[f64], dim: usize, r: f64) -> Result<f64, MetricsError> {
-    if dim == 0 || centres.len() % dim != 0 {
-        return Err(MetricsError::RaggedRows {
-            what: "class centres",
-            len: centres.len(),
-            dim,
-        });
+    if dim == 0 || !centres.len().is_multiple_of(dim) {
+        return Err(MetricsError::RaggedRows { what: "class centres", len: centres.len(), dim });
     }
     let c = centres.len() / dim;
     if c < 2 {
-        return Err(MetricsError::BadParameter {
-            what: "class centres",
-            message: format!("uniqueness needs at least 2 classes, got {c}"),
-        });
+        return Err(MetricsError::BadParameter { what: "class centres", message: format!("uniqueness needs at least 2 classes, got {c}") });
     }
     let rows: Vec<&[f64]> = centres.chunks_exact(dim).collect();
     let mut max_sim = vec![f64::NEG_INFINITY; c];
@@ -125,12 +106,7 @@ pub fn class_uniqueness(centres: &[f64], dim: usize, r: f64) -> Result<f64, Metr
 }
 
 /// `C_intra`: share of samples whose cosine to their class centre is `> r`.
-pub fn intra_class_consistency(
-    embeddings: &[f32],
-    dim: usize,
-    labels: &[u32],
-    r: f64,
-) -> Result<f64, MetricsError> {
+pub fn intra_class_consistency(embeddings: &[f32], dim: usize, labels: &[u32], r: f64) -> Result<f64, MetricsError> {
     let (ids, centres) = class_centres(embeddings, dim, labels)?;
     let n = labels.len();
     if n == 0 {
@@ -149,12 +125,7 @@ pub fn intra_class_consistency(
 }
 
 /// Both DCFace metrics at threshold `r`.
-pub fn identity_metrics(
-    embeddings: &[f32],
-    dim: usize,
-    labels: &[u32],
-    r: f64,
-) -> Result<IdentityMetrics, MetricsError> {
+pub fn identity_metrics(embeddings: &[f32], dim: usize, labels: &[u32], r: f64) -> Result<IdentityMetrics, MetricsError> {
     let (_, centres) = class_centres(embeddings, dim, labels)?;
     Ok(IdentityMetrics {
         u_class: class_uniqueness(&centres, dim, r)?,
@@ -166,28 +137,16 @@ pub fn identity_metrics(
 }
 
 /// Mean cosine similarity between row `i` of `embeddings` and row `i` of `contexts`.
-pub fn context_consistency(
-    embeddings: &[f32],
-    contexts: &[f32],
-    dim: usize,
-) -> Result<f64, MetricsError> {
+pub fn context_consistency(embeddings: &[f32], contexts: &[f32], dim: usize) -> Result<f64, MetricsError> {
     let n = check_rows("embeddings", embeddings, dim)?;
     let m = check_rows("contexts", contexts, dim)?;
     if n != m {
-        return Err(MetricsError::LengthMismatch {
-            what: "context rows vs embedding rows",
-            expected: n,
-            got: m,
-        });
+        return Err(MetricsError::LengthMismatch { what: "context rows vs embedding rows", expected: n, got: m });
     }
     if n == 0 {
         return Err(MetricsError::Empty { what: "embeddings" });
     }
-    let total: f64 = embeddings
-        .chunks_exact(dim)
-        .zip(contexts.chunks_exact(dim))
-        .map(|(e, c)| dot(&normalized(e), &normalized(c)))
-        .sum();
+    let total: f64 = embeddings.chunks_exact(dim).zip(contexts.chunks_exact(dim)).map(|(e, c)| dot(&normalized(e), &normalized(c))).sum();
     Ok(total / n as f64)
 }
 
@@ -198,10 +157,7 @@ mod tests {
     #[test]
     fn orthogonal_classes_are_unique_and_consistent() {
         // Three classes along the axes, two samples each, slightly tilted.
-        let emb = [
-            1.0, 0.1, 0.0, 1.0, -0.1, 0.0, 0.0, 1.0, 0.1, 0.0, 1.0, -0.1, 0.1, 0.0, 1.0, -0.1, 0.0,
-            1.0,
-        ];
+        let emb = [1.0, 0.1, 0.0, 1.0, -0.1, 0.0, 0.0, 1.0, 0.1, 0.0, 1.0, -0.1, 0.1, 0.0, 1.0, -0.1, 0.0, 1.0];
         let labels = [0, 0, 1, 1, 2, 2];
         let m = identity_metrics(&emb, 3, &labels, DEFAULT_R).unwrap();
         assert_eq!(m.u_class, 1.0);

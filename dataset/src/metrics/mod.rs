@@ -83,10 +83,7 @@ pub enum MetricsError {
 }
 
 /// Returns the index of the first non-finite value, if any, as a [`MetricsError::NonFinite`].
-pub(crate) fn check_finite<T: Copy + Into<f64>>(
-    what: &'static str,
-    values: &[T],
-) -> Result<(), MetricsError> {
+pub(crate) fn check_finite<T: Copy + Into<f64>>(what: &'static str, values: &[T]) -> Result<(), MetricsError> {
     match values.iter().position(|v| !(*v).into().is_finite()) {
         Some(index) => Err(MetricsError::NonFinite { what, index }),
         None => Ok(()),

@@ -12,7 +12,7 @@
 /// `arange(0.0, 4.0, 0.01)[135]` is the same double as numpy's `1.35000000000000008882`.
 pub fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len > 0.0) {
+    if len.is_nan() || len <= 0.0 {
         return Vec::new();
     }
     let len = len as usize;
@@ -135,10 +135,7 @@ mod tests {
             let expect = (n * n.saturating_sub(1) / 2) as f64;
             assert_eq!(pairwise_sum(&v), expect, "n = {n}");
             let w: Vec<f64> = (0..n).map(|i| 1.0 / (i as f64 + 1.0)).collect();
-            assert_eq!(
-                pairwise_sum(&w).to_bits(),
-                pairwise_sum_stream(&mut w.iter().copied(), n).to_bits()
-            );
+            assert_eq!(pairwise_sum(&w).to_bits(), pairwise_sum_stream(&mut w.iter().copied(), n).to_bits());
         }
     }
 

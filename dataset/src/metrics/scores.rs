@@ -106,12 +106,7 @@ struct Sweep<'a> {
 
 impl<'a> Sweep<'a> {
     fn new(genuine: &'a [f64], impostor: &'a [f64]) -> Self {
-        Self {
-            genuine,
-            impostor,
-            g: 0,
-            i: 0,
-        }
+        Self { genuine, impostor, g: 0, i: 0 }
     }
 }
 
@@ -127,11 +122,7 @@ impl Iterator for Sweep<'_> {
         };
         let n_g = self.genuine.len() as f64;
         let n_i = self.impostor.len() as f64;
-        let point = Point {
-            thr: t,
-            fmr: (self.impostor.len() - self.i) as f64 / n_i,
-            fnmr: self.g as f64 / n_g,
-        };
+        let point = Point { thr: t, fmr: (self.impostor.len() - self.i) as f64 / n_i, fnmr: self.g as f64 / n_g };
         while self.g < self.genuine.len() && self.genuine[self.g] == t {
             self.g += 1;
         }
@@ -150,14 +141,10 @@ fn sorted_copy(values: &[f64]) -> Vec<f64> {
 
 fn validate(genuine: &[f64], impostor: &[f64]) -> Result<(), MetricsError> {
     if genuine.is_empty() {
-        return Err(MetricsError::Empty {
-            what: "genuine scores",
-        });
+        return Err(MetricsError::Empty { what: "genuine scores" });
     }
     if impostor.is_empty() {
-        return Err(MetricsError::Empty {
-            what: "impostor scores",
-        });
+        return Err(MetricsError::Empty { what: "impostor scores" });
     }
     check_finite("genuine scores", genuine)?;
     check_finite("impostor scores", impostor)
@@ -209,12 +196,7 @@ struct Tracker {
 
 impl Tracker {
     fn new() -> Self {
-        Self {
-            ops: [FmrOp::new(0.01), FmrOp::new(0.001), FmrOp::new(0.0)],
-            fnmr0: None,
-            prev: None,
-            eer_pair: None,
-        }
+        Self { ops: [FmrOp::new(0.01), FmrOp::new(0.001), FmrOp::new(0.0)], fnmr0: None, prev: None, eer_pair: None }
     }
 
     fn visit(&mut self, p: Point) {
@@ -258,16 +240,9 @@ pub fn score_stats(genuine: &[f64], impostor: &[f64]) -> Result<ScoreStats, Metr
         Some((a.fmr - b.fmr) * (y1 + (y2 - y1) / 2.0))
     });
     let auc = pairwise_sum_stream(&mut terms, n_thresholds.saturating_sub(1));
-    let Tracker {
-        ops,
-        fnmr0,
-        eer_pair,
-        ..
-    } = tracker;
+    let Tracker { ops, fnmr0, eer_pair, .. } = tracker;
 
-    let first_point = Sweep::new(&g, &i)
-        .next()
-        .ok_or(MetricsError::Empty { what: "scores" })?;
+    let first_point = Sweep::new(&g, &i).next().ok_or(MetricsError::Empty { what: "scores" })?;
     let (eer_low, eer_high, eer, eer_th) = match eer_pair {
         Some((t1, t2)) => {
             if t1.fmr + t1.fnmr <= t2.fmr + t2.fnmr {
@@ -278,11 +253,7 @@ pub fn score_stats(genuine: &[f64], impostor: &[f64]) -> Result<ScoreStats, Metr
         }
         None => (1.0, 1.0, 1.0, first_point.thr),
     };
-    let op = |k: usize| {
-        ops[k]
-            .best
-            .map_or((f64::NAN, f64::NAN), |(_, p)| (p.fnmr, p.thr))
-    };
+    let op = |k: usize| ops[k].best.map_or((f64::NAN, f64::NAN), |(_, p)| (p.fnmr, p.thr));
     let (fmr100, fmr100_th) = op(0);
     let (fmr1000, fmr1000_th) = op(1);
     let (fmr0, fmr0_th) = op(2);
@@ -290,11 +261,7 @@ pub fn score_stats(genuine: &[f64], impostor: &[f64]) -> Result<ScoreStats, Metr
 
     let (gmean, gstd) = (mean(genuine), std_population(genuine));
     let (imean, istd) = (mean(impostor), std_population(impostor));
-    let decidability = if gstd == 0.0 && istd == 0.0 {
-        1.0
-    } else {
-        (gmean - imean).abs() / (0.5 * (gstd * gstd + istd * istd)).sqrt()
-    };
+    let decidability = if gstd == 0.0 && istd == 0.0 { 1.0 } else { (gmean - imean).abs() / (0.5 * (gstd * gstd + istd * istd)).sqrt() };
     let fdr = (gmean - imean) * (gmean - imean) / (gstd * gstd + istd * istd);
     Ok(ScoreStats {
         eer,

@@ -75,12 +75,8 @@ pub fn val_thresholds() -> Vec<f64> {
 /// L2-normalises each row of a row-major `[rows, dim]` buffer in place (norm accumulated in f64);
 /// an all-zero row is left as is, like scikit-learn's `normalize`.
 pub fn l2_normalize_rows(rows: &mut [f32], dim: usize) -> Result<(), MetricsError> {
-    if dim == 0 || rows.len() % dim != 0 {
-        return Err(MetricsError::RaggedRows {
-            what: "embeddings",
-            len: rows.len(),
-            dim,
-        });
+    if dim == 0 || !rows.len().is_multiple_of(dim) {
+        return Err(MetricsError::RaggedRows { what: "embeddings", len: rows.len(), dim });
     }
     for row in rows.chunks_exact_mut(dim) {
         let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
@@ -95,16 +91,9 @@ pub fn l2_normalize_rows(rows: &mut [f32], dim: usize) -> Result<(), MetricsErro
 
 /// Squared L2 distance of each consecutive row pair `(2i, 2i + 1)`, in f64, summed in numpy's
 /// pairwise order (`np.sum(np.square(e1 - e2), 1)`).
-pub fn pair_distances<T: Copy + Into<f64>>(
-    embeddings: &[T],
-    dim: usize,
-) -> Result<Vec<f64>, MetricsError> {
-    if dim == 0 || embeddings.len() % (2 * dim) != 0 {
-        return Err(MetricsError::RaggedRows {
-            what: "embeddings (two rows per pair)",
-            len: embeddings.len(),
-            dim,
-        });
+pub fn pair_distances<T: Copy + Into<f64>>(embeddings: &[T], dim: usize) -> Result<Vec<f64>, MetricsError> {
+    if dim == 0 || !embeddings.len().is_multiple_of(2 * dim) {
+        return Err(MetricsError::RaggedRows { what: "embeddings (two rows per pair)", len: embeddings.len(), dim });
     }
     check_finite("embeddings", embeddings)?;
     let mut squares = vec![0.0f64; dim];
@@ -125,23 +114,13 @@ pub fn pair_distances<T: Copy + Into<f64>>(
 ///
 /// `embeddings` is row-major `[2N, dim]`, `issame` has N entries, `n_folds` is 10 for the standard
 /// protocol.
-pub fn evaluate(
-    embeddings: &[f32],
-    dim: usize,
-    issame: &[bool],
-    n_folds: usize,
-) -> Result<VerificationReport, MetricsError> {
+pub fn evaluate(embeddings: &[f32], dim: usize, issame: &[bool], n_folds: usize) -> Result<VerificationReport, MetricsError> {
     let dist = pair_distances(embeddings, dim)?;
     evaluate_distances(&dist, issame, n_folds)
 }
 
 /// [`evaluate`] for f64 embeddings.
-pub fn evaluate_f64(
-    embeddings: &[f64],
-    dim: usize,
-    issame: &[bool],
-    n_folds: usize,
-) -> Result<VerificationReport, MetricsError> {
+pub fn evaluate_f64(embeddings: &[f64], dim: usize, issame: &[bool], n_folds: usize) -> Result<VerificationReport, MetricsError> {
     let dist = pair_distances(embeddings, dim)?;
     evaluate_distances(&dist, issame, n_folds)
 }
@@ -149,10 +128,7 @@ pub fn evaluate_f64(
 /// The contiguous `KFold(n_splits, shuffle=False)` test ranges over `n` items.
 pub fn kfold_ranges(n: usize, n_folds: usize) -> Result<Vec<std::ops::Range<usize>>, MetricsError> {
     if n_folds < 2 || n_folds > n {
-        return Err(MetricsError::BadFoldCount {
-            n_pairs: n,
-            n_folds,
-        });
+        return Err(MetricsError::BadFoldCount { n_pairs: n, n_folds });
     }
     let base = n / n_folds;
     let extra = n % n_folds;
@@ -214,25 +190,14 @@ impl SortedSplit {
 
     /// Counts `< thr` for a single threshold (NaN accepts nothing, like `np.less`).
     fn count_below(&self, t: f64) -> (usize, usize) {
-        (
-            self.genuine.partition_point(|&d| d < t),
-            self.impostor.partition_point(|&d| d < t),
-        )
+        (self.genuine.partition_point(|&d| d < t), self.impostor.partition_point(|&d| d < t))
     }
 }
 
 /// Runs the protocol on precomputed squared-L2 pair distances.
-pub fn evaluate_distances(
-    dist: &[f64],
-    issame: &[bool],
-    n_folds: usize,
-) -> Result<VerificationReport, MetricsError> {
+pub fn evaluate_distances(dist: &[f64], issame: &[bool], n_folds: usize) -> Result<VerificationReport, MetricsError> {
     if dist.len() != issame.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "issame labels vs embedding pairs",
-            expected: dist.len(),
-            got: issame.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "issame labels vs embedding pairs", expected: dist.len(), got: issame.len() });
     }
     check_finite("pair distances", dist)?;
     let n = dist.len();
@@ -276,70 +241,36 @@ pub fn evaluate_distances(
         }
         let test_counts = test.counts_below(&acc_thr);
         for (t, &(g, i)) in test_counts.iter().enumerate() {
-            let tpr = if test.genuine.is_empty() {
-                0.0
-            } else {
-                g as f64 / test.genuine.len() as f64
-            };
-            let fpr = if test.impostor.is_empty() {
-                0.0
-            } else {
-                i as f64 / test.impostor.len() as f64
-            };
+            let tpr = if test.genuine.is_empty() { 0.0 } else { g as f64 / test.genuine.len() as f64 };
+            let fpr = if test.impostor.is_empty() { 0.0 } else { i as f64 / test.impostor.len() as f64 };
             report.tpr_curve[t] += tpr;
             report.fpr_curve[t] += fpr;
         }
-        report
-            .accuracy_per_fold
-            .push(correct(test_counts[best], &test) as f64 / test.len() as f64);
+        report.accuracy_per_fold.push(correct(test_counts[best], &test) as f64 / test.len() as f64);
         report.best_threshold_index_per_fold.push(best);
         report.best_threshold_per_fold.push(acc_thr[best]);
 
         // VAL@FAR: interpolated threshold on the training FAR curve.
         if train.impostor.is_empty() {
-            return Err(MetricsError::EmptyClassInFold {
-                fold,
-                part: "train",
-                kind: "impostor",
-            });
+            return Err(MetricsError::EmptyClassInFold { fold, part: "train", kind: "impostor" });
         }
         let n_diff = train.impostor.len() as f64;
-        let far_train: Vec<f64> = train
-            .counts_below(&val_thr)
-            .iter()
-            .map(|&(_, i)| i as f64 / n_diff)
-            .collect();
+        let far_train: Vec<f64> = train.counts_below(&val_thr).iter().map(|&(_, i)| i as f64 / n_diff).collect();
         let threshold = far_threshold(&far_train, &val_thr, FAR_TARGET);
         if test.genuine.is_empty() {
-            return Err(MetricsError::EmptyClassInFold {
-                fold,
-                part: "test",
-                kind: "genuine",
-            });
+            return Err(MetricsError::EmptyClassInFold { fold, part: "test", kind: "genuine" });
         }
         if test.impostor.is_empty() {
-            return Err(MetricsError::EmptyClassInFold {
-                fold,
-                part: "test",
-                kind: "impostor",
-            });
+            return Err(MetricsError::EmptyClassInFold { fold, part: "test", kind: "impostor" });
         }
         let (ta, fa) = test.count_below(threshold);
-        report
-            .val_per_fold
-            .push(ta as f64 / test.genuine.len() as f64);
-        report
-            .far_per_fold
-            .push(fa as f64 / test.impostor.len() as f64);
+        report.val_per_fold.push(ta as f64 / test.genuine.len() as f64);
+        report.far_per_fold.push(fa as f64 / test.impostor.len() as f64);
         report.val_threshold_per_fold.push(threshold);
     }
 
     // np.mean(tprs, 0): rows are added one after another, then divided by the fold count.
-    for v in report
-        .tpr_curve
-        .iter_mut()
-        .chain(report.fpr_curve.iter_mut())
-    {
+    for v in report.tpr_curve.iter_mut().chain(report.fpr_curve.iter_mut()) {
         *v /= n_folds as f64;
     }
     report.accuracy_mean = mean(&report.accuracy_per_fold);
@@ -359,11 +290,7 @@ pub fn far_threshold(far: &[f64], thresholds: &[f64], target: f64) -> f64 {
     }
     // scipy's find_interval: the interval [x_j, x_{j+1}] with j + 1 the first index >= 1 whose
     // x exceeds the target, or the last interval when none does.
-    let upper = far
-        .iter()
-        .skip(1)
-        .position(|&f| f > target)
-        .map_or(far.len() - 1, |p| p + 1);
+    let upper = far.iter().skip(1).position(|&f| f > target).map_or(far.len() - 1, |p| p + 1);
     let j = upper - 1;
     let (x0, x1) = (far[j], far[j + 1]);
     if x1 == x0 {
@@ -399,14 +326,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        assert!(matches!(
-            evaluate(&[0.0; 10], 3, &[true], 10),
-            Err(MetricsError::RaggedRows { .. })
-        ));
-        assert!(matches!(
-            evaluate(&[0.0; 12], 3, &[true], 10),
-            Err(MetricsError::LengthMismatch { .. })
-        ));
+        assert!(matches!(evaluate(&[0.0; 10], 3, &[true], 10), Err(MetricsError::RaggedRows { .. })));
+        assert!(matches!(evaluate(&[0.0; 12], 3, &[true], 10), Err(MetricsError::LengthMismatch { .. })));
         let mut v = vec![3.0f32, 4.0, 0.0, 0.0];
         l2_normalize_rows(&mut v, 2).unwrap();
         assert_eq!(v, vec![0.6, 0.8, 0.0, 0.0]);
