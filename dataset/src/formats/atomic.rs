@@ -18,6 +18,7 @@ pub struct AtomicFile {
     temp: PathBuf,
     writer: Option<BufWriter<File>>,
     written: u64,
+    sync: bool,
 }
 
 impl AtomicFile {
@@ -27,30 +28,25 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target
-            .file_name()
-            .ok_or_else(|| FormatError::invalid(target, "output path has no file name"))?
-            .to_string_lossy()
-            .into_owned();
+        let name =
+            target.file_name().ok_or_else(|| FormatError::invalid(target, "output path has no file name"))?.to_string_lossy().into_owned();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
         let file = File::create(&temp).map_err(|e| FormatError::io(&temp, e))?;
-        Ok(Self {
-            target: target.to_path_buf(),
-            temp,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
-            written: 0,
-        })
+        Ok(Self { target: target.to_path_buf(), temp, writer: Some(BufWriter::with_capacity(1 << 20, file)), written: 0, sync: true })
+    }
+
+    /// Skips the `fsync` before the rename: the file still appears atomically to readers and
+    /// after a process crash, but may be lost on power failure. For many small files (images).
+    pub fn without_sync(mut self) -> Self {
+        self.sync = false;
+        self
     }
 
     /// Appends bytes.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| FormatError::invalid(&self.target, "write after commit"))?;
-        w.write_all(bytes)
-            .map_err(|e| FormatError::io(&self.temp, e))?;
+        let w = self.writer.as_mut().ok_or_else(|| FormatError::invalid(&self.target, "write after commit"))?;
+        w.write_all(bytes).map_err(|e| FormatError::io(&self.temp, e))?;
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -65,14 +61,22 @@ impl AtomicFile {
         &self.target
     }
 
-    /// Flushes, syncs and renames the temporary file onto the target path.
+    /// Flushes, syncs and renames the temporary file onto the target path. On failure the
+    /// temporary file is removed and the target is left as it was.
     pub fn commit(mut self) -> Result<(), FormatError> {
+        let result = self.flush_and_rename();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        result
+    }
+
+    fn flush_and_rename(&mut self) -> Result<(), FormatError> {
         if let Some(w) = self.writer.take() {
-            let file = w
-                .into_inner()
-                .map_err(|e| FormatError::io(&self.temp, e.into_error()))?;
-            file.sync_all()
-                .map_err(|e| FormatError::io(&self.temp, e))?;
+            let file = w.into_inner().map_err(|e| FormatError::io(&self.temp, e.into_error()))?;
+            if self.sync {
+                file.sync_all().map_err(|e| FormatError::io(&self.temp, e))?;
+            }
         }
         std::fs::rename(&self.temp, &self.target).map_err(|e| FormatError::io(&self.target, e))
     }
@@ -89,6 +93,13 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `path` atomically.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// [`write_file_atomic`] without the `fsync` (see [`AtomicFile::without_sync`]).
+pub fn write_file_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
+    let mut f = AtomicFile::create(path)?.without_sync();
     f.write_all(bytes)?;
     f.commit()
 }

@@ -24,13 +24,8 @@ use super::FormatError;
 pub const UNIT_NORM_TOLERANCE: f32 = 1e-5;
 
 /// Globals an IDiff-Face context dict may reference (on top of the torch state-dict ones).
-pub const CONTEXT_GLOBALS: &[&str] = &[
-    "numpy.core.multiarray._reconstruct",
-    "numpy._core.multiarray._reconstruct",
-    "numpy.ndarray",
-    "numpy.dtype",
-    "_codecs.encode",
-];
+pub const CONTEXT_GLOBALS: &[&str] =
+    &["numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype", "_codecs.encode"];
 
 /// Identity contexts, one row per identity.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,37 +73,21 @@ pub fn parse_contexts(data: Vec<u8>, path: &Path) -> Result<Contexts, FormatErro
         let (rows, dim) = match arr.shape.as_slice() {
             [r, d] => (*r, *d),
             [d] => (1, *d),
-            other => {
-                return Err(FormatError::invalid(
-                    path,
-                    format!("context array has shape {other:?}, expected (N, D)"),
-                ))
-            }
+            other => return Err(FormatError::invalid(path, format!("context array has shape {other:?}, expected (N, D)"))),
         };
         let names = (0..rows).map(|i| i.to_string()).collect();
         finish(path, names, dim, arr.to_f32())
     } else {
-        Err(FormatError::corrupt(
-            path,
-            0,
-            "not a context file: neither a torch zip archive (PK) nor a .npy array (\\x93NUMPY)",
-        ))
+        Err(FormatError::corrupt(path, 0, "not a context file: neither a torch zip archive (PK) nor a .npy array (\\x93NUMPY)"))
     }
 }
 
-fn dict_contexts<R: Read + Seek>(
-    archive: &mut TorchArchive<R>,
-    path: &Path,
-) -> Result<Contexts, FormatError> {
+fn dict_contexts<R: Read + Seek>(archive: &mut TorchArchive<R>, path: &Path) -> Result<Contexts, FormatError> {
     let allow = AllowList::new(STATE_DICT_GLOBALS).with(CONTEXT_GLOBALS);
     let root = archive.load_pickle(&allow)?;
     let pkl = archive.member_path("data.pkl");
-    let items = root.as_mapping().ok_or_else(|| {
-        FormatError::invalid(
-            &pkl,
-            format!("top-level object is a {}, not a dict", root.type_name()),
-        )
-    })?;
+    let items =
+        root.as_mapping().ok_or_else(|| FormatError::invalid(&pkl, format!("top-level object is a {}, not a dict", root.type_name())))?;
     let mut resolver = TensorResolver::new(archive);
     let mut names = Vec::with_capacity(items.len());
     let mut values = Vec::new();
@@ -116,42 +95,22 @@ fn dict_contexts<R: Read + Seek>(
     for (k, v) in items {
         let name = match k {
             Value::Int(i) => i.to_string(),
-            other => other
-                .as_str()
-                .ok_or_else(|| {
-                    FormatError::invalid(&pkl, format!("dict key is a {}", other.type_name()))
-                })?
-                .to_string(),
+            other => other.as_str().ok_or_else(|| FormatError::invalid(&pkl, format!("dict key is a {}", other.type_name())))?.to_string(),
         };
         let row = match numpy_array(v) {
-            Some(r) => {
-                r.map_err(|m| FormatError::invalid(&pkl, format!("context '{name}': {m}")))?
-            }
+            Some(r) => r.map_err(|m| FormatError::invalid(&pkl, format!("context '{name}': {m}")))?,
             None => match resolver.tensor(&name, v)? {
-                Some(t) => tensor_values(&t.dtype, &t.data).ok_or_else(|| {
-                    FormatError::invalid(&pkl, format!("context '{name}': dtype {:?}", t.dtype))
-                })?,
+                Some(t) => tensor_values(&t.dtype, &t.data)
+                    .ok_or_else(|| FormatError::invalid(&pkl, format!("context '{name}': dtype {:?}", t.dtype)))?,
                 None => {
-                    return Err(FormatError::invalid(
-                        &pkl,
-                        format!(
-                            "context '{name}' is a {}, not a numpy array or tensor",
-                            v.type_name()
-                        ),
-                    ))
+                    return Err(FormatError::invalid(&pkl, format!("context '{name}' is a {}, not a numpy array or tensor", v.type_name())))
                 }
             },
         };
         match dim {
             None => dim = Some(row.len()),
             Some(d) if d != row.len() => {
-                return Err(FormatError::invalid(
-                    &pkl,
-                    format!(
-                        "context '{name}' has {} values, earlier ones have {d}",
-                        row.len()
-                    ),
-                ))
+                return Err(FormatError::invalid(&pkl, format!("context '{name}' has {} values, earlier ones have {d}", row.len())))
             }
             _ => {}
         }
@@ -163,18 +122,10 @@ fn dict_contexts<R: Read + Seek>(
 
 fn tensor_values(dtype: &DType, data: &[u8]) -> Option<Vec<f32>> {
     match dtype {
-        DType::F32 => Some(
-            data.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        DType::F64 => Some(
-            data.chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-        ),
+        DType::F32 => Some(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::F64 => {
+            Some(data.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect())
+        }
         _ => None,
     }
 }
@@ -183,20 +134,11 @@ fn tensor_values(dtype: &DType, data: &[u8]) -> Option<Vec<f32>> {
 /// `Some(Err)` if it is one this reader cannot use.
 pub fn numpy_array(v: &Value) -> Option<Result<Vec<f32>, String>> {
     let o = v.as_object()?;
-    if !(o
-        .callable
-        .is_global("numpy.core.multiarray", "_reconstruct")
-        || o.callable
-            .is_global("numpy._core.multiarray", "_reconstruct"))
-    {
+    if !(o.callable.is_global("numpy.core.multiarray", "_reconstruct") || o.callable.is_global("numpy._core.multiarray", "_reconstruct")) {
         return None;
     }
     Some((|| {
-        let state = o
-            .state
-            .as_ref()
-            .and_then(Value::as_seq)
-            .ok_or("array has no (version, shape, dtype, …) state")?;
+        let state = o.state.as_ref().and_then(Value::as_seq).ok_or("array has no (version, shape, dtype, …) state")?;
         let [_version, shape, dtype, fortran, raw] = state else {
             return Err(format!("array state has {} items, expected 5", state.len()));
         };
@@ -210,25 +152,12 @@ pub fn numpy_array(v: &Value) -> Option<Result<Vec<f32>, String>> {
         if shape.len() > 1 && matches!(fortran, Value::Bool(true)) {
             return Err("Fortran-ordered array".to_string());
         }
-        let d = dtype
-            .as_object()
-            .ok_or("array dtype is not a numpy.dtype")?;
+        let d = dtype.as_object().ok_or("array dtype is not a numpy.dtype")?;
         if !d.callable.is_global("numpy", "dtype") {
             return Err("array dtype is not a numpy.dtype".to_string());
         }
-        let code = d
-            .args
-            .as_seq()
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .ok_or("dtype has no type code")?;
-        let order = d
-            .state
-            .as_ref()
-            .and_then(Value::as_seq)
-            .and_then(|s| s.get(1))
-            .and_then(Value::as_str)
-            .unwrap_or("<");
+        let code = d.args.as_seq().and_then(|a| a.first()).and_then(Value::as_str).ok_or("dtype has no type code")?;
+        let order = d.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(1)).and_then(Value::as_str).unwrap_or("<");
         if order == ">" {
             return Err("big-endian array".to_string());
         }
@@ -238,16 +167,9 @@ pub fn numpy_array(v: &Value) -> Option<Result<Vec<f32>, String>> {
             other => return Err(format!("dtype '{other}' is not float32/float64")),
         };
         let bytes = pickle::value_bytes(raw).ok_or("array data is not a byte string")?;
-        let numel = shape
-            .iter()
-            .try_fold(1usize, |a, &x| a.checked_mul(x))
-            .ok_or("shape overflows")?;
+        let numel = shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x)).ok_or("shape overflows")?;
         if numel.checked_mul(size) != Some(bytes.len()) {
-            return Err(format!(
-                "shape {shape:?} needs {} bytes, array data has {}",
-                numel * size,
-                bytes.len()
-            ));
+            return Err(format!("shape {shape:?} needs {} bytes, array data has {}", numel * size, bytes.len()));
         }
         Ok(if size == 4 {
             tensor_values(&DType::F32, &bytes).unwrap_or_default()
@@ -257,36 +179,16 @@ pub fn numpy_array(v: &Value) -> Option<Result<Vec<f32>, String>> {
     })())
 }
 
-fn finish(
-    path: &Path,
-    names: Vec<String>,
-    dim: usize,
-    mut values: Vec<f32>,
-) -> Result<Contexts, FormatError> {
+fn finish(path: &Path, names: Vec<String>, dim: usize, mut values: Vec<f32>) -> Result<Contexts, FormatError> {
     if names.is_empty() {
-        return Err(FormatError::invalid(
-            path,
-            "context file holds no identities",
-        ));
+        return Err(FormatError::invalid(path, "context file holds no identities"));
     }
     if dim == 0 {
         return Err(FormatError::invalid(path, "contexts have zero width"));
     }
-    let renormalised = normalise_rows(&mut values, dim).map_err(|row| {
-        FormatError::invalid(
-            path,
-            format!(
-                "context '{}' (row {row}) has zero or non-finite norm",
-                names[row]
-            ),
-        )
-    })?;
-    Ok(Contexts {
-        names,
-        dim,
-        values,
-        renormalised,
-    })
+    let renormalised = normalise_rows(&mut values, dim)
+        .map_err(|row| FormatError::invalid(path, format!("context '{}' (row {row}) has zero or non-finite norm", names[row])))?;
+    Ok(Contexts { names, dim, values, renormalised })
 }
 
 /// L2-normalises each `dim`-wide row in place (float32, `row / norm`) unless it is already unit

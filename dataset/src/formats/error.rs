@@ -95,35 +95,22 @@ pub enum FormatError {
 impl FormatError {
     /// Wraps an I/O error with the file it happened on.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        FormatError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        FormatError::Io { path: path.to_path_buf(), source }
     }
 
     /// A [`FormatError::Corrupt`] at `offset` of `path`.
     pub fn corrupt(path: &Path, offset: u64, message: impl Into<String>) -> Self {
-        FormatError::Corrupt {
-            path: path.to_path_buf(),
-            offset,
-            message: message.into(),
-        }
+        FormatError::Corrupt { path: path.to_path_buf(), offset, message: message.into() }
     }
 
     /// A [`FormatError::Invalid`] for `path`.
     pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
-        FormatError::Invalid {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        FormatError::Invalid { path: path.to_path_buf(), message: message.into() }
     }
 
     /// A [`FormatError::Unsupported`] for `path`.
     pub fn unsupported(path: &Path, message: impl Into<String>) -> Self {
-        FormatError::Unsupported {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        FormatError::Unsupported { path: path.to_path_buf(), message: message.into() }
     }
 
     /// The file the error is about.

@@ -50,62 +50,37 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, FormatError> {
 /// Parses `.npy` bytes; `path` names the file in errors.
 pub fn parse_npy(data: &[u8], path: &Path) -> Result<NpyArray, FormatError> {
     if data.len() < 10 || &data[..6] != NPY_MAGIC {
-        return Err(FormatError::corrupt(
-            path,
-            0,
-            "not a .npy file (no \\x93NUMPY magic)",
-        ));
+        return Err(FormatError::corrupt(path, 0, "not a .npy file (no \\x93NUMPY magic)"));
     }
     let (major, minor) = (data[6], data[7]);
     let (header_len, start) = match major {
         1 => (usize::from(u16::from_le_bytes([data[8], data[9]])), 10usize),
         2 | 3 => {
-            let b = data
-                .get(8..12)
-                .ok_or_else(|| FormatError::corrupt(path, 8, "truncated header length"))?;
-            (
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
-                12usize,
-            )
+            let b = data.get(8..12).ok_or_else(|| FormatError::corrupt(path, 8, "truncated header length"))?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12usize)
         }
         _ => {
-            return Err(FormatError::unsupported(
-                path,
-                format!(".npy format version {major}.{minor}"),
-            ));
+            return Err(FormatError::unsupported(path, format!(".npy format version {major}.{minor}")));
         }
     };
     let end = start
         .checked_add(header_len)
         .filter(|&e| e <= data.len())
-        .ok_or_else(|| {
-            FormatError::corrupt(path, start as u64, "header runs past the end of the file")
-        })?;
-    let header = std::str::from_utf8(&data[start..end])
-        .map_err(|_| FormatError::corrupt(path, start as u64, "header is not text"))?;
-    let descr = dict_value(header, "descr")
-        .and_then(quoted)
-        .ok_or_else(|| FormatError::corrupt(path, start as u64, "header has no 'descr'"))?;
-    let fortran = dict_value(header, "fortran_order")
-        .ok_or_else(|| FormatError::corrupt(path, start as u64, "header has no 'fortran_order'"))?;
+        .ok_or_else(|| FormatError::corrupt(path, start as u64, "header runs past the end of the file"))?;
+    let header = std::str::from_utf8(&data[start..end]).map_err(|_| FormatError::corrupt(path, start as u64, "header is not text"))?;
+    let descr =
+        dict_value(header, "descr").and_then(quoted).ok_or_else(|| FormatError::corrupt(path, start as u64, "header has no 'descr'"))?;
+    let fortran =
+        dict_value(header, "fortran_order").ok_or_else(|| FormatError::corrupt(path, start as u64, "header has no 'fortran_order'"))?;
     if fortran.starts_with("True") {
-        return Err(FormatError::unsupported(
-            path,
-            "Fortran-ordered array (save it C-contiguous)",
-        ));
+        return Err(FormatError::unsupported(path, "Fortran-ordered array (save it C-contiguous)"));
     }
     if !fortran.starts_with("False") {
-        return Err(FormatError::corrupt(
-            path,
-            start as u64,
-            "bad 'fortran_order' value",
-        ));
+        return Err(FormatError::corrupt(path, start as u64, "bad 'fortran_order' value"));
     }
     let shape = dict_value(header, "shape")
         .and_then(parse_shape)
-        .ok_or_else(|| {
-            FormatError::corrupt(path, start as u64, "header has no valid 'shape' tuple")
-        })?;
+        .ok_or_else(|| FormatError::corrupt(path, start as u64, "header has no valid 'shape' tuple"))?;
     let numel = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -116,39 +91,23 @@ pub fn parse_npy(data: &[u8], path: &Path) -> Result<NpyArray, FormatError> {
         other => {
             return Err(FormatError::unsupported(
                 path,
-                format!(
-                    "dtype '{other}' (only little-endian float32 '<f4' and float64 '<f8' are read)"
-                ),
+                format!("dtype '{other}' (only little-endian float32 '<f4' and float64 '<f8' are read)"),
             ))
         }
     };
     let body = &data[end..];
-    let need = numel
-        .checked_mul(size)
-        .filter(|&n| n <= body.len())
-        .ok_or_else(|| {
-            FormatError::corrupt(
-                path,
-                end as u64,
-                format!(
-                    "data is truncated: shape {shape:?} needs {numel}×{size} bytes, {} present",
-                    body.len()
-                ),
-            )
-        })?;
+    let need = numel.checked_mul(size).filter(|&n| n <= body.len()).ok_or_else(|| {
+        FormatError::corrupt(
+            path,
+            end as u64,
+            format!("data is truncated: shape {shape:?} needs {numel}×{size} bytes, {} present", body.len()),
+        )
+    })?;
     let body = &body[..need];
     let data = if size == 4 {
-        NpyData::F32(
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        NpyData::F32(body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     } else {
-        NpyData::F64(
-            body.chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        )
+        NpyData::F64(body.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
     };
     Ok(NpyArray { shape, data })
 }
@@ -157,10 +116,7 @@ pub fn parse_npy(data: &[u8], path: &Path) -> Result<NpyArray, FormatError> {
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let pat1 = format!("'{key}':");
     let pat2 = format!("\"{key}\":");
-    let i = header
-        .find(&pat1)
-        .map(|i| i + pat1.len())
-        .or_else(|| header.find(&pat2).map(|i| i + pat2.len()))?;
+    let i = header.find(&pat1).map(|i| i + pat1.len()).or_else(|| header.find(&pat2).map(|i| i + pat2.len()))?;
     Some(header[i..].trim_start())
 }
 
@@ -173,24 +129,15 @@ fn quoted(s: &str) -> Option<&str> {
 fn parse_shape(s: &str) -> Option<Vec<usize>> {
     let inner = s.strip_prefix('(')?;
     let inner = &inner[..inner.find(')')?];
-    inner
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| t.trim_end_matches('L').parse::<usize>().ok())
-        .collect()
+    inner.split(',').map(str::trim).filter(|t| !t.is_empty()).map(|t| t.trim_end_matches('L').parse::<usize>().ok()).collect()
 }
 
 /// Encodes an `(rows, dim)` float32 array as `.npy` version 1.0 bytes.
 pub fn encode_npy_f32(rows: usize, dim: usize, values: &[f32]) -> Result<Vec<u8>, String> {
     if rows.checked_mul(dim) != Some(values.len()) {
-        return Err(format!(
-            "{} values do not form a ({rows}, {dim}) array",
-            values.len()
-        ));
+        return Err(format!("{} values do not form a ({rows}, {dim}) array", values.len()));
     }
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // numpy pads magic + version + length + header + '\n' to a multiple of 64 bytes
     let total = 10 + header.len() + 1;
     header.extend(std::iter::repeat_n(' ', total.next_multiple_of(64) - total));

@@ -123,12 +123,7 @@ impl NamedTensor {
 
     /// The elements as f32 (only for [`DType::F32`]).
     pub fn to_f32(&self) -> Option<Vec<f32>> {
-        (self.dtype == DType::F32).then(|| {
-            self.data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        })
+        (self.dtype == DType::F32).then(|| self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 }
 
@@ -162,8 +157,7 @@ impl<R: Read + Seek> TorchArchive<R> {
     pub fn from_reader(mut file: R, file_len: u64, path: &Path) -> Result<Self, FormatError> {
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| FormatError::io(path, e))?;
-        file.seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| FormatError::io(path, e))?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(|e| FormatError::io(path, e))?;
         if n < 4 || &magic != b"PK\x03\x04" {
             if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
                 return Err(FormatError::unsupported(
@@ -172,14 +166,9 @@ impl<R: Read + Seek> TorchArchive<R> {
                      with a recent torch (torch.save uses the zip format by default)",
                 ));
             }
-            return Err(FormatError::corrupt(
-                path,
-                0,
-                "not a torch zip archive (no PK\\x03\\x04 magic)",
-            ));
+            return Err(FormatError::corrupt(path, 0, "not a torch zip archive (no PK\\x03\\x04 magic)"));
         }
-        let zip = zip::ZipArchive::new(file)
-            .map_err(|e| FormatError::invalid(path, format!("unreadable zip archive: {e}")))?;
+        let zip = zip::ZipArchive::new(file).map_err(|e| FormatError::invalid(path, format!("unreadable zip archive: {e}")))?;
         let mut prefix = None;
         for name in zip.file_names() {
             let Ok(name) = name else { continue };
@@ -194,18 +183,8 @@ impl<R: Read + Seek> TorchArchive<R> {
                 }
             }
         }
-        let prefix = prefix.ok_or_else(|| {
-            FormatError::invalid(
-                path,
-                "zip archive has no <folder>/data.pkl: not a torch.save file",
-            )
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            zip,
-            prefix,
-            file_len,
-        })
+        let prefix = prefix.ok_or_else(|| FormatError::invalid(path, "zip archive has no <folder>/data.pkl: not a torch.save file"))?;
+        Ok(Self { path: path.to_path_buf(), zip, prefix, file_len })
     }
 
     /// The archive's path.
@@ -219,13 +198,10 @@ impl<R: Read + Seek> TorchArchive<R> {
         let path = self.path.clone();
         let member = self.member_path(name);
         let entry = self.zip.by_name(&full).map_err(|e| match e {
-            zip::result::ZipError::FileNotFound => {
-                FormatError::invalid(&path, format!("archive has no record '{full}'"))
+            zip::result::ZipError::FileNotFound => FormatError::invalid(&path, format!("archive has no record '{full}'")),
+            zip::result::ZipError::UnsupportedArchive(m) => {
+                FormatError::unsupported(&member, format!("{m} (torch stores records uncompressed; this archive was re-compressed)"))
             }
-            zip::result::ZipError::UnsupportedArchive(m) => FormatError::unsupported(
-                &member,
-                format!("{m} (torch stores records uncompressed; this archive was re-compressed)"),
-            ),
             other => FormatError::invalid(&member, format!("unreadable zip record: {other}")),
         })?;
         let declared = entry.size();
@@ -233,23 +209,13 @@ impl<R: Read + Seek> TorchArchive<R> {
         if declared > self.file_len {
             return Err(FormatError::invalid(
                 &member,
-                format!(
-                    "record claims {declared} bytes, more than the {}-byte archive",
-                    self.file_len
-                ),
+                format!("record claims {declared} bytes, more than the {}-byte archive", self.file_len),
             ));
         }
         let mut out = Vec::with_capacity(declared as usize);
-        entry
-            .take(declared)
-            .read_to_end(&mut out)
-            .map_err(|e| FormatError::io(&member, e))?;
+        entry.take(declared).read_to_end(&mut out).map_err(|e| FormatError::io(&member, e))?;
         if out.len() as u64 != declared {
-            return Err(FormatError::corrupt(
-                &member,
-                out.len() as u64,
-                format!("record is truncated: {} of {declared} bytes", out.len()),
-            ));
+            return Err(FormatError::corrupt(&member, out.len() as u64, format!("record is truncated: {} of {declared} bytes", out.len())));
         }
         Ok(out)
     }
@@ -285,10 +251,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>, FormatError> {
 }
 
 /// [`read_state_dict`] with a caller-supplied allow-list (it must admit the torch rebuild globals).
-pub fn read_state_dict_with(
-    path: &Path,
-    allow: &AllowList,
-) -> Result<Vec<NamedTensor>, FormatError> {
+pub fn read_state_dict_with(path: &Path, allow: &AllowList) -> Result<Vec<NamedTensor>, FormatError> {
     let mut archive = TorchArchive::open(path)?;
     state_dict_from_archive(&mut archive, allow)
 }
@@ -299,10 +262,7 @@ pub fn parse_state_dict(data: Vec<u8>, path: &Path) -> Result<Vec<NamedTensor>, 
     state_dict_from_archive(&mut archive, &AllowList::new(STATE_DICT_GLOBALS))
 }
 
-fn state_dict_from_archive<R: Read + Seek>(
-    archive: &mut TorchArchive<R>,
-    allow: &AllowList,
-) -> Result<Vec<NamedTensor>, FormatError> {
+fn state_dict_from_archive<R: Read + Seek>(archive: &mut TorchArchive<R>, allow: &AllowList) -> Result<Vec<NamedTensor>, FormatError> {
     let root = archive.load_pickle(allow)?;
     let pkl = archive.member_path("data.pkl");
     let mut loader = TensorResolver::new(archive);
@@ -313,13 +273,7 @@ fn state_dict_from_archive<R: Read + Seek>(
     } else if root.as_mapping().is_some() {
         loader.flatten("", &root, &mut out)?;
     } else {
-        return Err(FormatError::invalid(
-            &pkl,
-            format!(
-                "top-level object is a {}, not a dict of tensors",
-                root.type_name()
-            ),
-        ));
+        return Err(FormatError::invalid(&pkl, format!("top-level object is a {}, not a dict of tensors", root.type_name())));
     }
     Ok(out)
 }
@@ -350,26 +304,14 @@ pub struct TensorResolver<'a, R: Read + Seek = File> {
 impl<'a, R: Read + Seek> TensorResolver<'a, R> {
     /// A resolver reading storages from `archive`.
     pub fn new(archive: &'a mut TorchArchive<R>) -> Self {
-        Self {
-            archive,
-            storages: HashMap::new(),
-            produced: 0,
-        }
+        Self { archive, storages: HashMap::new(), produced: 0 }
     }
 
     fn bad(&self, name: &str, message: impl std::fmt::Display) -> FormatError {
-        FormatError::invalid(
-            &self.archive.member_path("data.pkl"),
-            format!("tensor '{name}': {message}"),
-        )
+        FormatError::invalid(&self.archive.member_path("data.pkl"), format!("tensor '{name}': {message}"))
     }
 
-    fn flatten(
-        &mut self,
-        prefix: &str,
-        v: &Value,
-        out: &mut Vec<NamedTensor>,
-    ) -> Result<(), FormatError> {
+    fn flatten(&mut self, prefix: &str, v: &Value, out: &mut Vec<NamedTensor>) -> Result<(), FormatError> {
         let Some(items) = v.as_mapping() else {
             return Ok(());
         };
@@ -382,11 +324,7 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
                     None => continue,
                 },
             };
-            let name = if prefix.is_empty() {
-                key
-            } else {
-                format!("{prefix}.{key}")
-            };
+            let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
             if let Some(t) = self.tensor(&name, val)? {
                 out.push(t);
             } else if val.as_mapping().is_some() {
@@ -419,70 +357,39 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
                     return Err(self.bad(name, format!("{func} with {} arguments", args.len())));
                 }
                 let (dtype, storage) = self.storage(name, &args[0])?;
-                let offset =
-                    non_negative(&args[1]).ok_or_else(|| self.bad(name, "bad storage offset"))?;
+                let offset = non_negative(&args[1]).ok_or_else(|| self.bad(name, "bad storage offset"))?;
                 let shape = usize_seq(&args[2]).ok_or_else(|| self.bad(name, "bad size tuple"))?;
-                let strides =
-                    usize_seq(&args[3]).ok_or_else(|| self.bad(name, "bad stride tuple"))?;
+                let strides = usize_seq(&args[3]).ok_or_else(|| self.bad(name, "bad stride tuple"))?;
                 if shape.len() != strides.len() {
                     return Err(self.bad(name, "size and stride have different lengths"));
                 }
                 let data = self.gather(name, dtype, &storage, offset, &shape, &strides)?;
-                Ok(Some(NamedTensor {
-                    name: name.to_string(),
-                    dtype,
-                    shape,
-                    strides,
-                    storage_offset: offset,
-                    data,
-                }))
+                Ok(Some(NamedTensor { name: name.to_string(), dtype, shape, strides, storage_offset: offset, data }))
             }
             _ => Ok(None),
         }
     }
 
-    fn storage(
-        &mut self,
-        name: &str,
-        v: &Value,
-    ) -> Result<(DType, std::rc::Rc<Vec<u8>>), FormatError> {
+    fn storage(&mut self, name: &str, v: &Value) -> Result<(DType, std::rc::Rc<Vec<u8>>), FormatError> {
         let Value::PersistentId(pid) = v else {
             return Err(self.bad(name, "storage is not a persistent id"));
         };
-        let parts = pid
-            .as_seq()
-            .ok_or_else(|| self.bad(name, "persistent id is not a tuple"))?;
+        let parts = pid.as_seq().ok_or_else(|| self.bad(name, "persistent id is not a tuple"))?;
         if parts.len() < 3 || parts[0].as_str() != Some("storage") {
             return Err(self.bad(name, "persistent id is not ('storage', type, key, …)"));
         }
         let dtype = match &parts[1] {
             Value::Global { module, name: cls } if module == "torch" => {
-                DType::from_storage_class(cls).ok_or_else(|| {
-                    self.bad(name, format!("unsupported storage type torch.{cls}"))
-                })?
+                DType::from_storage_class(cls).ok_or_else(|| self.bad(name, format!("unsupported storage type torch.{cls}")))?
             }
-            other => {
-                return Err(self.bad(
-                    name,
-                    format!(
-                        "storage type {} is not a torch.*Storage class",
-                        other.type_name()
-                    ),
-                ))
-            }
+            other => return Err(self.bad(name, format!("storage type {} is not a torch.*Storage class", other.type_name()))),
         };
         let key = match &parts[2] {
             Value::Int(i) => i.to_string(),
-            other => other
-                .as_str()
-                .ok_or_else(|| self.bad(name, "storage key is not a string"))?
-                .to_string(),
+            other => other.as_str().ok_or_else(|| self.bad(name, "storage key is not a string"))?.to_string(),
         };
         if key.is_empty() || key.contains('/') || key.contains("..") {
-            return Err(self.bad(
-                name,
-                format!("storage key '{key}' is not a plain record name"),
-            ));
+            return Err(self.bad(name, format!("storage key '{key}' is not a plain record name")));
         }
         if let Some((d, bytes)) = self.storages.get(&key) {
             if *d != dtype {
@@ -492,14 +399,7 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         }
         let bytes = std::rc::Rc::new(self.archive.read_record(&format!("data/{key}"))?);
         if bytes.len() % dtype.size() != 0 {
-            return Err(self.bad(
-                name,
-                format!(
-                    "storage data/{key} has {} bytes, not a multiple of {}",
-                    bytes.len(),
-                    dtype.size()
-                ),
-            ));
+            return Err(self.bad(name, format!("storage data/{key} has {} bytes, not a multiple of {}", bytes.len(), dtype.size())));
         }
         self.storages.insert(key, (dtype, bytes.clone()));
         Ok((dtype, bytes))
@@ -524,25 +424,16 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         // highest element index touched
         let mut last = offset;
         for (&d, &s) in shape.iter().zip(strides) {
-            last = (d - 1)
-                .checked_mul(s)
-                .and_then(|x| x.checked_add(last))
-                .ok_or_else(|| self.bad(name, "strides overflow"))?;
+            last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or_else(|| self.bad(name, "strides overflow"))?;
         }
         if last >= n_storage {
-            return Err(self.bad(
-                name,
-                format!("view reaches element {last} but its storage has {n_storage} elements"),
-            ));
+            return Err(self.bad(name, format!("view reaches element {last} but its storage has {n_storage} elements")));
         }
         let bytes = (numel as u64) * es as u64;
         let limit = 4 * self.archive.file_len + (64 << 20);
         self.produced += bytes;
         if self.produced > limit {
-            return Err(self.bad(
-                name,
-                "tensors expand to far more data than the archive holds",
-            ));
+            return Err(self.bad(name, "tensors expand to far more data than the archive holds"));
         }
         let contiguous = {
             let mut expect = 1usize;

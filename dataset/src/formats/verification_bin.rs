@@ -50,65 +50,31 @@ pub fn read_bin(path: &Path) -> Result<VerificationBin, FormatError> {
 /// Parses the bytes of a `.bin` file; `path` names it in errors.
 pub fn parse_bin(data: &[u8], path: &Path) -> Result<VerificationBin, FormatError> {
     let root = pickle::load(data, path, &AllowList::new(BIN_GLOBALS))?;
-    let parts = root.as_seq().ok_or_else(|| {
-        FormatError::invalid(
-            path,
-            format!(
-                "top-level object is a {}, not (bins, issame_list)",
-                root.type_name()
-            ),
-        )
-    })?;
+    let parts = root
+        .as_seq()
+        .ok_or_else(|| FormatError::invalid(path, format!("top-level object is a {}, not (bins, issame_list)", root.type_name())))?;
     let [bins, issame] = parts else {
-        return Err(FormatError::invalid(
-            path,
-            format!(
-                "top-level sequence has {} items, expected 2 (bins, issame_list)",
-                parts.len()
-            ),
-        ));
+        return Err(FormatError::invalid(path, format!("top-level sequence has {} items, expected 2 (bins, issame_list)", parts.len())));
     };
-    let bins = bins.as_seq().ok_or_else(|| {
-        FormatError::invalid(path, format!("bins is a {}, not a list", bins.type_name()))
-    })?;
+    let bins = bins.as_seq().ok_or_else(|| FormatError::invalid(path, format!("bins is a {}, not a list", bins.type_name())))?;
     let images = bins
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            pickle::value_bytes(b).ok_or_else(|| {
-                FormatError::invalid(
-                    path,
-                    format!("bins[{i}] is a {}, not a byte string", b.type_name()),
-                )
-            })
+            pickle::value_bytes(b).ok_or_else(|| FormatError::invalid(path, format!("bins[{i}] is a {}, not a byte string", b.type_name())))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let flags = issame.as_seq().ok_or_else(|| {
-        FormatError::invalid(
-            path,
-            format!("issame_list is a {}, not a list", issame.type_name()),
-        )
-    })?;
+    let flags =
+        issame.as_seq().ok_or_else(|| FormatError::invalid(path, format!("issame_list is a {}, not a list", issame.type_name())))?;
     let issame = flags
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            as_bool(f).ok_or_else(|| {
-                FormatError::invalid(
-                    path,
-                    format!("issame_list[{i}] is a {}, not a bool", f.type_name()),
-                )
-            })
-        })
+        .map(|(i, f)| as_bool(f).ok_or_else(|| FormatError::invalid(path, format!("issame_list[{i}] is a {}, not a bool", f.type_name()))))
         .collect::<Result<Vec<_>, _>>()?;
     if images.len() != 2 * issame.len() {
         return Err(FormatError::invalid(
             path,
-            format!(
-                "{} images for {} pairs (expected exactly 2 per pair)",
-                images.len(),
-                issame.len()
-            ),
+            format!("{} images for {} pairs (expected exactly 2 per pair)", images.len(), issame.len()),
         ));
     }
     Ok(VerificationBin { images, issame })
@@ -121,8 +87,7 @@ fn as_bool(v: &Value) -> Option<bool> {
         Value::Int(0) => Some(false),
         Value::Int(1) => Some(true),
         Value::Object(o)
-            if o.callable.is_global("numpy.core.multiarray", "scalar")
-                || o.callable.is_global("numpy._core.multiarray", "scalar") =>
+            if o.callable.is_global("numpy.core.multiarray", "scalar") || o.callable.is_global("numpy._core.multiarray", "scalar") =>
         {
             let raw = pickle::value_bytes(o.args.as_seq()?.get(1)?)?;
             match raw.as_slice() {
@@ -135,17 +100,9 @@ fn as_bool(v: &Value) -> Option<bool> {
 }
 
 /// Serialises a `.bin` (protocol 2, bytes spelled as Python 3 does) without writing it.
-pub fn encode_bin(
-    images: &[Vec<u8>],
-    issame: &[bool],
-    style: BytesStyle,
-) -> Result<Vec<u8>, String> {
+pub fn encode_bin(images: &[Vec<u8>], issame: &[bool], style: BytesStyle) -> Result<Vec<u8>, String> {
     if images.len() != 2 * issame.len() {
-        return Err(format!(
-            "{} images for {} pairs (need exactly 2 per pair)",
-            images.len(),
-            issame.len()
-        ));
+        return Err(format!("{} images for {} pairs (need exactly 2 per pair)", images.len(), issame.len()));
     }
     let v = Value::Tuple(vec![
         Value::List(images.iter().map(|b| Value::Bytes(b.clone())).collect()),
@@ -161,12 +118,7 @@ pub fn write_bin(path: &Path, images: &[Vec<u8>], issame: &[bool]) -> Result<(),
 
 /// [`write_bin`] choosing how byte strings are spelled ([`BytesStyle::Py2Str`] reproduces the
 /// historical Python 2 files).
-pub fn write_bin_with_style(
-    path: &Path,
-    images: &[Vec<u8>],
-    issame: &[bool],
-    style: BytesStyle,
-) -> Result<(), FormatError> {
+pub fn write_bin_with_style(path: &Path, images: &[Vec<u8>], issame: &[bool], style: BytesStyle) -> Result<(), FormatError> {
     let bytes = encode_bin(images, issame, style).map_err(|m| FormatError::invalid(path, m))?;
     write_file_atomic(path, &bytes)
 }

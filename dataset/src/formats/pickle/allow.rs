@@ -13,9 +13,7 @@ pub struct AllowList {
 impl AllowList {
     /// An allow-list from patterns (see the module docs for the syntax).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
-        Self {
-            patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect(),
-        }
+        Self { patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect() }
     }
 
     /// An allow-list that admits no global at all (plain data pickles).
@@ -25,17 +23,14 @@ impl AllowList {
 
     /// Returns a copy with more patterns added.
     pub fn with<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
-        self.patterns
-            .extend(patterns.iter().map(|p| p.as_ref().to_string()));
+        self.patterns.extend(patterns.iter().map(|p| p.as_ref().to_string()));
         self
     }
 
     /// True if `module.name` matches one of the patterns.
     pub fn allows(&self, module: &str, name: &str) -> bool {
         let full = format!("{module}.{name}");
-        self.patterns
-            .iter()
-            .any(|p| glob_match(p.as_bytes(), full.as_bytes()))
+        self.patterns.iter().any(|p| glob_match(p.as_bytes(), full.as_bytes()))
     }
 
     /// The patterns, comma separated, for error messages.

@@ -29,10 +29,7 @@ pub fn codecs_encode_bytes(v: &Value) -> Option<Vec<u8>> {
     let text = args.first()?.as_str()?;
     let encoding = args.get(1).and_then(|e| e.as_str()).unwrap_or("utf-8");
     match encoding.to_ascii_lowercase().replace('-', "_").as_str() {
-        "latin1" | "latin_1" | "iso_8859_1" | "iso8859_1" | "l1" => text
-            .chars()
-            .map(|c| u8::try_from(u32::from(c)).ok())
-            .collect(),
+        "latin1" | "latin_1" | "iso_8859_1" | "iso8859_1" | "l1" => text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect(),
         "utf8" | "utf_8" => Some(text.as_bytes().to_vec()),
         _ => None,
     }

@@ -33,21 +33,10 @@ pub fn load_file(path: &Path, allow: &AllowList) -> Result<Value, FormatError> {
 
 /// Runs the restricted VM over `data`; `source` names the file in errors.
 pub fn load(data: &[u8], source: &Path, allow: &AllowList) -> Result<Value, FormatError> {
-    let mut vm = Vm {
-        data,
-        pos: 0,
-        source,
-        allow,
-        nodes: Vec::new(),
-        stack: Vec::new(),
-        memo: HashMap::new(),
-    };
+    let mut vm = Vm { data, pos: 0, source, allow, nodes: Vec::new(), stack: Vec::new(), memo: HashMap::new() };
     let root = vm.run()?;
     // Budgets for the conversion: generous multiples of the input size.
-    let mut budget = Budget {
-        nodes: 16 * data.len() as u64 + 4096,
-        bytes: 4 * data.len() as u64 + (1 << 20),
-    };
+    let mut budget = Budget { nodes: 16 * data.len() as u64 + 4096, bytes: 4 * data.len() as u64 + (1 << 20) };
     vm.to_value(root, 0, &mut budget)
 }
 
@@ -123,20 +112,16 @@ impl<'a> Vm<'a> {
 
     fn take(&mut self, n: usize, at: usize) -> Result<&'a [u8], FormatError> {
         let data: &'a [u8] = self.data;
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| {
-                self.err(
-                    at,
-                    format!(
-                        "truncated pickle: opcode {} needs {n} more bytes, {} remain",
-                        opcode_name(data.get(at).copied().unwrap_or(0)),
-                        data.len().saturating_sub(self.pos)
-                    ),
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= data.len()).ok_or_else(|| {
+            self.err(
+                at,
+                format!(
+                    "truncated pickle: opcode {} needs {n} more bytes, {} remain",
+                    opcode_name(data.get(at).copied().unwrap_or(0)),
+                    data.len().saturating_sub(self.pos)
+                ),
+            )
+        })?;
         let s = &data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -157,10 +142,7 @@ impl<'a> Vm<'a> {
     fn line(&mut self, at: usize) -> Result<&'a [u8], FormatError> {
         let data: &'a [u8] = self.data;
         let rest = &data[self.pos.min(data.len())..];
-        let nl = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| self.err(at, "truncated pickle: text argument has no newline"))?;
+        let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.err(at, "truncated pickle: text argument has no newline"))?;
         self.pos += nl + 1;
         Ok(&rest[..nl])
     }
@@ -198,11 +180,7 @@ impl<'a> Vm<'a> {
 
     /// Pops everything down to (and including) the last MARK.
     fn pop_mark(&mut self, at: usize) -> Result<Vec<Id>, FormatError> {
-        let m = self
-            .stack
-            .iter()
-            .rposition(|s| matches!(s, Slot::Mark))
-            .ok_or_else(|| self.err(at, "no MARK on the pickle stack"))?;
+        let m = self.stack.iter().rposition(|s| matches!(s, Slot::Mark)).ok_or_else(|| self.err(at, "no MARK on the pickle stack"))?;
         let items = self.stack[m + 1..]
             .iter()
             .map(|s| match s {
@@ -285,10 +263,7 @@ impl<'a> Vm<'a> {
     }
 
     fn memo_get(&self, key: u64, at: usize) -> Result<Id, FormatError> {
-        self.memo
-            .get(&key)
-            .copied()
-            .ok_or_else(|| self.err(at, format!("memo key {key} was never stored")))
+        self.memo.get(&key).copied().ok_or_else(|| self.err(at, format!("memo key {key} was never stored")))
     }
 
     fn memo_put(&mut self, key: u64, at: usize) -> Result<(), FormatError> {
@@ -314,8 +289,7 @@ impl<'a> Vm<'a> {
 
     fn parse_decimal(&self, text: &str, at: usize) -> Result<i64, FormatError> {
         let t = text.trim().trim_end_matches('L');
-        t.parse::<i64>()
-            .map_err(|_| self.err(at, format!("integer '{t}' is not a 64-bit decimal integer")))
+        t.parse::<i64>().map_err(|_| self.err(at, format!("integer '{t}' is not a 64-bit decimal integer")))
     }
 
     fn run(&mut self) -> Result<Id, FormatError> {
@@ -402,10 +376,7 @@ impl<'a> Vm<'a> {
                 }
                 op::FLOAT => {
                     let t = self.line_str(at)?;
-                    let v = t
-                        .trim()
-                        .parse::<f64>()
-                        .map_err(|_| self.err(at, format!("float '{t}' does not parse")))?;
+                    let v = t.trim().parse::<f64>().map_err(|_| self.err(at, format!("float '{t}' does not parse")))?;
                     self.push(Node::Float(v));
                 }
                 op::BINFLOAT => {
@@ -584,9 +555,7 @@ impl<'a> Vm<'a> {
                 op::STACK_GLOBAL => {
                     let name_id = self.pop(at)?;
                     let module_id = self.pop(at)?;
-                    let (Some(Node::Str(module)), Some(Node::Str(name))) =
-                        (self.nodes.get(module_id), self.nodes.get(name_id))
-                    else {
+                    let (Some(Node::Str(module)), Some(Node::Str(name))) = (self.nodes.get(module_id), self.nodes.get(name_id)) else {
                         return Err(self.err(at, "STACK_GLOBAL needs two strings on the stack"));
                     };
                     let (module, name) = (module.clone(), name.clone());
@@ -632,11 +601,7 @@ impl<'a> Vm<'a> {
                     let type_name = node_type(self.nodes.get(target));
                     match self.nodes.get_mut(target) {
                         Some(Node::Object(o)) => o.state = Some(state),
-                        _ => {
-                            return Err(
-                                self.err(at, format!("BUILD on a {type_name}, not an object"))
-                            )
-                        }
+                        _ => return Err(self.err(at, format!("BUILD on a {type_name}, not an object"))),
                     }
                 }
                 op::PERSID => {
@@ -669,10 +634,7 @@ impl<'a> Vm<'a> {
 
     fn to_value(&self, id: Id, depth: usize, budget: &mut Budget) -> Result<Value, FormatError> {
         if depth > MAX_DEPTH {
-            return Err(self.err(
-                self.data.len(),
-                format!("pickle nests deeper than {MAX_DEPTH} levels (or is self-referential)"),
-            ));
+            return Err(self.err(self.data.len(), format!("pickle nests deeper than {MAX_DEPTH} levels (or is self-referential)")));
         }
         if budget.nodes == 0 {
             return Err(self.err(self.data.len(), "pickle expands to too many values"));
@@ -686,20 +648,10 @@ impl<'a> Vm<'a> {
             Ok(())
         };
         let seq = |ids: &[Id], budget: &mut Budget| -> Result<Vec<Value>, FormatError> {
-            ids.iter()
-                .map(|&i| self.to_value(i, depth + 1, budget))
-                .collect()
+            ids.iter().map(|&i| self.to_value(i, depth + 1, budget)).collect()
         };
         let map = |m: &Mapping, budget: &mut Budget| -> Result<Vec<(Value, Value)>, FormatError> {
-            m.items
-                .iter()
-                .map(|&(k, v)| {
-                    Ok((
-                        self.to_value(k, depth + 1, budget)?,
-                        self.to_value(v, depth + 1, budget)?,
-                    ))
-                })
-                .collect()
+            m.items.iter().map(|&(k, v)| Ok((self.to_value(k, depth + 1, budget)?, self.to_value(v, depth + 1, budget)?))).collect()
         };
         let Some(node) = self.nodes.get(id) else {
             return Err(self.err(self.data.len(), "internal: dangling pickle reference"));
@@ -725,13 +677,8 @@ impl<'a> Vm<'a> {
             Node::List(ids) => Value::List(seq(ids, budget)?),
             Node::Set(ids) => Value::Set(seq(ids, budget)?),
             Node::Dict(m) => Value::Dict(map(m, budget)?),
-            Node::Global { module, name } => Value::Global {
-                module: module.clone(),
-                name: name.clone(),
-            },
-            Node::PersistentId(p) => {
-                Value::PersistentId(Box::new(self.to_value(*p, depth + 1, budget)?))
-            }
+            Node::Global { module, name } => Value::Global { module: module.clone(), name: name.clone() },
+            Node::PersistentId(p) => Value::PersistentId(Box::new(self.to_value(*p, depth + 1, budget)?)),
             Node::Object(o) => {
                 let callable = self.to_value(o.callable, depth + 1, budget)?;
                 let args = self.to_value(o.args, depth + 1, budget)?;
@@ -827,9 +774,7 @@ fn decimal_to_le(text: &str) -> Option<Vec<u8>> {
 fn unquote_repr(line: &[u8]) -> Result<Vec<u8>, String> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let inner = match (line.first(), line.last()) {
-        (Some(&q), Some(&e)) if line.len() >= 2 && (q == b'\'' || q == b'"') && e == q => {
-            &line[1..line.len() - 1]
-        }
+        (Some(&q), Some(&e)) if line.len() >= 2 && (q == b'\'' || q == b'"') && e == q => &line[1..line.len() - 1],
         _ => return Err("STRING argument is not quoted".to_string()),
     };
     let mut out = Vec::with_capacity(inner.len());
@@ -895,9 +840,7 @@ fn raw_unicode_escape(line: &[u8]) -> Result<String, String> {
         let c = line[i];
         if c == b'\\' && matches!(line.get(i + 1), Some(b'u') | Some(b'U')) {
             let n = if line[i + 1] == b'u' { 4 } else { 8 };
-            let hex = line
-                .get(i + 2..i + 2 + n)
-                .ok_or("UNICODE has a short escape")?;
+            let hex = line.get(i + 2..i + 2 + n).ok_or("UNICODE has a short escape")?;
             let s = std::str::from_utf8(hex).map_err(|_| "bad unicode escape")?;
             let v = u32::from_str_radix(s, 16).map_err(|_| "bad unicode escape")?;
             out.push(char::from_u32(v).ok_or("unicode escape is not a character")?);

@@ -46,11 +46,7 @@ fn write_unicode(out: &mut Vec<u8>, s: &str) -> Result<(), PickleWriteError> {
     Ok(())
 }
 
-fn write_value(
-    out: &mut Vec<u8>,
-    value: &Value,
-    style: BytesStyle,
-) -> Result<(), PickleWriteError> {
+fn write_value(out: &mut Vec<u8>, value: &Value, style: BytesStyle) -> Result<(), PickleWriteError> {
     match value {
         Value::None => out.push(op::NONE),
         Value::Bool(true) => out.push(op::NEWTRUE),
@@ -87,8 +83,7 @@ fn write_value(
                 if let Ok(n) = u8::try_from(b.len()) {
                     out.extend_from_slice(&[op::SHORT_BINSTRING, n]);
                 } else {
-                    let n =
-                        i32::try_from(b.len()).map_err(|_| PickleWriteError::TooLong(b.len()))?;
+                    let n = i32::try_from(b.len()).map_err(|_| PickleWriteError::TooLong(b.len()))?;
                     out.push(op::BINSTRING);
                     out.extend_from_slice(&n.to_le_bytes());
                 }
@@ -153,11 +148,7 @@ fn write_value(
     Ok(())
 }
 
-fn write_appends(
-    out: &mut Vec<u8>,
-    items: &[Value],
-    style: BytesStyle,
-) -> Result<(), PickleWriteError> {
+fn write_appends(out: &mut Vec<u8>, items: &[Value], style: BytesStyle) -> Result<(), PickleWriteError> {
     for chunk in items.chunks(1000) {
         out.push(op::MARK);
         for v in chunk {
@@ -168,11 +159,7 @@ fn write_appends(
     Ok(())
 }
 
-fn write_setitems(
-    out: &mut Vec<u8>,
-    items: &[(Value, Value)],
-    style: BytesStyle,
-) -> Result<(), PickleWriteError> {
+fn write_setitems(out: &mut Vec<u8>, items: &[(Value, Value)], style: BytesStyle) -> Result<(), PickleWriteError> {
     for chunk in items.chunks(1000) {
         out.push(op::MARK);
         for (k, v) in chunk {

@@ -53,42 +53,22 @@ impl RecordIoReader {
         let text = std::fs::read_to_string(idx).map_err(|e| FormatError::io(idx, e))?;
         let mut offsets = HashMap::new();
         let mut keys = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let bad = || {
-                FormatError::invalid(
-                    idx,
-                    format!("line {}: expected 'key<TAB>offset', got {line:?}", i + 1),
-                )
-            };
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let bad = || FormatError::invalid(idx, format!("line {}: expected 'key<TAB>offset', got {line:?}", i + 1));
             let (k, o) = line.split_once('\t').ok_or_else(bad)?;
             let key: u64 = k.trim().parse().map_err(|_| bad())?;
             let off: u64 = o.trim().parse().map_err(|_| bad())?;
             if off >= file_len {
                 return Err(FormatError::invalid(
                     idx,
-                    format!(
-                        "line {}: offset {off} is past the end of {} ({file_len} bytes)",
-                        i + 1,
-                        rec.display()
-                    ),
+                    format!("line {}: offset {off} is past the end of {} ({file_len} bytes)", i + 1, rec.display()),
                 ));
             }
             if offsets.insert(key, off).is_none() {
                 keys.push(key);
             }
         }
-        Ok(Self {
-            rec: rec.to_path_buf(),
-            idx: idx.to_path_buf(),
-            file,
-            file_len,
-            offsets,
-            keys,
-        })
+        Ok(Self { rec: rec.to_path_buf(), idx: idx.to_path_buf(), file, file_len, offsets, keys })
     }
 
     /// Keys in `.idx` order.
@@ -98,13 +78,8 @@ impl RecordIoReader {
 
     /// The raw payload of record `key`.
     pub fn read_idx(&mut self, key: u64) -> Result<Vec<u8>, FormatError> {
-        let off = *self
-            .offsets
-            .get(&key)
-            .ok_or_else(|| FormatError::invalid(&self.idx, format!("no record with key {key}")))?;
-        self.file
-            .seek(SeekFrom::Start(off))
-            .map_err(|e| FormatError::io(&self.rec, e))?;
+        let off = *self.offsets.get(&key).ok_or_else(|| FormatError::invalid(&self.idx, format!("no record with key {key}")))?;
+        self.file.seek(SeekFrom::Start(off)).map_err(|e| FormatError::io(&self.rec, e))?;
         Ok(read_record(&mut self.file, &self.rec, off, self.file_len)?.0)
     }
 
@@ -118,24 +93,14 @@ impl RecordIoReader {
 
     fn label_range(&self, h: &IrHeader, key: u64) -> Result<(u64, u64), FormatError> {
         let off = self.offsets.get(&key).copied().unwrap_or(0);
-        let as_key = |x: f32| -> Option<u64> {
-            (x.is_finite() && x >= 0.0 && x.fract() == 0.0 && (x as u64) <= MAX_F32_INT)
-                .then_some(x as u64)
-        };
+        let as_key =
+            |x: f32| -> Option<u64> { (x.is_finite() && x >= 0.0 && x.fract() == 0.0 && (x as u64) <= MAX_F32_INT).then_some(x as u64) };
         match h.label.as_slice() {
             [a, b, ..] => match (as_key(*a), as_key(*b)) {
                 (Some(a), Some(b)) if a <= b => Ok((a, b)),
-                _ => Err(FormatError::corrupt(
-                    &self.rec,
-                    off,
-                    format!("record {key}: bad label range [{a}, {b})"),
-                )),
+                _ => Err(FormatError::corrupt(&self.rec, off, format!("record {key}: bad label range [{a}, {b})"))),
             },
-            _ => Err(FormatError::corrupt(
-                &self.rec,
-                off,
-                format!("record {key}: expected a 2-value label range"),
-            )),
+            _ => Err(FormatError::corrupt(&self.rec, off, format!("record {key}: expected a 2-value label range"))),
         }
     }
 
@@ -157,16 +122,10 @@ impl RecordIoReader {
                 if !self.offsets.contains_key(&key) {
                     return Err(FormatError::invalid(
                         &self.idx,
-                        format!(
-                            "identity record {k} points at key {key}, which is not in the index"
-                        ),
+                        format!("identity record {k} points at key {key}, which is not in the index"),
                     ));
                 }
-                out.push(FaceRecord {
-                    identity,
-                    sample,
-                    key,
-                });
+                out.push(FaceRecord { identity, sample, key });
             }
         }
         Ok(out)
@@ -180,19 +139,11 @@ impl RecordIoReader {
             let label = h.label.first().copied().unwrap_or(f32::NAN);
             if !(label.is_finite() && label >= 0.0) {
                 let off = self.offsets.get(&key).copied().unwrap_or(0);
-                return Err(FormatError::corrupt(
-                    &self.rec,
-                    off,
-                    format!("record {key}: label {label} is not an identity"),
-                ));
+                return Err(FormatError::corrupt(&self.rec, off, format!("record {key}: label {label} is not an identity")));
             }
             let identity = label as i64;
             let n = per_identity.entry(identity).or_insert(0);
-            out.push(FaceRecord {
-                identity: identity as usize,
-                sample: *n,
-                key,
-            });
+            out.push(FaceRecord { identity: identity as usize, sample: *n, key });
             *n += 1;
         }
         Ok(out)
@@ -240,8 +191,7 @@ impl RecordIoFaceWriter {
     }
 
     fn put(&mut self, key: u64, payload: &[u8]) -> Result<(), FormatError> {
-        let framed =
-            encode_record(payload).map_err(|m| FormatError::invalid(self.rec.target(), m))?;
+        let framed = encode_record(payload).map_err(|m| FormatError::invalid(self.rec.target(), m))?;
         self.idx_lines.push((key, self.rec.position()));
         self.rec.write_all(&framed)
     }
@@ -256,25 +206,14 @@ impl RecordIoFaceWriter {
         } else {
             return Err(FormatError::invalid(
                 self.rec.target(),
-                format!(
-                    "identity {identity} arrives out of order (expected {} or {n})",
-                    n.saturating_sub(1)
-                ),
+                format!("identity {identity} arrives out of order (expected {} or {n})", n.saturating_sub(1)),
             ));
         }
         let key = self.next_key;
         if key >= MAX_F32_INT {
-            return Err(FormatError::invalid(
-                self.rec.target(),
-                "more records than float32 labels can address",
-            ));
+            return Err(FormatError::invalid(self.rec.target(), "more records than float32 labels can address"));
         }
-        let header = IrHeader {
-            flag: 0,
-            label: vec![identity as f32],
-            id: key,
-            id2: 0,
-        };
+        let header = IrHeader { flag: 0, label: vec![identity as f32], id: key, id2: 0 };
         self.put(key, &pack(&header, image))?;
         self.next_key += 1;
         if let Some(r) = self.ranges.last_mut() {
@@ -289,27 +228,14 @@ impl RecordIoFaceWriter {
         let ranges = std::mem::take(&mut self.ranges);
         for (i, (s, e)) in ranges.iter().enumerate() {
             let key = id_start + i as u64;
-            let h = IrHeader {
-                flag: 2,
-                label: vec![*s as f32, *e as f32],
-                id: key,
-                id2: 0,
-            };
+            let h = IrHeader { flag: 2, label: vec![*s as f32, *e as f32], id: key, id2: 0 };
             self.put(key, &pack(&h, &[]))?;
         }
         let id_end = id_start + ranges.len() as u64;
         if id_end >= MAX_F32_INT {
-            return Err(FormatError::invalid(
-                self.rec.target(),
-                "more records than float32 labels can address",
-            ));
+            return Err(FormatError::invalid(self.rec.target(), "more records than float32 labels can address"));
         }
-        let h0 = IrHeader {
-            flag: 2,
-            label: vec![id_start as f32, id_end as f32],
-            id: 0,
-            id2: 0,
-        };
+        let h0 = IrHeader { flag: 2, label: vec![id_start as f32, id_end as f32], id: 0, id2: 0 };
         self.put(0, &pack(&h0, &[]))?;
         let images = id_start - 1;
         let mut lines = std::mem::take(&mut self.idx_lines);
@@ -322,13 +248,7 @@ impl RecordIoFaceWriter {
         let property = self.dir.join("property");
         let (h, w) = self.image_size;
         write_file_atomic(&property, format!("{},{h},{w}", ranges.len()).as_bytes())?;
-        Ok(RecordIoSummary {
-            rec: rec_path,
-            idx,
-            property,
-            identities: ranges.len(),
-            images,
-        })
+        Ok(RecordIoSummary { rec: rec_path, idx, property, identities: ranges.len(), images })
     }
 }
 
@@ -336,18 +256,9 @@ impl RecordIoFaceWriter {
 pub fn read_property(path: &Path) -> Result<(usize, u32, u32), FormatError> {
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
     let f: Vec<&str> = text.trim().split(',').map(str::trim).collect();
-    let bad = || {
-        FormatError::invalid(
-            path,
-            format!("expected 'num_classes,height,width', got {:?}", text.trim()),
-        )
-    };
+    let bad = || FormatError::invalid(path, format!("expected 'num_classes,height,width', got {:?}", text.trim()));
     match f.as_slice() {
-        [n, h, w] => Ok((
-            n.parse().map_err(|_| bad())?,
-            h.parse().map_err(|_| bad())?,
-            w.parse().map_err(|_| bad())?,
-        )),
+        [n, h, w] => Ok((n.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?)),
         _ => Err(bad()),
     }
 }

@@ -23,12 +23,7 @@ pub fn encode_record(payload: &[u8]) -> Result<Vec<u8>, String> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&l| l <= LENGTH_MASK)
-        .ok_or_else(|| {
-            format!(
-                "record of {} bytes exceeds RecordIO's 2^29-byte limit",
-                payload.len()
-            )
-        })?;
+        .ok_or_else(|| format!("record of {} bytes exceeds RecordIO's 2^29-byte limit", payload.len()))?;
     let magic = MAGIC.to_le_bytes();
     let mut out = Vec::with_capacity(payload.len() + 16);
     let lower_align = (len as usize) & !3;
@@ -37,18 +32,14 @@ pub fn encode_record(payload: &[u8]) -> Result<Vec<u8>, String> {
     while i < lower_align {
         if payload[i..i + 4] == magic {
             out.extend_from_slice(&magic);
-            out.extend_from_slice(
-                &lrec(if dptr == 0 { 1 } else { 2 }, (i - dptr) as u32).to_le_bytes(),
-            );
+            out.extend_from_slice(&lrec(if dptr == 0 { 1 } else { 2 }, (i - dptr) as u32).to_le_bytes());
             out.extend_from_slice(&payload[dptr..i]);
             dptr = i + 4;
         }
         i += 4;
     }
     out.extend_from_slice(&magic);
-    out.extend_from_slice(
-        &lrec(if dptr != 0 { 3 } else { 0 }, (payload.len() - dptr) as u32).to_le_bytes(),
-    );
+    out.extend_from_slice(&lrec(if dptr != 0 { 3 } else { 0 }, (payload.len() - dptr) as u32).to_le_bytes());
     out.extend_from_slice(&payload[dptr..]);
     out.resize(out.len() + (4 - payload.len() % 4) % 4, 0);
     Ok(out)
@@ -56,12 +47,7 @@ pub fn encode_record(payload: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Reads the (possibly multi-part) record starting at `offset`; `r` must be positioned there.
 /// Returns the payload and the number of bytes consumed. `file_len` bounds every length.
-pub fn read_record<R: Read>(
-    r: &mut R,
-    path: &Path,
-    offset: u64,
-    file_len: u64,
-) -> Result<(Vec<u8>, u64), FormatError> {
+pub fn read_record<R: Read>(r: &mut R, path: &Path, offset: u64, file_len: u64) -> Result<(Vec<u8>, u64), FormatError> {
     let mut out = Vec::new();
     let mut pos = offset;
     let mut first = true;
@@ -70,28 +56,17 @@ pub fn read_record<R: Read>(
         read_full(r, &mut head, path, pos)?;
         let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         if magic != MAGIC {
-            return Err(FormatError::corrupt(
-                path,
-                pos,
-                format!("bad RecordIO magic {magic:#010x} (expected {MAGIC:#010x})"),
-            ));
+            return Err(FormatError::corrupt(path, pos, format!("bad RecordIO magic {magic:#010x} (expected {MAGIC:#010x})")));
         }
         let word = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let cflag = word >> 29;
         let len = u64::from(word & LENGTH_MASK);
-        let expected_ok = if first {
-            cflag == 0 || cflag == 1
-        } else {
-            cflag == 2 || cflag == 3
-        };
+        let expected_ok = if first { cflag == 0 || cflag == 1 } else { cflag == 2 || cflag == 3 };
         if !expected_ok {
             return Err(FormatError::corrupt(
                 path,
                 pos,
-                format!(
-                    "unexpected continuation flag {cflag} ({} part)",
-                    if first { "first" } else { "later" }
-                ),
+                format!("unexpected continuation flag {cflag} ({} part)", if first { "first" } else { "later" }),
             ));
         }
         let padded = (len + 3) & !3;
@@ -115,12 +90,7 @@ pub fn read_record<R: Read>(
     }
 }
 
-fn read_full<R: Read>(
-    r: &mut R,
-    buf: &mut [u8],
-    path: &Path,
-    offset: u64,
-) -> Result<(), FormatError> {
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], path: &Path, offset: u64) -> Result<(), FormatError> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             FormatError::corrupt(path, offset, "truncated RecordIO record")

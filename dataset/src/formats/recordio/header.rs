@@ -39,21 +39,10 @@ pub fn pack(header: &IrHeader, payload: &[u8]) -> Vec<u8> {
 }
 
 /// `mx.recordio.unpack`: splits a record payload into header and image bytes.
-pub fn unpack<'a>(
-    record: &'a [u8],
-    path: &Path,
-    offset: u64,
-) -> Result<(IrHeader, &'a [u8]), FormatError> {
-    let h = record.get(..IR_HEADER_SIZE).ok_or_else(|| {
-        FormatError::corrupt(
-            path,
-            offset,
-            format!(
-                "record of {} bytes is shorter than an IRHeader",
-                record.len()
-            ),
-        )
-    })?;
+pub fn unpack<'a>(record: &'a [u8], path: &Path, offset: u64) -> Result<(IrHeader, &'a [u8]), FormatError> {
+    let h = record
+        .get(..IR_HEADER_SIZE)
+        .ok_or_else(|| FormatError::corrupt(path, offset, format!("record of {} bytes is shorter than an IRHeader", record.len())))?;
     let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let u64_at = |i: usize| {
         let mut b = [0u8; 8];
@@ -65,38 +54,13 @@ pub fn unpack<'a>(
     let (id, id2) = (u64_at(8), u64_at(16));
     let rest = &record[IR_HEADER_SIZE..];
     if flag == 0 {
-        return Ok((
-            IrHeader {
-                flag,
-                label: vec![scalar],
-                id,
-                id2,
-            },
-            rest,
-        ));
+        return Ok((IrHeader { flag, label: vec![scalar], id, id2 }, rest));
     }
     let n = flag as usize;
     let labels = n
         .checked_mul(4)
         .and_then(|b| rest.get(..b))
-        .ok_or_else(|| {
-            FormatError::corrupt(
-                path,
-                offset,
-                format!("IRHeader flag {flag} promises more labels than the record holds"),
-            )
-        })?;
-    let label = labels
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((
-        IrHeader {
-            flag,
-            label,
-            id,
-            id2,
-        },
-        &rest[n * 4..],
-    ))
+        .ok_or_else(|| FormatError::corrupt(path, offset, format!("IRHeader flag {flag} promises more labels than the record holds")))?;
+    let label = labels.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok((IrHeader { flag, label, id, id2 }, &rest[n * 4..]))
 }

@@ -85,68 +85,25 @@ pub struct FaceExample {
 /// Encodes an Example with `image` (bytes) and, if given, `label` (int64).
 pub fn encode_example(image: &[u8], label: Option<i64>) -> Vec<u8> {
     let mut feature = BTreeMap::new();
-    feature.insert(
-        "image".to_string(),
-        Feature {
-            kind: Some(feature::Kind::BytesList(BytesList {
-                value: vec![image.to_vec()],
-            })),
-        },
-    );
+    feature.insert("image".to_string(), Feature { kind: Some(feature::Kind::BytesList(BytesList { value: vec![image.to_vec()] })) });
     if let Some(l) = label {
-        feature.insert(
-            "label".to_string(),
-            Feature {
-                kind: Some(feature::Kind::Int64List(Int64List { value: vec![l] })),
-            },
-        );
+        feature.insert("label".to_string(), Feature { kind: Some(feature::Kind::Int64List(Int64List { value: vec![l] })) });
     }
-    Example {
-        features: Some(Features { feature }),
-    }
-    .encode_to_vec()
+    Example { features: Some(Features { feature }) }.encode_to_vec()
 }
 
 /// Decodes a record payload into the face record; `path`/`offset` name the record in errors.
-pub fn decode_example(
-    payload: &[u8],
-    path: &Path,
-    offset: u64,
-) -> Result<FaceExample, FormatError> {
-    let ex = Example::decode(payload).map_err(|e| {
-        FormatError::corrupt(
-            path,
-            offset,
-            format!("record is not a tf.train.Example: {e}"),
-        )
-    })?;
+pub fn decode_example(payload: &[u8], path: &Path, offset: u64) -> Result<FaceExample, FormatError> {
+    let ex = Example::decode(payload).map_err(|e| FormatError::corrupt(path, offset, format!("record is not a tf.train.Example: {e}")))?;
     let features = ex.features.unwrap_or_default().feature;
     let image = match features.get("image").and_then(|f| f.kind.as_ref()) {
         Some(feature::Kind::BytesList(b)) if b.value.len() == 1 => b.value[0].clone(),
-        Some(_) => {
-            return Err(FormatError::corrupt(
-                path,
-                offset,
-                "feature 'image' is not a single-value bytes_list",
-            ))
-        }
-        None => {
-            return Err(FormatError::corrupt(
-                path,
-                offset,
-                "Example has no 'image' feature",
-            ))
-        }
+        Some(_) => return Err(FormatError::corrupt(path, offset, "feature 'image' is not a single-value bytes_list")),
+        None => return Err(FormatError::corrupt(path, offset, "Example has no 'image' feature")),
     };
     let label = match features.get("label").and_then(|f| f.kind.as_ref()) {
         Some(feature::Kind::Int64List(l)) if l.value.len() == 1 => Some(l.value[0]),
-        Some(_) => {
-            return Err(FormatError::corrupt(
-                path,
-                offset,
-                "feature 'label' is not a single-value int64_list",
-            ))
-        }
+        Some(_) => return Err(FormatError::corrupt(path, offset, "feature 'label' is not a single-value int64_list")),
         None => None,
     };
     Ok(FaceExample { image, label })

@@ -30,12 +30,7 @@ pub fn encode_record(payload: &[u8]) -> Vec<u8> {
 
 /// Reads and checks the record starting at `offset`; returns its payload.
 /// `file_len` bounds the length field so a damaged length never triggers a huge allocation.
-fn read_record<R: Read>(
-    r: &mut R,
-    path: &Path,
-    offset: u64,
-    file_len: u64,
-) -> Result<Vec<u8>, FormatError> {
+fn read_record<R: Read>(r: &mut R, path: &Path, offset: u64, file_len: u64) -> Result<Vec<u8>, FormatError> {
     let mut head = [0u8; 12];
     read_full(r, &mut head, path, offset, "record header")?;
     let mut len_bytes = [0u8; 8];
@@ -43,13 +38,7 @@ fn read_record<R: Read>(
     let stored = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     let computed = masked_crc32c(&len_bytes);
     if stored != computed {
-        return Err(FormatError::Checksum {
-            path: path.to_path_buf(),
-            offset,
-            what: "length",
-            stored,
-            computed,
-        });
+        return Err(FormatError::Checksum { path: path.to_path_buf(), offset, what: "length", stored, computed });
     }
     let len = u64::from_le_bytes(len_bytes);
     let remaining = file_len.saturating_sub(offset + 12);
@@ -67,31 +56,15 @@ fn read_record<R: Read>(
     let stored = u32::from_le_bytes(crc);
     let computed = masked_crc32c(&payload);
     if stored != computed {
-        return Err(FormatError::Checksum {
-            path: path.to_path_buf(),
-            offset,
-            what: "payload",
-            stored,
-            computed,
-        });
+        return Err(FormatError::Checksum { path: path.to_path_buf(), offset, what: "payload", stored, computed });
     }
     Ok(payload)
 }
 
-fn read_full<R: Read>(
-    r: &mut R,
-    buf: &mut [u8],
-    path: &Path,
-    offset: u64,
-    what: &str,
-) -> Result<(), FormatError> {
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], path: &Path, offset: u64, what: &str) -> Result<(), FormatError> {
     r.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::corrupt(
-                path,
-                offset,
-                format!("truncated record: file ends inside the {what}"),
-            )
+            FormatError::corrupt(path, offset, format!("truncated record: file ends inside the {what}"))
         } else {
             FormatError::io(path, e)
         }
@@ -102,14 +75,9 @@ fn read_full<R: Read>(
 pub fn read_record_at(file: &mut File, path: &Path, offset: u64) -> Result<Vec<u8>, FormatError> {
     let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
     if offset >= file_len {
-        return Err(FormatError::corrupt(
-            path,
-            offset,
-            format!("offset is past the end of the {file_len}-byte file"),
-        ));
+        return Err(FormatError::corrupt(path, offset, format!("offset is past the end of the {file_len}-byte file")));
     }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| FormatError::io(path, e))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| FormatError::io(path, e))?;
     read_record(file, path, offset, file_len)
 }
 
@@ -127,13 +95,7 @@ impl TfRecordReader {
     pub fn open(path: &Path) -> Result<Self, FormatError> {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 20, file),
-            offset: 0,
-            file_len,
-            failed: false,
-        })
+        Ok(Self { path: path.to_path_buf(), reader: BufReader::with_capacity(1 << 20, file), offset: 0, file_len, failed: false })
     }
 
     /// Offset of the next record.

@@ -12,10 +12,8 @@ pub mod framing;
 pub mod shards;
 
 pub use example::{decode_example, encode_example, FaceExample};
-pub use framing::{
-    encode_record, masked_crc32c, parse_records, read_record_at, TfRecordReader, RECORD_OVERHEAD,
-};
+pub use framing::{encode_record, masked_crc32c, parse_records, read_record_at, TfRecordReader, RECORD_OVERHEAD};
 pub use shards::{
-    read_converted_index, read_index, shard_path, ConvertedIndexEntry, IndexEntry,
-    TfRecordShardWriter, TfRecordSummary, DEFAULT_RECORDS_PER_SHARD,
+    read_converted_index, read_index, shard_path, ConvertedIndexEntry, IndexEntry, TfRecordShardWriter, TfRecordSummary,
+    DEFAULT_RECORDS_PER_SHARD,
 };

@@ -71,16 +71,10 @@ impl TfRecordShardWriter {
     /// A writer for `<dir>/<name>-*.tfrecord` with at most `per_shard` records per shard.
     pub fn create(dir: &Path, name: &str, per_shard: usize) -> Result<Self, FormatError> {
         if per_shard == 0 {
-            return Err(FormatError::invalid(
-                dir,
-                "records per shard must be at least 1",
-            ));
+            return Err(FormatError::invalid(dir, "records per shard must be at least 1"));
         }
         if name.is_empty() || name.contains('/') {
-            return Err(FormatError::invalid(
-                dir,
-                format!("bad dataset name '{name}'"),
-            ));
+            return Err(FormatError::invalid(dir, format!("bad dataset name '{name}'")));
         }
         std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
         Ok(Self {
@@ -96,17 +90,9 @@ impl TfRecordShardWriter {
     }
 
     /// Appends one face record; returns `(shard, offset)` where it landed.
-    pub fn write(
-        &mut self,
-        key: &str,
-        image: &[u8],
-        label: i64,
-    ) -> Result<(usize, u64), FormatError> {
+    pub fn write(&mut self, key: &str, image: &[u8], label: i64) -> Result<(usize, u64), FormatError> {
         if key.contains(['\t', '\n']) {
-            return Err(FormatError::invalid(
-                &self.dir,
-                format!("record key {key:?} contains a tab or newline"),
-            ));
+            return Err(FormatError::invalid(&self.dir, format!("record key {key:?} contains a tab or newline")));
         }
         if self.current.is_some() && self.in_current >= self.per_shard {
             self.close_shard()?;
@@ -118,10 +104,7 @@ impl TfRecordShardWriter {
             self.in_current = 0;
         }
         let shard = self.shards.len() - 1;
-        let file = self
-            .current
-            .as_mut()
-            .ok_or_else(|| FormatError::invalid(&self.dir, "no open shard"))?;
+        let file = self.current.as_mut().ok_or_else(|| FormatError::invalid(&self.dir, "no open shard"))?;
         let offset = file.position();
         file.write_all(&encode_record(&encode_example(image, Some(label))))?;
         self.in_current += 1;
@@ -144,42 +127,20 @@ impl TfRecordShardWriter {
         let mut f = AtomicFile::create(&index)?;
         f.write_all(self.index.as_bytes())?;
         f.commit()?;
-        Ok(TfRecordSummary {
-            shards: std::mem::take(&mut self.shards),
-            index,
-            records: self.records,
-        })
+        Ok(TfRecordSummary { shards: std::mem::take(&mut self.shards), index, records: self.records })
     }
 }
 
-fn parse_fields<'a>(
-    path: &Path,
-    lineno: usize,
-    line: &'a str,
-    n: usize,
-) -> Result<Vec<&'a str>, FormatError> {
+fn parse_fields<'a>(path: &Path, lineno: usize, line: &'a str, n: usize) -> Result<Vec<&'a str>, FormatError> {
     let f: Vec<&str> = line.split('\t').collect();
     if f.len() != n {
-        return Err(FormatError::invalid(
-            path,
-            format!(
-                "line {lineno}: {} tab-separated fields, expected {n}",
-                f.len()
-            ),
-        ));
+        return Err(FormatError::invalid(path, format!("line {lineno}: {} tab-separated fields, expected {n}", f.len())));
     }
     Ok(f)
 }
 
-fn parse_num<T: std::str::FromStr>(
-    path: &Path,
-    lineno: usize,
-    what: &str,
-    s: &str,
-) -> Result<T, FormatError> {
-    s.trim().parse().map_err(|_| {
-        FormatError::invalid(path, format!("line {lineno}: {what} '{s}' is not a number"))
-    })
+fn parse_num<T: std::str::FromStr>(path: &Path, lineno: usize, what: &str, s: &str) -> Result<T, FormatError> {
+    s.trim().parse().map_err(|_| FormatError::invalid(path, format!("line {lineno}: {what} '{s}' is not a number")))
 }
 
 fn index_lines(path: &Path) -> Result<String, FormatError> {
@@ -190,11 +151,7 @@ fn index_lines(path: &Path) -> Result<String, FormatError> {
 pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>, FormatError> {
     let text = index_lines(path)?;
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f = parse_fields(path, i + 1, line, 3)?;
         out.push(IndexEntry {
             key: f[0].to_string(),
@@ -209,11 +166,7 @@ pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>, FormatError> {
 pub fn read_converted_index(path: &Path) -> Result<Vec<ConvertedIndexEntry>, FormatError> {
     let text = index_lines(path)?;
     let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f = parse_fields(path, i + 1, line, 4)?;
         out.push(ConvertedIndexEntry {
             tfr_name: f[0].to_string(),
