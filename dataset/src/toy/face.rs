@@ -346,7 +346,8 @@ pub fn draw_face(canvas: &mut Canvas, id: &IdentityParams, n: &NuisanceParams, a
     }
 
     // 9. Nose: a shadowed side, the tip and the nostrils.
-    let shadow_side = if lx > 0.0 { -1.0 } else { 1.0 };
+    // Without directional light the shadow falls on a fixed side.
+    let shadow_side = if n.light_strength > 0.0 && lx > 0.0 { -1.0 } else { 1.0 };
     if let Some(f) = pose.feature(0.0, (ey + tip_y) * 0.5, hw * 1.12) {
         let half = (tip_y - ey) * 0.5;
         let s = Shape::Capsule { a: [shadow_side * 0.045, -half + 0.05], b: [shadow_side * id.nose_width * 0.75, half - 0.02], r: 0.03 };

@@ -256,7 +256,7 @@ impl NuisanceParams {
             },
         };
         let has_jpeg = r.chance((0.3 * d.jpeg).clamp(0.0, 1.0) as f64);
-        let jpeg_step = uniform(r, 0.04, 0.16) * d.jpeg.min(2.0);
+        let jpeg_step = uniform(r, 0.03, 0.1) * d.jpeg.min(2.0);
         let hair_shift = symmetric(r, 0.04) * d.expression;
         let clothing = random_color(r, d.background.min(1.5));
         Self {
