@@ -226,7 +226,6 @@ impl Canvas {
         // Dispatch once per shape so the per-pixel loop is monomorphic.
         match (shape, clip) {
             (Shape::Ellipse { rx, ry }, Clip::None) => self.paint(&area, |x, y| sd_ellipse(x, y, rx, ry)),
-            (Shape::Capsule { .. }, Clip::None) => self.paint(&area, |x, y| shape.distance(x, y)),
             (_, Clip::None) => self.paint(&area, |x, y| shape.distance(x, y)),
             (Shape::Ellipse { rx, ry }, Clip::HalfPlane { nx, ny, c }) => {
                 self.paint(&area, |x, y| sd_ellipse(x, y, rx, ry).max(nx * x + ny * y - c))
