@@ -12,22 +12,12 @@ use serde_json::Value;
 fn reference_dir() -> PathBuf {
     std::env::var_os("IDFLOW_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures/reference"
-            ))
-        })
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")))
 }
 
 fn read(name: &str) -> Vec<u8> {
     let path = reference_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "reference fixture {} is missing or unreadable: {e}",
-            path.display()
-        )
-    })
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reference fixture {} is missing or unreadable: {e}", path.display()))
 }
 
 fn json(name: &str) -> Value {
@@ -35,84 +25,42 @@ fn json(name: &str) -> Value {
 }
 
 fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
-    let t = st
-        .tensor(key)
-        .unwrap_or_else(|e| panic!("tensor {key}: {e}"));
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    let t = st.tensor(key).unwrap_or_else(|e| panic!("tensor {key}: {e}"));
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 fn f64s(st: &SafeTensors, key: &str) -> Vec<f64> {
-    let t = st
-        .tensor(key)
-        .unwrap_or_else(|e| panic!("tensor {key}: {e}"));
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    let t = st.tensor(key).unwrap_or_else(|e| panic!("tensor {key}: {e}"));
+    t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 fn bools(st: &SafeTensors, key: &str) -> Vec<bool> {
-    st.tensor(key)
-        .unwrap_or_else(|e| panic!("tensor {key}: {e}"))
-        .data()
-        .iter()
-        .map(|&b| b != 0)
-        .collect()
+    st.tensor(key).unwrap_or_else(|e| panic!("tensor {key}: {e}")).data().iter().map(|&b| b != 0).collect()
 }
 
 fn num(v: &Value, key: &str) -> f64 {
-    v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("expected number at {key}"))
+    v[key].as_f64().unwrap_or_else(|| panic!("expected number at {key}"))
 }
 
 fn nums(v: &Value, key: &str) -> Vec<f64> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("expected array at {key}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v[key].as_array().unwrap_or_else(|| panic!("expected array at {key}")).iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn assert_close(what: &str, got: &[f64], expected: &[f64], tol: f64) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
     for (k, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (g - e).abs() <= tol,
-            "{what}[{k}]: got {g:.17}, expected {e:.17}"
-        );
+        assert!((g - e).abs() <= tol, "{what}[{k}]: got {g:.17}, expected {e:.17}");
     }
 }
 
 fn check_report(r: &verification::VerificationReport, e: &Value) {
-    assert_eq!(
-        r.accuracy_per_fold,
-        nums(e, "accuracy_per_fold"),
-        "accuracy per fold"
-    );
+    assert_eq!(r.accuracy_per_fold, nums(e, "accuracy_per_fold"), "accuracy per fold");
     assert_eq!(r.accuracy_mean, num(e, "accuracy_mean"), "accuracy mean");
     assert_eq!(r.accuracy_std, num(e, "accuracy_std"), "accuracy std");
-    let idx: Vec<usize> = nums(e, "best_threshold_index_per_fold")
-        .iter()
-        .map(|&x| x as usize)
-        .collect();
+    let idx: Vec<usize> = nums(e, "best_threshold_index_per_fold").iter().map(|&x| x as usize).collect();
     assert_eq!(r.best_threshold_index_per_fold, idx);
-    assert_close(
-        "best thresholds",
-        &r.best_threshold_per_fold,
-        &nums(e, "best_threshold_per_fold"),
-        1e-9,
-    );
-    assert_close(
-        "VAL thresholds",
-        &r.val_threshold_per_fold,
-        &nums(e, "val_threshold_per_fold"),
-        1e-9,
-    );
+    assert_close("best thresholds", &r.best_threshold_per_fold, &nums(e, "best_threshold_per_fold"), 1e-9);
+    assert_close("VAL thresholds", &r.val_threshold_per_fold, &nums(e, "val_threshold_per_fold"), 1e-9);
     assert_eq!(r.val_mean, num(e, "val_at_far_1e_3_mean"), "VAL mean");
     assert_eq!(r.val_std, num(e, "val_at_far_1e_3_std"), "VAL std");
     assert_eq!(r.far_mean, num(e, "far_mean"), "FAR mean");
@@ -188,15 +136,7 @@ fn scores_match_pyeer() {
     ] {
         assert_eq!(got, num(&e, name), "{name}");
     }
-    for (name, got) in [
-        ("eer_th", s.eer_th),
-        ("fmr100_th", s.fmr100_th),
-        ("fmr1000_th", s.fmr1000_th),
-    ] {
-        assert!(
-            (got - num(&e, name)).abs() <= 1e-9,
-            "{name}: got {got}, expected {}",
-            num(&e, name)
-        );
+    for (name, got) in [("eer_th", s.eer_th), ("fmr100_th", s.fmr100_th), ("fmr1000_th", s.fmr1000_th)] {
+        assert!((got - num(&e, name)).abs() <= 1e-9, "{name}: got {got}, expected {}", num(&e, name));
     }
 }

@@ -71,11 +71,7 @@ fn verification_protocol_on_separable_distances_is_perfect() {
     for _ in 0..10 {
         for k in 0..60 {
             let same = k < 30;
-            dist.push(if same {
-                0.5 + k as f64 * 1e-4
-            } else {
-                1.5 + k as f64 * 1e-4
-            });
+            dist.push(if same { 0.5 + k as f64 * 1e-4 } else { 1.5 + k as f64 * 1e-4 });
             issame.push(same);
         }
     }
