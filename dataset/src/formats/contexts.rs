@@ -169,7 +169,7 @@ pub fn numpy_array(v: &Value) -> Option<Result<Vec<f32>, String>> {
         let bytes = pickle::value_bytes(raw).ok_or("array data is not a byte string")?;
         let numel = shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x)).ok_or("shape overflows")?;
         if numel.checked_mul(size) != Some(bytes.len()) {
-            return Err(format!("shape {shape:?} needs {} bytes, array data has {}", numel * size, bytes.len()));
+            return Err(format!("shape {shape:?} needs {} bytes, array data has {}", numel.saturating_mul(size), bytes.len()));
         }
         Ok(if size == 4 {
             tensor_values(&DType::F32, &bytes).unwrap_or_default()

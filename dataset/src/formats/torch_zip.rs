@@ -429,9 +429,9 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         if last >= n_storage {
             return Err(self.bad(name, format!("view reaches element {last} but its storage has {n_storage} elements")));
         }
-        let bytes = (numel as u64) * es as u64;
+        let bytes = (numel as u64).saturating_mul(es as u64);
         let limit = 4 * self.archive.file_len + (64 << 20);
-        self.produced += bytes;
+        self.produced = self.produced.saturating_add(bytes);
         if self.produced > limit {
             return Err(self.bad(name, "tensors expand to far more data than the archive holds"));
         }
