@@ -4,17 +4,18 @@
 //! (torch.save archives), [`verification_bin`] (insightface `.bin` pair sets), [`npy`] and
 //! [`contexts`] (identity context files), [`tfrecord`] (TFace shards), [`recordio`] (MXNet
 //! RecordIO as insightface ships it) and [`image_folder`] (ImageFolder trees and image lists).
-//! All errors are [`FormatError`]s naming the file; all writers are atomic.
+//! All errors are [`FormatError`]s naming the file; all writers go through [`atomic`]
+//! (temporary file + rename).
 
 pub mod atomic;
-pub mod error;
-pub mod pickle;
-
-pub use error::FormatError;
 pub mod contexts;
+pub mod error;
 pub mod image_folder;
 pub mod npy;
+pub mod pickle;
 pub mod recordio;
 pub mod tfrecord;
 pub mod torch_zip;
 pub mod verification_bin;
+
+pub use error::FormatError;
