@@ -23,7 +23,7 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn make_jpeg(i: usize) -> Vec<u8> {
     let mut rng = KeyedRng::new(&[0xbe4c, i as u64]);
-    let (fx, fy, ph) = (rng.range(0.02, 0.2), rng.range(0.02, 0.2), rng.range(0.0, 6.28));
+    let (fx, fy, ph) = (rng.range(0.02, 0.2), rng.range(0.02, 0.2), rng.range(0.0, std::f64::consts::TAU));
     let img = image::RgbImage::from_fn(112, 112, |x, y| {
         let v = ((x as f64 * fx + y as f64 * fy + ph).sin() * 0.5 + 0.5) * 200.0;
         let n = (rng.next_u64() % 40) as f64;

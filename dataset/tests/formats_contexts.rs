@@ -35,16 +35,8 @@ fn plain_npy_is_normalised_exactly_like_admis() {
     let c = read_contexts(&fixture("contexts_plain.npy")).unwrap();
     assert_eq!(c.names.len(), 5);
     assert_eq!(c.renormalised, 5);
-    let mismatches = c
-        .values
-        .iter()
-        .zip(&normalized)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
-    assert_eq!(
-        mismatches, 0,
-        "values differ from numpy's float32 normalisation"
-    );
+    let mismatches = c.values.iter().zip(&normalized).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(mismatches, 0, "values differ from numpy's float32 normalisation");
 }
 
 #[test]
@@ -64,10 +56,7 @@ fn npy_round_trip_and_errors() {
     let values: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.5 - 3.0).collect();
     write_npy(&p, 3, 7, &values).unwrap();
     let bytes = std::fs::read(&p).unwrap();
-    assert_eq!(
-        (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,
-        0
-    );
+    assert_eq!((10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64, 0);
     let arr = read_npy(&p).unwrap();
     assert_eq!(arr.shape, vec![3, 7]);
     assert_eq!(arr.data, NpyData::F32(values.clone()));
@@ -81,27 +70,18 @@ fn npy_round_trip_and_errors() {
     let cut = dir.path().join("cut.npy");
     std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
     let err = read_npy(&cut).unwrap_err();
-    assert!(
-        err.to_string().contains("cut.npy") && err.to_string().contains("truncated"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("cut.npy") && err.to_string().contains("truncated"), "{err}");
     // fortran order
     let fort = dir.path().join("f.npy");
     let mut h = bytes.clone();
     let pos = h.windows(5).position(|w| w == b"False").unwrap();
     h[pos..pos + 5].copy_from_slice(b"True ");
     std::fs::write(&fort, &h).unwrap();
-    assert!(matches!(
-        read_npy(&fort),
-        Err(FormatError::Unsupported { .. })
-    ));
+    assert!(matches!(read_npy(&fort), Err(FormatError::Unsupported { .. })));
     // wrong magic
     let bad = dir.path().join("bad.npy");
     std::fs::write(&bad, b"\x93NUMPX\x01\x00\x00\x00").unwrap();
-    assert!(matches!(
-        read_npy(&bad),
-        Err(FormatError::Corrupt { offset: 0, .. })
-    ));
+    assert!(matches!(read_npy(&bad), Err(FormatError::Corrupt { offset: 0, .. })));
     let err = read_contexts(&bad).unwrap_err();
     assert!(err.to_string().contains("bad.npy"), "{err}");
     // zero row

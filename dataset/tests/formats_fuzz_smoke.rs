@@ -45,12 +45,7 @@ fn mutate(seed: &[u8], rng: &mut KeyedRng) -> Vec<u8> {
     d
 }
 
-fn smoke(
-    name: &str,
-    seeds: &[Vec<u8>],
-    iterations: u64,
-    f: impl Fn(&[u8]) -> Result<(), FormatError>,
-) {
+fn smoke(name: &str, seeds: &[Vec<u8>], iterations: u64, f: impl Fn(&[u8]) -> Result<(), FormatError>) {
     let mut errors = 0;
     for (s, seed) in seeds.iter().enumerate() {
         f(seed).unwrap_or_else(|e| panic!("{name}: seed {s} must parse: {e}"));
@@ -59,18 +54,12 @@ fn smoke(
             let input = mutate(seed, &mut rng);
             if let Err(e) = f(&input) {
                 let msg = e.to_string();
-                assert!(
-                    msg.contains("fuzz"),
-                    "{name}: error does not name the file: {msg}"
-                );
+                assert!(msg.contains("fuzz"), "{name}: error does not name the file: {msg}");
                 errors += 1;
             }
         }
     }
-    eprintln!(
-        "{name}: {} inputs, {errors} rejected",
-        seeds.len() as u64 * iterations
-    );
+    eprintln!("{name}: {} inputs, {errors} rejected", seeds.len() as u64 * iterations);
 }
 
 #[test]
@@ -78,8 +67,7 @@ fn tfrecord_survives_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = TfRecordShardWriter::create(dir.path(), "s", 100).unwrap();
     for i in 0..4u8 {
-        w.write(&i.to_string(), &[0xff, 0xd8, i, i, i], i64::from(i))
-            .unwrap();
+        w.write(&i.to_string(), &[0xff, 0xd8, i, i, i], i64::from(i)).unwrap();
     }
     let shard = std::fs::read(&w.finish().unwrap().shards[0]).unwrap();
     let p = Path::new("fuzz.tfrecord");
@@ -121,18 +109,13 @@ fn verification_bin_survives_mutation() {
         std::fs::read(fixture("tiny_verification_py2.bin")).unwrap()[..].to_vec(),
     ];
     let p = Path::new("fuzz.bin");
-    smoke("verification_bin", &seeds, 1500, |d| {
-        parse_bin(d, p).map(|_| ())
-    });
+    smoke("verification_bin", &seeds, 1500, |d| parse_bin(d, p).map(|_| ()));
 }
 
 fn small_checkpoint() -> Vec<u8> {
     use idflow_dataset::formats::pickle::{dumps, CallKind, Object, Value};
     use std::io::Write;
-    let g = |m: &str, n: &str| Value::Global {
-        module: m.into(),
-        name: n.into(),
-    };
+    let g = |m: &str, n: &str| Value::Global { module: m.into(), name: n.into() };
     let call = |c: Value, args: Vec<Value>| {
         Value::Object(Box::new(Object {
             kind: CallKind::Reduce,
@@ -165,20 +148,15 @@ fn small_checkpoint() -> Vec<u8> {
         )
     };
     let root = Value::Dict(vec![
-        (
-            Value::Str("a.weight".into()),
-            t("0", vec![2, 3], vec![3, 1]),
-        ),
+        (Value::Str("a.weight".into()), t("0", vec![2, 3], vec![3, 1])),
         (Value::Str("a.t".into()), t("0", vec![3, 2], vec![1, 3])),
     ]);
     let mut cur = std::io::Cursor::new(Vec::new());
     {
         let mut z = zip::ZipWriter::new(&mut cur);
-        let o = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         z.start_file("m/data.pkl", o).unwrap();
-        z.write_all(&dumps(&root, BytesStyle::CodecsEncode).unwrap())
-            .unwrap();
+        z.write_all(&dumps(&root, BytesStyle::CodecsEncode).unwrap()).unwrap();
         z.start_file("m/data/0", o).unwrap();
         z.write_all(&[0x3f; 24]).unwrap();
         z.finish().unwrap();
@@ -188,16 +166,9 @@ fn small_checkpoint() -> Vec<u8> {
 
 #[test]
 fn contexts_and_torch_zip_survive_mutation() {
-    let seeds = vec![
-        std::fs::read(fixture("contexts_dict.npy")).unwrap(),
-        std::fs::read(fixture("contexts_plain.npy")).unwrap(),
-    ];
+    let seeds = vec![std::fs::read(fixture("contexts_dict.npy")).unwrap(), std::fs::read(fixture("contexts_plain.npy")).unwrap()];
     let p = Path::new("fuzz_contexts.npy");
-    smoke("contexts", &seeds, 1500, |d| {
-        parse_contexts(d.to_vec(), p).map(|_| ())
-    });
+    smoke("contexts", &seeds, 1500, |d| parse_contexts(d.to_vec(), p).map(|_| ()));
     let p = Path::new("fuzz.ckpt");
-    smoke("torch_zip", &[small_checkpoint()], 2000, |d| {
-        parse_state_dict(d.to_vec(), p).map(|_| ())
-    });
+    smoke("torch_zip", &[small_checkpoint()], 2000, |d| parse_state_dict(d.to_vec(), p).map(|_| ()));
 }

@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use idflow_dataset::formats::image_folder::{
-    list_image_folder, read_image_list, write_image, write_image_list,
-};
+use idflow_dataset::formats::image_folder::{list_image_folder, read_image_list, write_image, write_image_list};
 
 #[test]
 fn write_list_and_read_back() {
@@ -27,19 +25,11 @@ fn write_list_and_read_back() {
     assert_eq!(all[0].1, "a_person");
     assert_eq!(all[0].0, 0);
     assert_eq!(all[3].1, "b_person");
-    assert!(all
-        .windows(2)
-        .all(|w| (w[0].0, &w[0].2) < (w[1].0, &w[1].2)));
+    assert!(all.windows(2).all(|w| (w[0].0, &w[0].2) < (w[1].0, &w[1].2)));
     let limited = list_image_folder(&root, &["jpg"], Some(2), Some(1)).unwrap();
-    assert_eq!(
-        limited.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
-        vec!["a_person", "b_person"]
-    );
+    assert_eq!(limited.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), vec!["a_person", "b_person"]);
     // list file round trip, relative paths resolved against the list's folder
-    let entries: Vec<(PathBuf, usize)> = all
-        .iter()
-        .map(|(i, _, p)| (p.strip_prefix(dir.path()).unwrap().to_path_buf(), *i))
-        .collect();
+    let entries: Vec<(PathBuf, usize)> = all.iter().map(|(i, _, p)| (p.strip_prefix(dir.path()).unwrap().to_path_buf(), *i)).collect();
     let list = dir.path().join("train.list");
     write_image_list(&list, &entries).unwrap();
     let back = read_image_list(&list).unwrap();
@@ -50,9 +40,6 @@ fn write_list_and_read_back() {
     // errors
     assert!(write_image(&root, "../evil", "0", "jpg", b"").is_err());
     std::fs::write(&list, "no-tab-here\n").unwrap();
-    assert!(read_image_list(&list)
-        .unwrap_err()
-        .to_string()
-        .contains("line 1"));
+    assert!(read_image_list(&list).unwrap_err().to_string().contains("line 1"));
     assert!(list_image_folder(&dir.path().join("missing"), &["jpg"], None, None).is_err());
 }

@@ -21,29 +21,17 @@ const PY_PICKLES: [&str; 6] = [
 ];
 
 fn py_allow() -> AllowList {
-    AllowList::new(&[
-        "_codecs.encode",
-        "builtins.set",
-        "builtins.frozenset",
-        "__builtin__.set",
-        "__builtin__.frozenset",
-    ])
+    AllowList::new(&["_codecs.encode", "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset"])
 }
 
 fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
-    v.as_mapping()
-        .unwrap()
-        .iter()
-        .find(|(k, _)| k.as_str() == Some(key))
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no key {key}"))
+    v.as_mapping().unwrap().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v).unwrap_or_else(|| panic!("no key {key}"))
 }
 
 #[test]
 fn reads_python_pickles_of_every_protocol() {
     for (p, h) in PY_PICKLES.iter().enumerate() {
-        let v = pickle::load(&hex(h), Path::new(&format!("proto{p}.pkl")), &py_allow())
-            .unwrap_or_else(|e| panic!("protocol {p}: {e}"));
+        let v = pickle::load(&hex(h), Path::new(&format!("proto{p}.pkl")), &py_allow()).unwrap_or_else(|e| panic!("protocol {p}: {e}"));
         let items = v.as_mapping().unwrap();
         assert_eq!(items.len(), 5, "protocol {p}");
         let a = get(&v, "a").as_seq().unwrap();
@@ -61,11 +49,7 @@ fn reads_python_pickles_of_every_protocol() {
         assert_eq!(a[8], Value::Bool(true));
         assert_eq!(a[9], Value::Bool(false));
         let b = get(&v, "b").as_seq().unwrap();
-        assert_eq!(
-            pickle::value_bytes(&b[0]).unwrap(),
-            b"\x00\xffxy",
-            "protocol {p}"
-        );
+        assert_eq!(pickle::value_bytes(&b[0]).unwrap(), b"\x00\xffxy", "protocol {p}");
         assert_eq!(b[1], Value::Str("h\u{e9}llo\u{4e16}".into()));
         let c = get(&v, "c");
         assert_eq!(get(c, "nested"), &Value::Tuple(vec![]));
@@ -76,11 +60,7 @@ fn reads_python_pickles_of_every_protocol() {
 #[test]
 fn writer_round_trips_in_both_byte_styles() {
     let v = Value::Tuple(vec![
-        Value::List(vec![
-            Value::Bytes(vec![0xff, 0xd8, 0, 1, 2, 0x80]),
-            Value::Bytes(vec![7u8; 300]),
-            Value::Bytes(vec![]),
-        ]),
+        Value::List(vec![Value::Bytes(vec![0xff, 0xd8, 0, 1, 2, 0x80]), Value::Bytes(vec![7u8; 300]), Value::Bytes(vec![])]),
         Value::List(vec![Value::Bool(true), Value::Bool(false)]),
         Value::Dict(vec![
             (Value::Str("k".into()), Value::Int(-5)),
@@ -91,19 +71,9 @@ fn writer_round_trips_in_both_byte_styles() {
     for style in [BytesStyle::CodecsEncode, BytesStyle::Py2Str] {
         let data = pickle::dumps(&v, style).unwrap();
         assert_eq!(&data[..2], &[0x80, 2]);
-        let back = pickle::load(
-            &data,
-            Path::new("rt.pkl"),
-            &AllowList::new(&["_codecs.encode"]),
-        )
-        .unwrap();
+        let back = pickle::load(&data, Path::new("rt.pkl"), &AllowList::new(&["_codecs.encode"])).unwrap();
         let seq = back.as_seq().unwrap();
-        let imgs: Vec<Vec<u8>> = seq[0]
-            .as_seq()
-            .unwrap()
-            .iter()
-            .map(|b| pickle::value_bytes(b).unwrap())
-            .collect();
+        let imgs: Vec<Vec<u8>> = seq[0].as_seq().unwrap().iter().map(|b| pickle::value_bytes(b).unwrap()).collect();
         assert_eq!(imgs[0], vec![0xff, 0xd8, 0, 1, 2, 0x80]);
         assert_eq!(imgs[1], vec![7u8; 300]);
         assert_eq!(imgs[2], Vec::<u8>::new());
@@ -116,12 +86,7 @@ fn writer_round_trips_in_both_byte_styles() {
 fn os_system_is_rejected_with_file_offset_and_name() {
     // cos\nsystem\n(S'echo pwned'\ntR.  -- the classic protocol 0 exploit
     let data = b"cos\nsystem\n(S'echo pwned'\ntR.";
-    let err = pickle::load(
-        data,
-        Path::new("evil.pkl"),
-        &AllowList::new(&["collections.OrderedDict"]),
-    )
-    .unwrap_err();
+    let err = pickle::load(data, Path::new("evil.pkl"), &AllowList::new(&["collections.OrderedDict"])).unwrap_err();
     match &err {
         FormatError::ForbiddenGlobal { global, offset, .. } => {
             assert_eq!(global, "os.system");
@@ -130,10 +95,7 @@ fn os_system_is_rejected_with_file_offset_and_name() {
         other => panic!("unexpected {other:?}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains("evil.pkl") && msg.contains("os.system") && msg.contains("byte 0"),
-        "{msg}"
-    );
+    assert!(msg.contains("evil.pkl") && msg.contains("os.system") && msg.contains("byte 0"), "{msg}");
 
     // protocol 4 STACK_GLOBAL spelling of builtins.eval, after a PROTO and FRAME
     let mut p4 = vec![0x80, 4, 0x95];
@@ -142,10 +104,7 @@ fn os_system_is_rejected_with_file_offset_and_name() {
     p4.extend_from_slice(body);
     let err = pickle::load(&p4, Path::new("evil4.pkl"), &AllowList::none()).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("builtins.eval") && msg.contains("STACK_GLOBAL") && msg.contains("byte 29"),
-        "{msg}"
-    );
+    assert!(msg.contains("builtins.eval") && msg.contains("STACK_GLOBAL") && msg.contains("byte 29"), "{msg}");
 
     // posix.system through INST
     let inst = b"(S'ls'\nipposix\nsystem\n.";
@@ -155,45 +114,16 @@ fn os_system_is_rejected_with_file_offset_and_name() {
 
 #[test]
 fn bad_opcodes_and_truncation_are_errors_with_offsets() {
-    let err = pickle::load(
-        b"\x80\x02]q\x00\xff.",
-        Path::new("x.pkl"),
-        &AllowList::none(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            FormatError::PickleOpcode {
-                offset: 5,
-                opcode: 0xff,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = pickle::load(b"\x80\x02]q\x00\xff.", Path::new("x.pkl"), &AllowList::none()).unwrap_err();
+    assert!(matches!(err, FormatError::PickleOpcode { offset: 5, opcode: 0xff, .. }), "{err:?}");
     assert!(err.to_string().contains("x.pkl"));
     // extension registry opcodes are refused, not guessed
-    let err =
-        pickle::load(b"\x80\x02\x82\x01.", Path::new("x.pkl"), &AllowList::none()).unwrap_err();
+    let err = pickle::load(b"\x80\x02\x82\x01.", Path::new("x.pkl"), &AllowList::none()).unwrap_err();
     assert!(err.to_string().contains("EXT1"), "{err}");
     // truncated BINBYTES length far beyond the file: error, no allocation
-    let err = pickle::load(
-        b"\x80\x03B\xff\xff\xff\x7f",
-        Path::new("t.pkl"),
-        &AllowList::none(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, FormatError::Corrupt { offset: 2, .. }),
-        "{err:?}"
-    );
-    let err = pickle::load(
-        b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff",
-        Path::new("t.pkl"),
-        &AllowList::none(),
-    )
-    .unwrap_err();
+    let err = pickle::load(b"\x80\x03B\xff\xff\xff\x7f", Path::new("t.pkl"), &AllowList::none()).unwrap_err();
+    assert!(matches!(err, FormatError::Corrupt { offset: 2, .. }), "{err:?}");
+    let err = pickle::load(b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xff", Path::new("t.pkl"), &AllowList::none()).unwrap_err();
     assert!(err.to_string().contains("t.pkl"), "{err}");
     // no STOP
     let err = pickle::load(b"\x80\x02N", Path::new("t.pkl"), &AllowList::none()).unwrap_err();
@@ -204,10 +134,7 @@ fn bad_opcodes_and_truncation_are_errors_with_offsets() {
     // every prefix of a valid pickle fails cleanly
     let full = hex(PY_PICKLES[2]);
     for n in 0..full.len() {
-        assert!(
-            pickle::load(&full[..n], Path::new("p.pkl"), &py_allow()).is_err(),
-            "prefix {n}"
-        );
+        assert!(pickle::load(&full[..n], Path::new("p.pkl"), &py_allow()).is_err(), "prefix {n}");
     }
 }
 

@@ -16,16 +16,11 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn run(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -43,34 +38,16 @@ fn venv_python() -> PathBuf {
         None => {
             // <target>/<profile>/deps/<test exe> → <target>/py-venv-formats
             let exe = std::env::current_exe().unwrap();
-            exe.ancestors()
-                .nth(3)
-                .expect("test binary is inside the cargo target dir")
-                .join("py-venv-formats")
+            exe.ancestors().nth(3).expect("test binary is inside the cargo target dir").join("py-venv-formats")
         }
     };
     let py = venv.join("bin").join("python");
-    let ready = py.is_file()
-        && Command::new(&py)
-            .args(["-c", "import google.protobuf, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success());
+    let ready = py.is_file() && Command::new(&py).args(["-c", "import google.protobuf, numpy"]).output().is_ok_and(|o| o.status.success());
     if !ready {
         let base = std::env::var("IDFLOW_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        run(Command::new(&base).args(["-m", "venv"]).arg(&venv), "creating the Python venv");
         run(
-            Command::new(&base).args(["-m", "venv"]).arg(&venv),
-            "creating the Python venv",
-        );
-        run(
-            Command::new(&py).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "protobuf>=4.21",
-                "numpy",
-            ]),
+            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "protobuf>=4.21", "numpy"]),
             "installing protobuf and numpy into the venv",
         );
     }
@@ -119,10 +96,7 @@ fn python_readers_and_writers_agree_with_ours() {
 
     // --- the Python side
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/cross_check.py");
-    let out = run(
-        Command::new(&py).arg(&script).arg(dir.path()),
-        "cross_check.py",
-    );
+    let out = run(Command::new(&py).arg(&script).arg(dir.path()), "cross_check.py");
     let s: Json = serde_json::from_slice(&out.stdout).unwrap();
 
     // TFRecord: every record, in shard order, with our offsets and labels
@@ -130,43 +104,20 @@ fn python_readers_and_writers_agree_with_ours() {
     assert_eq!(recs.len(), 12);
     assert_eq!(tsum.shards.len(), 3);
     for (i, r) in recs.iter().enumerate() {
-        assert_eq!(
-            r[0].as_str().unwrap(),
-            format!("faces-{:05}.tfrecord", i / 5)
-        );
+        assert_eq!(r[0].as_str().unwrap(), format!("faces-{:05}.tfrecord", i / 5));
         assert_eq!(r[2].as_str().unwrap(), sha(&imgs[i]), "record {i}");
         assert_eq!(r[3].as_u64().unwrap() as usize, labels[i]);
     }
     let index = s["tfrecord_index"].as_array().unwrap();
     for (i, (line, rec)) in index.iter().zip(recs).enumerate() {
         assert_eq!(line[1].as_str().unwrap(), (i / 5).to_string());
-        assert_eq!(
-            line[2].as_str().unwrap(),
-            rec[1].as_u64().unwrap().to_string(),
-            "index offset {i}"
-        );
+        assert_eq!(line[2].as_str().unwrap(), rec[1].as_u64().unwrap().to_string(), "index offset {i}");
     }
     // .bin
     let b = &s["bin"];
     let shas: Vec<String> = imgs.iter().map(|x| sha(x)).collect();
-    assert_eq!(
-        b["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect::<Vec<_>>(),
-        shas
-    );
-    assert_eq!(
-        b["issame"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_bool().unwrap())
-            .collect::<Vec<_>>(),
-        issame
-    );
+    assert_eq!(b["images"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>(), shas);
+    assert_eq!(b["issame"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect::<Vec<_>>(), issame);
     // .npy
     assert_eq!(s["npy"]["shape"], serde_json::json!([3, 8]));
     assert_eq!(s["npy"]["dtype"], "float32");
@@ -181,27 +132,13 @@ fn python_readers_and_writers_agree_with_ours() {
         assert_eq!(x[0].as_u64().unwrap() as usize, labels[i]);
         assert_eq!(x[1].as_str().unwrap(), shas[i]);
     }
-    assert_eq!(
-        r["identities"],
-        serde_json::json!([[1, 4], [4, 7], [7, 10], [10, 13]])
-    );
+    assert_eq!(r["identities"], serde_json::json!([[1, 4], [4, 7], [7, 10], [10, 13]]));
 
     // --- our readers on the Python-made files
     let pyd = dir.path().join("py");
-    let m: Json =
-        serde_json::from_slice(&std::fs::read(pyd.join("manifest.json")).unwrap()).unwrap();
-    let want: Vec<&str> = m["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
-    let want_labels: Vec<i64> = m["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
+    let m: Json = serde_json::from_slice(&std::fs::read(pyd.join("manifest.json")).unwrap()).unwrap();
+    let want: Vec<&str> = m["images"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    let want_labels: Vec<i64> = m["labels"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
     let shard = pyd.join("py-00000.tfrecord");
     let got: Vec<_> = TfRecordReader::open(&shard)
         .unwrap()
@@ -211,31 +148,16 @@ fn python_readers_and_writers_agree_with_ours() {
         })
         .collect();
     assert_eq!(got.iter().map(|e| sha(&e.image)).collect::<Vec<_>>(), want);
-    assert_eq!(
-        got.iter().map(|e| e.label.unwrap()).collect::<Vec<_>>(),
-        want_labels
-    );
-    let want_issame: Vec<bool> = m["issame"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_bool().unwrap())
-        .collect();
+    assert_eq!(got.iter().map(|e| e.label.unwrap()).collect::<Vec<_>>(), want_labels);
+    let want_issame: Vec<bool> = m["issame"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect();
     for p in [2, 4, 5] {
         let bin = read_bin(&pyd.join(format!("pairs_p{p}.bin"))).unwrap();
-        assert_eq!(
-            bin.images.iter().map(|x| sha(x)).collect::<Vec<_>>(),
-            want,
-            "protocol {p}"
-        );
+        assert_eq!(bin.images.iter().map(|x| sha(x)).collect::<Vec<_>>(), want, "protocol {p}");
         assert_eq!(bin.issame, want_issame);
     }
     let c = read_contexts(&pyd.join("ctx.npy")).unwrap();
     let expect: Vec<u8> = (0..m["ctx_normalized"].as_str().unwrap().len() / 2)
-        .map(|i| {
-            u8::from_str_radix(&m["ctx_normalized"].as_str().unwrap()[2 * i..2 * i + 2], 16)
-                .unwrap()
-        })
+        .map(|i| u8::from_str_radix(&m["ctx_normalized"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap())
         .collect();
     let got: Vec<u8> = c.values.iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_eq!(got, expect, "context normalisation differs from numpy");

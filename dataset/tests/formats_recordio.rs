@@ -5,21 +5,14 @@ use std::io::Cursor;
 use std::path::Path;
 
 use idflow_dataset::formats::recordio::{
-    encode_record, pack, read_property, read_record, unpack, IrHeader, RecordIoFaceWriter,
-    RecordIoReader, MAGIC,
+    encode_record, pack, read_property, read_record, unpack, IrHeader, RecordIoFaceWriter, RecordIoReader, MAGIC,
 };
 use idflow_dataset::formats::FormatError;
 
 fn roundtrip(payload: &[u8]) -> Vec<u8> {
     let framed = encode_record(payload).unwrap();
     assert_eq!(framed.len() % 4, 0);
-    let (out, used) = read_record(
-        &mut Cursor::new(&framed),
-        Path::new("m.rec"),
-        0,
-        framed.len() as u64,
-    )
-    .unwrap();
+    let (out, used) = read_record(&mut Cursor::new(&framed), Path::new("m.rec"), 0, framed.len() as u64).unwrap();
     assert_eq!(used, framed.len() as u64);
     out
 }
@@ -57,36 +50,18 @@ fn framing_matches_dmlc_layout() {
 
 #[test]
 fn irheader_pack_unpack() {
-    let h = IrHeader {
-        flag: 0,
-        label: vec![17.0],
-        id: 5,
-        id2: 0,
-    };
+    let h = IrHeader { flag: 0, label: vec![17.0], id: 5, id2: 0 };
     let rec = pack(&h, b"JPEG");
     assert_eq!(rec.len(), 24 + 4);
     let (h2, img) = unpack(&rec, Path::new("x.rec"), 0).unwrap();
     assert_eq!((h2, img), (h, b"JPEG".as_slice()));
-    let h = IrHeader {
-        flag: 2,
-        label: vec![3.0, 9.0],
-        id: 0,
-        id2: 0,
-    };
+    let h = IrHeader { flag: 2, label: vec![3.0, 9.0], id: 0, id2: 0 };
     let packed = pack(&h, &[]);
     let (h2, img) = unpack(&packed, Path::new("x.rec"), 0).unwrap();
     assert_eq!((h2, img.len()), (h, 0));
     let err = unpack(&[0u8; 10], Path::new("x.rec"), 96).unwrap_err();
     assert!(err.to_string().contains("x.rec") && err.to_string().contains("byte 96"));
-    let mut lie = pack(
-        &IrHeader {
-            flag: 0,
-            label: vec![1.0],
-            id: 1,
-            id2: 0,
-        },
-        &[],
-    );
+    let mut lie = pack(&IrHeader { flag: 0, label: vec![1.0], id: 1, id2: 0 }, &[]);
     lie[0] = 200; // flag says 200 labels follow
     assert!(unpack(&lie, Path::new("x.rec"), 0).is_err());
 }
@@ -112,10 +87,7 @@ fn dataset(dir: &Path) -> Vec<(usize, Vec<u8>)> {
 fn insightface_layout_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let items = dataset(dir.path());
-    assert_eq!(
-        read_property(&dir.path().join("property")).unwrap(),
-        (5, 112, 112)
-    );
+    assert_eq!(read_property(&dir.path().join("property")).unwrap(), (5, 112, 112));
     let mut r = RecordIoReader::open_dir(dir.path()).unwrap();
     assert_eq!(r.keys().len(), items.len() + 5 + 1);
     // header record: [id_start, id_end) = [N + 1, N + 6)
@@ -136,10 +108,7 @@ fn insightface_layout_round_trip() {
         assert_eq!(h.label, vec![*identity as f32]);
         assert_eq!(&bytes, img);
     }
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
 }
 
@@ -155,22 +124,13 @@ fn damaged_files_are_clear_errors() {
     std::fs::write(&rec, &bad).unwrap();
     let mut r = RecordIoReader::open_dir(dir.path()).unwrap();
     let err = r.read_idx(1).unwrap_err();
-    assert!(
-        matches!(err, FormatError::Corrupt { offset: 0, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("train.rec") && err.to_string().contains("magic"),
-        "{err}"
-    );
+    assert!(matches!(err, FormatError::Corrupt { offset: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("train.rec") && err.to_string().contains("magic"), "{err}");
     // a length word that runs past the end
     let mut bad = good.clone();
     bad[4..8].copy_from_slice(&((1u32 << 29) - 1).to_le_bytes());
     std::fs::write(&rec, &bad).unwrap();
-    let err = RecordIoReader::open_dir(dir.path())
-        .unwrap()
-        .read_idx(1)
-        .unwrap_err();
+    let err = RecordIoReader::open_dir(dir.path()).unwrap().read_idx(1).unwrap_err();
     assert!(err.to_string().contains("past the end"), "{err}");
     // truncation: every record either reads or fails cleanly
     for cut in (0..good.len()).step_by(7) {
@@ -189,10 +149,7 @@ fn damaged_files_are_clear_errors() {
     std::fs::write(&rec, &good).unwrap();
     std::fs::write(dir.path().join("train.idx"), "1\tnot-a-number\n").unwrap();
     let err = RecordIoReader::open_dir(dir.path()).err().unwrap();
-    assert!(
-        err.to_string().contains("train.idx") && err.to_string().contains("line 1"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("train.idx") && err.to_string().contains("line 1"), "{err}");
     // writer refuses identities out of order
     let d2 = tempfile::tempdir().unwrap();
     let mut w = RecordIoFaceWriter::create(d2.path(), (112, 112)).unwrap();

@@ -1,8 +1,8 @@
 //! TFRecord shards: framing, Example payloads, sharding, index files, damage detection.
 
 use idflow_dataset::formats::tfrecord::{
-    decode_example, encode_example, encode_record, masked_crc32c, read_converted_index, read_index,
-    read_record_at, shard_path, TfRecordReader, TfRecordShardWriter, RECORD_OVERHEAD,
+    decode_example, encode_example, encode_record, masked_crc32c, read_converted_index, read_index, read_record_at, shard_path,
+    TfRecordReader, TfRecordShardWriter, RECORD_OVERHEAD,
 };
 use idflow_dataset::formats::FormatError;
 
@@ -17,10 +17,7 @@ fn fake_image(i: usize) -> Vec<u8> {
 fn masked_crc_matches_the_published_definition() {
     // CRC-32C check value of "123456789" is 0xE3069283; TFRecord rotates right by 15 and adds.
     let crc: u32 = 0xe306_9283;
-    assert_eq!(
-        masked_crc32c(b"123456789"),
-        ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
-    );
+    assert_eq!(masked_crc32c(b"123456789"), ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8));
     let r = encode_record(b"abc");
     assert_eq!(r.len(), 3 + RECORD_OVERHEAD as usize);
     assert_eq!(&r[..8], &3u64.to_le_bytes());
@@ -66,12 +63,7 @@ fn sharded_round_trip_with_index_and_random_access() {
         assert_eq!((&e.key, e.shard, e.offset), (key, *shard, *offset));
         let path = &summary.shards[e.shard];
         let mut f = std::fs::File::open(path).unwrap();
-        let ex = decode_example(
-            &read_record_at(&mut f, path, e.offset).unwrap(),
-            path,
-            e.offset,
-        )
-        .unwrap();
+        let ex = decode_example(&read_record_at(&mut f, path, e.offset).unwrap(), path, e.offset).unwrap();
         assert_eq!((&ex.image, ex.label), (img, Some(*label)));
     }
     // deterministic bytes: writing again gives identical shards
@@ -106,29 +98,21 @@ fn flipped_bits_and_truncation_name_file_and_offset() {
     assert_eq!(results.len(), 2, "reader stops at the damaged record");
     assert!(results[0].is_ok());
     match results[1].as_ref().unwrap_err() {
-        FormatError::Checksum {
-            offset, what, path, ..
-        } => {
+        FormatError::Checksum { offset, what, path, .. } => {
             assert_eq!((*offset, *what), (second, "payload"));
             assert_eq!(path, &shard);
         }
         other => panic!("{other:?}"),
     }
     let msg = results[1].as_ref().unwrap_err().to_string();
-    assert!(
-        msg.contains("d-00000.tfrecord") && msg.contains(&format!("byte {second}")),
-        "{msg}"
-    );
+    assert!(msg.contains("d-00000.tfrecord") && msg.contains(&format!("byte {second}")), "{msg}");
     // flip a bit in the length field
     let mut bad = good.clone();
     bad[second as usize + 1] ^= 0x01;
     std::fs::write(&shard, &bad).unwrap();
     let mut f = std::fs::File::open(&shard).unwrap();
     let err = read_record_at(&mut f, &shard, second).unwrap_err();
-    assert!(
-        matches!(err, FormatError::Checksum { what: "length", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, FormatError::Checksum { what: "length", .. }), "{err:?}");
     // truncation at every length
     for cut in 1..good.len() {
         std::fs::write(&shard, &good[..cut]).unwrap();
@@ -144,11 +128,7 @@ fn flipped_bits_and_truncation_name_file_and_offset() {
     }
     // garbage instead of a record
     std::fs::write(&shard, b"this is not a tfrecord file at all").unwrap();
-    let err = TfRecordReader::open(&shard)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap_err();
+    let err = TfRecordReader::open(&shard).unwrap().next().unwrap().unwrap_err();
     assert!(matches!(err, FormatError::Checksum { offset: 0, .. }));
     // offset past the end
     let mut f = std::fs::File::open(&shard).unwrap();
@@ -160,32 +140,16 @@ fn example_payload_errors_and_converted_index() {
     let p = std::path::Path::new("x.tfrecord");
     let ex = decode_example(&encode_example(b"img", None), p, 0).unwrap();
     assert_eq!(ex.label, None);
-    assert!(decode_example(b"\xff\xff\xff", p, 64)
-        .unwrap_err()
-        .to_string()
-        .contains("byte 64"));
-    assert!(decode_example(&[], p, 0)
-        .unwrap_err()
-        .to_string()
-        .contains("no 'image'"));
+    assert!(decode_example(b"\xff\xff\xff", p, 64).unwrap_err().to_string().contains("byte 64"));
+    assert!(decode_example(&[], p, 0).unwrap_err().to_string().contains("no 'image'"));
 
     let dir = tempfile::tempdir().unwrap();
     let idx = dir.path().join("conv.txt");
-    std::fs::write(
-        &idx,
-        "train-00000.tfrecord\t0\t0\t5\ntrain-00000.tfrecord\t1\t1234\t7\n",
-    )
-    .unwrap();
+    std::fs::write(&idx, "train-00000.tfrecord\t0\t0\t5\ntrain-00000.tfrecord\t1\t1234\t7\n").unwrap();
     let e = read_converted_index(&idx).unwrap();
     assert_eq!(e.len(), 2);
-    assert_eq!(
-        (e[1].tfr_name.as_str(), e[1].idx, e[1].offset, e[1].label),
-        ("train-00000.tfrecord", 1, 1234, 7)
-    );
+    assert_eq!((e[1].tfr_name.as_str(), e[1].idx, e[1].offset, e[1].label), ("train-00000.tfrecord", 1, 1234, 7));
     std::fs::write(&idx, "a\tb\n").unwrap();
-    assert!(read_converted_index(&idx)
-        .unwrap_err()
-        .to_string()
-        .contains("line 1"));
+    assert!(read_converted_index(&idx).unwrap_err().to_string().contains("line 1"));
     assert!(read_index(&idx).is_err());
 }

@@ -40,11 +40,7 @@ fn parse_keys(path: &Path) -> Vec<(String, KeyList)> {
             .map(|s| s.trim().parse().unwrap())
             .collect();
         let dtype = cols.get(2).copied().unwrap_or("float32").to_string();
-        sections
-            .last_mut()
-            .unwrap()
-            .1
-            .push((cols[0].to_string(), shape, dtype));
+        sections.last_mut().unwrap().1.push((cols[0].to_string(), shape, dtype));
     }
     sections
 }
@@ -56,11 +52,7 @@ fn check_against_keys(ckpt: &str, expected: &[(String, Vec<usize>, String)]) -> 
         assert_eq!(&t.name, name, "{ckpt}: key order");
         assert_eq!(&t.shape, shape, "{ckpt}: {name} shape");
         assert_eq!(t.dtype.torch_name(), dtype, "{ckpt}: {name} dtype");
-        assert_eq!(
-            t.data.len(),
-            t.numel() * t.dtype.size(),
-            "{ckpt}: {name} bytes"
-        );
+        assert_eq!(t.data.len(), t.numel() * t.dtype.size(), "{ckpt}: {name} bytes");
     }
     tensors
 }
@@ -96,10 +88,7 @@ fn idiff_unet_checkpoint_matches_key_list_and_schedule() {
 fn iresnet_and_vq_checkpoints_match_key_lists() {
     let keys = parse_keys(&fixture("iresnet_tiny_keys.txt"));
     let t = check_against_keys("iresnet_tiny.pth", &keys[0].1);
-    let nbt = t
-        .iter()
-        .find(|t| t.name == "bn1.num_batches_tracked")
-        .unwrap();
+    let nbt = t.iter().find(|t| t.name == "bn1.num_batches_tracked").unwrap();
     assert_eq!(nbt.dtype, DType::I64);
     assert!(nbt.shape.is_empty());
     assert_eq!(nbt.data, 0i64.to_le_bytes());
@@ -111,10 +100,7 @@ fn iresnet_and_vq_checkpoints_match_key_lists() {
 }
 
 fn global(m: &str, n: &str) -> Value {
-    Value::Global {
-        module: m.into(),
-        name: n.into(),
-    }
+    Value::Global { module: m.into(), name: n.into() }
 }
 
 fn call(callable: Value, args: Vec<Value>) -> Value {
@@ -129,13 +115,7 @@ fn call(callable: Value, args: Vec<Value>) -> Value {
     }))
 }
 
-fn tensor_value(
-    key: &str,
-    storage_class: &str,
-    offset: i64,
-    shape: &[i64],
-    strides: &[i64],
-) -> Value {
+fn tensor_value(key: &str, storage_class: &str, offset: i64, shape: &[i64], strides: &[i64]) -> Value {
     let pid = Value::PersistentId(Box::new(Value::Tuple(vec![
         Value::Str("storage".into()),
         global("torch", storage_class),
@@ -159,8 +139,7 @@ fn tensor_value(
 fn write_zip(path: &Path, records: &[(&str, Vec<u8>)]) {
     let f = std::fs::File::create(path).unwrap();
     let mut z = zip::ZipWriter::new(f);
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in records {
         z.start_file(*name, opts).unwrap();
         z.write_all(data).unwrap();
@@ -174,24 +153,12 @@ fn nested_dict_with_views_is_flattened() {
     let path = dir.path().join("nested.pt");
     // storage 0: 6 f32 values 0..6; "module.w" is its transpose view (3,2) with strides (1,3)
     let storage: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    let longs: Vec<u8> = [7i64, 8, 9, 10, 11, 12]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let longs: Vec<u8> = [7i64, 8, 9, 10, 11, 12].iter().flat_map(|v| v.to_le_bytes()).collect();
     let inner = Value::Dict(vec![
-        (
-            Value::Str("module.w".into()),
-            tensor_value("0", "FloatStorage", 0, &[3, 2], &[1, 3]),
-        ),
-        (
-            Value::Str("module.b".into()),
-            tensor_value("1", "LongStorage", 2, &[2], &[1]),
-        ),
+        (Value::Str("module.w".into()), tensor_value("0", "FloatStorage", 0, &[3, 2], &[1, 3])),
+        (Value::Str("module.b".into()), tensor_value("1", "LongStorage", 2, &[2], &[1])),
     ]);
-    let root = Value::Dict(vec![
-        (Value::Str("state_dict".into()), inner),
-        (Value::Str("epoch".into()), Value::Int(3)),
-    ]);
+    let root = Value::Dict(vec![(Value::Str("state_dict".into()), inner), (Value::Str("epoch".into()), Value::Int(3))]);
     let pkl = pickle::dumps(&root, BytesStyle::CodecsEncode).unwrap();
     write_zip(
         &path,
@@ -209,13 +176,7 @@ fn nested_dict_with_views_is_flattened() {
     assert_eq!(t[0].shape, vec![3, 2]);
     assert_eq!(t[0].to_f32().unwrap(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
     assert_eq!(t[1].dtype, DType::I64);
-    assert_eq!(
-        t[1].data,
-        [9i64, 10]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>()
-    );
+    assert_eq!(t[1].data, [9i64, 10].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     let s = torch_zip::strip_prefixes(t, &["state_dict.module.", "module."]);
     assert_eq!(s[0].name, "w");
     assert_eq!(s[1].name, "b");
@@ -225,33 +186,18 @@ fn nested_dict_with_views_is_flattened() {
 fn out_of_bounds_view_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("oob.pt");
-    let root = Value::Dict(vec![(
-        Value::Str("w".into()),
-        tensor_value("0", "FloatStorage", 4, &[3], &[1]),
-    )]);
+    let root = Value::Dict(vec![(Value::Str("w".into()), tensor_value("0", "FloatStorage", 4, &[3], &[1]))]);
     let pkl = pickle::dumps(&root, BytesStyle::CodecsEncode).unwrap();
-    write_zip(
-        &path,
-        &[("oob/data.pkl", pkl), ("oob/data/0", vec![0u8; 24])],
-    );
+    write_zip(&path, &[("oob/data.pkl", pkl), ("oob/data/0", vec![0u8; 24])]);
     let err = torch_zip::read_state_dict(&path).unwrap_err();
-    assert!(
-        err.to_string().contains("tensor 'w'") && err.to_string().contains("oob.pt"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("tensor 'w'") && err.to_string().contains("oob.pt"), "{err}");
 }
 
 #[test]
 fn malicious_pickle_in_zip_is_rejected_naming_os_system() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("evil.ckpt");
-    write_zip(
-        &path,
-        &[(
-            "evil/data.pkl",
-            b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.".to_vec(),
-        )],
-    );
+    write_zip(&path, &[("evil/data.pkl", b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.".to_vec())]);
     let err = torch_zip::read_state_dict(&path).unwrap_err();
     match &err {
         FormatError::ForbiddenGlobal { global, offset, .. } => {
@@ -261,10 +207,7 @@ fn malicious_pickle_in_zip_is_rejected_naming_os_system() {
         other => panic!("unexpected {other:?}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains("evil.ckpt") && msg.contains("data.pkl") && msg.contains("os.system"),
-        "{msg}"
-    );
+    assert!(msg.contains("evil.ckpt") && msg.contains("data.pkl") && msg.contains("os.system"), "{msg}");
 }
 
 #[test]
@@ -273,10 +216,7 @@ fn legacy_truncated_and_foreign_files_are_clear_errors() {
     let legacy = dir.path().join("legacy.pt");
     std::fs::write(&legacy, b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
     let err = torch_zip::read_state_dict(&legacy).unwrap_err();
-    assert!(
-        matches!(err, FormatError::Unsupported { .. }) && err.to_string().contains("legacy"),
-        "{err}"
-    );
+    assert!(matches!(err, FormatError::Unsupported { .. }) && err.to_string().contains("legacy"), "{err}");
 
     let full = std::fs::read(fixture("iresnet_tiny.pth")).unwrap();
     let cut = dir.path().join("cut.pth");
@@ -287,14 +227,8 @@ fn legacy_truncated_and_foreign_files_are_clear_errors() {
     }
     let txt = dir.path().join("notes.pt");
     std::fs::write(&txt, b"hello").unwrap();
-    assert!(matches!(
-        torch_zip::read_state_dict(&txt),
-        Err(FormatError::Corrupt { offset: 0, .. })
-    ));
+    assert!(matches!(torch_zip::read_state_dict(&txt), Err(FormatError::Corrupt { offset: 0, .. })));
     let nopkl = dir.path().join("nopkl.pt");
     write_zip(&nopkl, &[("a/b.txt", b"x".to_vec())]);
-    assert!(torch_zip::read_state_dict(&nopkl)
-        .unwrap_err()
-        .to_string()
-        .contains("data.pkl"));
+    assert!(torch_zip::read_state_dict(&nopkl).unwrap_err().to_string().contains("data.pkl"));
 }

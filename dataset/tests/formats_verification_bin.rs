@@ -15,10 +15,7 @@ fn python3_bin_reads_and_decodes_to_reference_pixels() {
     assert_eq!(bin.pairs(), 60);
     let expected = fixture("tiny_verification_expected.safetensors");
     let (_, _, issame) = safetensor(&expected, "issame");
-    assert_eq!(
-        bin.issame,
-        issame.iter().map(|&b| b != 0).collect::<Vec<_>>()
-    );
+    assert_eq!(bin.issame, issame.iter().map(|&b| b != 0).collect::<Vec<_>>());
     let (_, shape, pixels) = safetensor(&expected, "decoded_first4_hwc_uint8");
     assert_eq!(shape, vec![4, 112, 112, 3]);
     let per = 112 * 112 * 3;
@@ -36,19 +33,9 @@ fn python3_bin_reads_and_decodes_to_reference_pixels() {
     // The README allows ±1 between JPEG decoders (reference: libjpeg-turbo via Pillow). The
     // `image` crate's decoder (zune-jpeg) rounds its IDCT differently: measured max 2, on under
     // 1% of the values; anything beyond that is a decoding bug.
-    assert!(
-        max_diff <= 2,
-        "max pixel difference {max_diff} ({differing} values differ)"
-    );
-    assert!(
-        differing * 100 < 4 * per,
-        "{differing} of {} values differ",
-        4 * per
-    );
-    eprintln!(
-        "decoded pixels: max |diff| {max_diff}, {differing} of {} values differ",
-        4 * per
-    );
+    assert!(max_diff <= 2, "max pixel difference {max_diff} ({differing} values differ)");
+    assert!(differing * 100 < 4 * per, "{differing} of {} values differ", 4 * per);
+    eprintln!("decoded pixels: max |diff| {max_diff}, {differing} of {} values differ", 4 * per);
 }
 
 #[test]
@@ -71,10 +58,7 @@ fn write_then_read_round_trips_in_both_spellings() {
     write_bin_with_style(&p2, &src.images, &src.issame, BytesStyle::Py2Str).unwrap();
     assert_eq!(read_bin(&p2).unwrap(), src);
     // no temporary files left behind
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     // mismatched counts are refused before anything is written
     let bad = dir.path().join("bad.bin");
@@ -95,27 +79,12 @@ fn damaged_and_hostile_bins_are_clear_errors() {
     let evil = dir.path().join("evil.bin");
     std::fs::write(&evil, b"\x80\x02csubprocess\ncheck_output\n]\x85R.").unwrap();
     let err = read_bin(&evil).unwrap_err();
-    assert!(
-        matches!(&err, FormatError::ForbiddenGlobal { global, offset: 2, .. } if global == "subprocess.check_output")
-    );
+    assert!(matches!(&err, FormatError::ForbiddenGlobal { global, offset: 2, .. } if global == "subprocess.check_output"));
     let wrong = dir.path().join("wrong.bin");
     std::fs::write(&wrong, b"\x80\x02]\x85.").unwrap();
-    assert!(read_bin(&wrong)
-        .unwrap_err()
-        .to_string()
-        .contains("expected 2"));
+    assert!(read_bin(&wrong).unwrap_err().to_string().contains("expected 2"));
     std::fs::write(&wrong, b"\x80\x02]C\x01aa]\x86.").unwrap();
-    assert!(read_bin(&wrong)
-        .unwrap_err()
-        .to_string()
-        .contains("images for"));
+    assert!(read_bin(&wrong).unwrap_err().to_string().contains("images for"));
     std::fs::write(&wrong, b"\x80\x02]\x00.").unwrap();
-    assert!(matches!(
-        read_bin(&wrong),
-        Err(FormatError::PickleOpcode {
-            offset: 3,
-            opcode: 0,
-            ..
-        })
-    ));
+    assert!(matches!(read_bin(&wrong), Err(FormatError::PickleOpcode { offset: 3, opcode: 0, .. })));
 }

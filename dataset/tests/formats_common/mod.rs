@@ -7,10 +7,7 @@ use std::path::PathBuf;
 pub fn reference_dir() -> PathBuf {
     match std::env::var_os("IDFLOW_REFERENCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/reference"
-        )),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")),
     }
 }
 
@@ -27,26 +24,18 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Decodes a hex string.
 pub fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// Reads one tensor of a safetensors file as (dtype, shape, raw bytes).
 pub fn safetensor(path: &std::path::Path, key: &str) -> (safetensors::Dtype, Vec<usize>, Vec<u8>) {
     let data = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&data).unwrap();
-    let t = st
-        .tensor(key)
-        .unwrap_or_else(|e| panic!("{}: no tensor {key}: {e}", path.display()));
+    let t = st.tensor(key).unwrap_or_else(|e| panic!("{}: no tensor {key}: {e}", path.display()));
     (t.dtype(), t.shape().to_vec(), t.data().to_vec())
 }
 
 /// Little-endian f32 values.
 pub fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
