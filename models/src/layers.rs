@@ -7,7 +7,7 @@
 //! every key used), an affine-free BatchNorm variant, and `PReLU` with per-channel slopes.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::VarBuilder;
+use candle_nn::{Init, VarBuilder};
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
 pub fn conv2d(
@@ -18,13 +18,7 @@ pub fn conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<candle_nn::Conv2d> {
-    let cfg = candle_nn::Conv2dConfig {
-        padding,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
+    let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
     candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
 }
 
@@ -37,13 +31,7 @@ pub fn conv2d_no_bias(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<candle_nn::Conv2d> {
-    let cfg = candle_nn::Conv2dConfig {
-        padding,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
+    let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
     candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb)
 }
 
@@ -56,22 +44,12 @@ pub fn conv_transpose2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<candle_nn::ConvTranspose2d> {
-    let cfg = candle_nn::ConvTranspose2dConfig {
-        padding,
-        output_padding: 0,
-        stride,
-        dilation: 1,
-    };
+    let cfg = candle_nn::ConvTranspose2dConfig { padding, output_padding: 0, stride, dilation: 1 };
     candle_nn::conv_transpose2d(in_channels, out_channels, kernel, cfg, vb)
 }
 
 /// `torch.nn.GroupNorm(groups, channels, eps)`.
-pub fn group_norm(
-    groups: usize,
-    channels: usize,
-    eps: f64,
-    vb: VarBuilder,
-) -> Result<candle_nn::GroupNorm> {
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<candle_nn::GroupNorm> {
     candle_nn::group_norm(groups, channels, eps, vb)
 }
 
@@ -89,24 +67,16 @@ pub struct Pointwise {
 impl Pointwise {
     /// Loads `Conv1d(in, out, 1)` parameters.
     pub fn conv1d(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb
-            .get((out_channels, in_channels, 1), "weight")?
-            .squeeze(2)?;
+        let weight = vb.get((out_channels, in_channels, 1), "weight")?.squeeze(2)?;
         let bias = vb.get(out_channels, "bias")?;
-        Ok(Self {
-            weight,
-            bias: Some(bias),
-        })
+        Ok(Self { weight, bias: Some(bias) })
     }
 
     /// Loads `Linear(in, out)` parameters, applied on the channel axis.
     pub fn linear(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((out_channels, in_channels), "weight")?;
         let bias = vb.get(out_channels, "bias")?;
-        Ok(Self {
-            weight,
-            bias: Some(bias),
-        })
+        Ok(Self { weight, bias: Some(bias) })
     }
 }
 
@@ -134,15 +104,16 @@ pub struct BatchNorm {
 impl BatchNorm {
     /// Loads `BatchNorm(channels, eps)` with or without affine parameters.
     pub fn new(channels: usize, eps: f64, affine: bool, vb: VarBuilder) -> Result<Self> {
-        let running_mean = vb.get(channels, "running_mean")?;
-        let running_var = vb.get(channels, "running_var")?;
+        // initial values (used when training from scratch) are PyTorch's
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
         if vb.contains_tensor("num_batches_tracked") {
             let _ = vb.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
         }
         let inv_std = (running_var + eps)?.sqrt()?.recip()?;
         let (scale, shift) = if affine {
-            let weight = vb.get(channels, "weight")?;
-            let bias = vb.get(channels, "bias")?;
+            let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+            let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
             let scale = (&weight * &inv_std)?;
             let shift = (bias - (&running_mean * &scale)?)?;
             (scale, shift)
@@ -161,8 +132,7 @@ impl Module for BatchNorm {
             candle_core::bail!("BatchNorm expects [B, C, ...], got {:?}", x.dims());
         }
         dims[1] = x.dim(1)?;
-        x.broadcast_mul(&self.scale.reshape(dims.clone())?)?
-            .broadcast_add(&self.shift.reshape(dims)?)
+        x.broadcast_mul(&self.scale.reshape(dims.clone())?)?.broadcast_add(&self.shift.reshape(dims)?)
     }
 }
 
@@ -175,9 +145,7 @@ pub struct PRelu {
 impl PRelu {
     /// Loads the per-channel slopes (`weight`, shape `[channels]`).
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(channels, "weight")?,
-        })
+        Ok(Self { weight: vb.get(channels, "weight")? })
     }
 }
 
