@@ -23,14 +23,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::error::{ModelError, Result};
 
 /// Prefixes tried, in this order, when [`LoadOptions::prefix`] is `None`.
-pub const KNOWN_PREFIXES: [&str; 6] = [
-    "",
-    "eps_model.",
-    "module.",
-    "first_stage_model.",
-    "module.eps_model.",
-    "model.",
-];
+pub const KNOWN_PREFIXES: [&str; 6] = ["", "eps_model.", "module.", "first_stage_model.", "module.eps_model.", "model."];
 
 /// Named tensors in file order, plus where they came from.
 #[derive(Clone, Debug)]
@@ -42,10 +35,7 @@ pub struct StateDict {
 impl StateDict {
     /// A state dict from named tensors; `source` names it in error messages.
     pub fn new(source: impl Into<String>, entries: Vec<(String, Tensor)>) -> Self {
-        Self {
-            source: source.into(),
-            entries,
-        }
+        Self { source: source.into(), entries }
     }
 
     /// Reads a PyTorch checkpoint (`.ckpt`, `.pt`, `.pth`: a zip archive with `data.pkl`).
@@ -60,17 +50,10 @@ impl StateDict {
     /// Reads a safetensors file (idflow's own weight format).
     pub fn from_safetensors_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let map = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            ModelError::Checkpoint {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
         let sorted: BTreeMap<String, Tensor> = map.into_iter().collect();
-        Ok(Self::new(
-            path.display().to_string(),
-            sorted.into_iter().collect(),
-        ))
+        Ok(Self::new(path.display().to_string(), sorted.into_iter().collect()))
     }
 
     /// Reads a checkpoint, choosing the reader by extension (`.safetensors` or torch zip).
@@ -86,10 +69,8 @@ impl StateDict {
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let map: HashMap<String, Tensor> = self.entries.iter().cloned().collect();
-        candle_core::safetensors::save(&map, path).map_err(|e| ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("cannot write safetensors: {e}"),
-        })
+        candle_core::safetensors::save(&map, path)
+            .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), reason: format!("cannot write safetensors: {e}") })
     }
 
     /// Where the tensors came from.
@@ -123,10 +104,7 @@ impl StateDict {
     }
 
     /// Collects a model's parameters (e.g. a `VarMap`'s) into a state dict.
-    pub fn from_named(
-        source: impl Into<String>,
-        named: impl IntoIterator<Item = (String, Tensor)>,
-    ) -> Self {
+    pub fn from_named(source: impl Into<String>, named: impl IntoIterator<Item = (String, Tensor)>) -> Self {
         let sorted: BTreeMap<String, Tensor> = named.into_iter().collect();
         Self::new(source, sorted.into_iter().collect())
     }
@@ -147,12 +125,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self {
-            strict: true,
-            prefix: None,
-            dtype: DType::F32,
-            device: Device::Cpu,
-        }
+        Self { strict: true, prefix: None, dtype: DType::F32, device: Device::Cpu }
     }
 }
 
@@ -193,22 +166,12 @@ impl TrackingBackend {
             let full = format!("{prefix}{name}");
             return self.tensors.contains_key(&full).then_some(full);
         }
-        let found = self
-            .candidates
-            .iter()
-            .find(|p| self.tensors.contains_key(&format!("{p}{name}")))?
-            .clone();
+        let found = self.candidates.iter().find(|p| self.tensors.contains_key(&format!("{p}{name}")))?.clone();
         tracker.prefix = Some(found.clone());
         Some(format!("{found}{name}"))
     }
 
-    fn take(
-        &self,
-        name: &str,
-        shape: Option<&Shape>,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn take(&self, name: &str, shape: Option<&Shape>, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let Some(full) = self.resolve(name) else {
             let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
             tracker.missing.push(name.to_string());
@@ -222,11 +185,7 @@ impl TrackingBackend {
         tracker.consumed.insert(full.clone());
         if let Some(s) = shape {
             if tensor.shape() != s {
-                tracker.mismatched.push(format!(
-                    "{full}: model {:?} vs stored {:?}",
-                    s.dims(),
-                    tensor.dims()
-                ));
+                tracker.mismatched.push(format!("{full}: model {:?} vs stored {:?}", s.dims(), tensor.dims()));
                 return Tensor::zeros(s, dtype, dev);
             }
         }
@@ -235,14 +194,7 @@ impl TrackingBackend {
 }
 
 impl SimpleBackend for TrackingBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         self.take(name, Some(&s), dtype, dev)
     }
 
@@ -254,10 +206,7 @@ impl SimpleBackend for TrackingBackend {
         let tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         match &tracker.prefix {
             Some(p) => self.tensors.contains_key(&format!("{p}{name}")),
-            None => self
-                .candidates
-                .iter()
-                .any(|p| self.tensors.contains_key(&format!("{p}{name}"))),
+            None => self.candidates.iter().any(|p| self.tensors.contains_key(&format!("{p}{name}"))),
         }
     }
 }
@@ -274,23 +223,14 @@ pub fn load_model<M>(
         Some(p) => vec![p.clone()],
         None => KNOWN_PREFIXES.iter().map(|s| s.to_string()).collect(),
     };
-    let tracker = Arc::new(Mutex::new(Tracker {
-        prefix: options.prefix.clone(),
-        ..Tracker::default()
-    }));
-    let backend = TrackingBackend {
-        tensors: dict.entries.iter().cloned().collect(),
-        candidates,
-        tracker: tracker.clone(),
-    };
+    let tracker = Arc::new(Mutex::new(Tracker { prefix: options.prefix.clone(), ..Tracker::default() }));
+    let backend = TrackingBackend { tensors: dict.entries.iter().cloned().collect(), candidates, tracker: tracker.clone() };
     let vb = VarBuilder::from_backend(Box::new(backend), options.dtype, options.device.clone());
     let built = build(vb);
     let tracker = std::mem::take(&mut *tracker.lock().unwrap_or_else(|p| p.into_inner()));
     let model = match built {
         Ok(m) => m,
-        Err(e) if tracker.missing.is_empty() && tracker.mismatched.is_empty() => {
-            return Err(e.into())
-        }
+        Err(e) if tracker.missing.is_empty() && tracker.mismatched.is_empty() => return Err(e.into()),
         Err(_) => {
             return Err(ModelError::KeyMismatch {
                 source_name: dict.source.clone(),
@@ -301,11 +241,7 @@ pub fn load_model<M>(
         }
     };
     let prefix = tracker.prefix.clone().unwrap_or_default();
-    let mut report = LoadReport {
-        prefix: prefix.clone(),
-        missing: tracker.missing,
-        ..LoadReport::default()
-    };
+    let mut report = LoadReport { prefix: prefix.clone(), missing: tracker.missing, ..LoadReport::default() };
     for (key, _) in &dict.entries {
         if tracker.consumed.contains(key) {
             report.consumed.push(key.clone());
@@ -315,8 +251,7 @@ pub fn load_model<M>(
             report.outside_prefix.push(key.clone());
         }
     }
-    let refuse = !tracker.mismatched.is_empty()
-        || (options.strict && (!report.missing.is_empty() || !report.unexpected.is_empty()));
+    let refuse = !tracker.mismatched.is_empty() || (options.strict && (!report.missing.is_empty() || !report.unexpected.is_empty()));
     if refuse {
         return Err(ModelError::KeyMismatch {
             source_name: dict.source.clone(),
@@ -335,27 +270,12 @@ struct ShapeRecorder {
 }
 
 impl SimpleBackend for ShapeRecorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.shapes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.to_string(), s.clone()));
+    fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.shapes.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), s.clone()));
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        _dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
         candle_core::bail!("shape recorder cannot serve an unshaped tensor {name}")
     }
 
@@ -366,17 +286,9 @@ impl SimpleBackend for ShapeRecorder {
 
 /// Every tensor a model requests while being built, with its shape, in request order; the
 /// weights are never allocated (each is a broadcast scalar).
-pub fn parameter_shapes<M>(
-    build: impl FnOnce(VarBuilder) -> candle_core::Result<M>,
-) -> Result<Vec<(String, Shape)>> {
+pub fn parameter_shapes<M>(build: impl FnOnce(VarBuilder) -> candle_core::Result<M>) -> Result<Vec<(String, Shape)>> {
     let shapes = Arc::new(Mutex::new(Vec::new()));
-    let vb = VarBuilder::from_backend(
-        Box::new(ShapeRecorder {
-            shapes: shapes.clone(),
-        }),
-        DType::F32,
-        Device::Cpu,
-    );
+    let vb = VarBuilder::from_backend(Box::new(ShapeRecorder { shapes: shapes.clone() }), DType::F32, Device::Cpu);
     build(vb)?;
     let out = std::mem::take(&mut *shapes.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(out)
@@ -394,8 +306,5 @@ pub fn load_model_from_file<M>(
 
 /// The path of a checkpoint with a human-readable reason, for [`ModelError::Checkpoint`].
 pub(crate) fn checkpoint_error(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Checkpoint {
-        path: PathBuf::from(path),
-        reason: reason.into(),
-    }
+    ModelError::Checkpoint { path: PathBuf::from(path), reason: reason.into() }
 }

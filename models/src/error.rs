@@ -50,8 +50,5 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 
 /// Shorthand for an [`ModelError::Input`] error.
 pub(crate) fn input_error(name: &'static str, reason: impl Into<String>) -> ModelError {
-    ModelError::Input {
-        name,
-        reason: reason.into(),
-    }
+    ModelError::Input { name, reason: reason.into() }
 }

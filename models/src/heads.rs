@@ -63,35 +63,14 @@ pub struct MarginHead {
 
 impl MarginHead {
     /// Loads/initialises `kernel` `[in_features, out_features]` from `vb`.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        scale: f64,
-        margin: Margin,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let kernel = vb.get_with_hints(
-            (in_features, out_features),
-            "kernel",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-        )?;
-        Ok(Self {
-            kernel,
-            scale,
-            margin,
-        })
+    pub fn new(in_features: usize, out_features: usize, scale: f64, margin: Margin, vb: VarBuilder) -> Result<Self> {
+        let kernel = vb.get_with_hints((in_features, out_features), "kernel", candle_nn::Init::Randn { mean: 0.0, stdev: 0.01 })?;
+        Ok(Self { kernel, scale, margin })
     }
 
     /// A head around an existing kernel `[in_features, out_features]`.
     pub fn from_kernel(kernel: Tensor, scale: f64, margin: Margin) -> Self {
-        Self {
-            kernel,
-            scale,
-            margin,
-        }
+        Self { kernel, scale, margin }
     }
 
     /// The class-centre matrix.
@@ -102,20 +81,13 @@ impl MarginHead {
     /// `clamp(normalize_rows(emb) · normalize_cols(kernel), −1, 1)`, `[B, classes]`.
     pub fn cos_theta(&self, embeddings: &Tensor) -> Result<Tensor> {
         let e = embeddings.broadcast_div(&embeddings.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
-        let k = self
-            .kernel
-            .broadcast_div(&self.kernel.sqr()?.sum_keepdim(0)?.sqrt()?)?;
+        let k = self.kernel.broadcast_div(&self.kernel.sqr()?.sum_keepdim(0)?.sqrt()?)?;
         e.matmul(&k)?.clamp(-1f32, 1f32)
     }
 
     /// Logits `s·cos` with the margin applied to each row's target class. Elastic margins are
     /// drawn from `rng` (required for the elastic variants).
-    pub fn logits(
-        &self,
-        embeddings: &Tensor,
-        labels: &Tensor,
-        rng: Option<&mut KeyedRng>,
-    ) -> Result<Tensor> {
+    pub fn logits(&self, embeddings: &Tensor, labels: &Tensor, rng: Option<&mut KeyedRng>) -> Result<Tensor> {
         let b = embeddings.dim(0)?;
         let margins = match (self.margin, rng) {
             (Margin::ElasticArc { m, std, .. } | Margin::ElasticCos { m, std, .. }, Some(rng)) => {
@@ -131,21 +103,12 @@ impl MarginHead {
 
     /// [`logits`](Self::logits) with explicit per-row margins (for the elastic variants these
     /// are the N(m, σ) draws; `plus` reorders them by target cosine here).
-    pub fn logits_with_margins(
-        &self,
-        embeddings: &Tensor,
-        labels: &Tensor,
-        margins: &[f64],
-    ) -> Result<Tensor> {
+    pub fn logits_with_margins(&self, embeddings: &Tensor, labels: &Tensor, margins: &[f64]) -> Result<Tensor> {
         let cos = self.cos_theta(embeddings)?;
         let (b, classes) = cos.dims2()?;
         let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1()?;
         if labels.len() != b || margins.len() != b {
-            candle_core::bail!(
-                "{} labels / {} margins for a batch of {b}",
-                labels.len(),
-                margins.len()
-            );
+            candle_core::bail!("{} labels / {} margins for a batch of {b}", labels.len(), margins.len());
         }
         if let Some(bad) = labels.iter().find(|&&l| l >= classes as i64) {
             candle_core::bail!("label {bad} out of range for {classes} classes");
@@ -156,9 +119,7 @@ impl MarginHead {
         let target = cos.gather(&gather_idx, 1)?; // [B, 1]
 
         let mut m_row = margins.to_vec();
-        if let Margin::ElasticArc { plus: true, .. } | Margin::ElasticCos { plus: true, .. } =
-            self.margin
-        {
+        if let Margin::ElasticArc { plus: true, .. } | Margin::ElasticCos { plus: true, .. } = self.margin {
             let tv: Vec<f32> = target.flatten_all()?.to_vec1()?;
             let mut by_cos = valid.clone();
             by_cos.sort_by(|&i, &j| tv[j].total_cmp(&tv[i])); // descending target cosine
@@ -170,24 +131,15 @@ impl MarginHead {
         }
         let dev = cos.device();
         let dtype = cos.dtype();
-        let m_t = Tensor::from_vec(
-            m_row.iter().map(|&m| m as f32).collect::<Vec<_>>(),
-            (b, 1),
-            dev,
-        )?
-        .to_dtype(dtype)?;
+        let m_t = Tensor::from_vec(m_row.iter().map(|&m| m as f32).collect::<Vec<_>>(), (b, 1), dev)?.to_dtype(dtype)?;
         let new_target = match self.margin {
             Margin::CosFace { .. } | Margin::ElasticCos { .. } => (&target - &m_t)?,
             Margin::ArcFace { .. } | Margin::ElasticArc { .. } => {
                 let sin = (1.0 - target.sqr()?)?.clamp(0f32, 1f32)?.sqrt()?;
                 let phi = ((&target * m_t.cos()?)? - (sin * m_t.sin()?)?)?;
                 match self.margin {
-                    Margin::ArcFace {
-                        easy_margin: true, ..
-                    } => target.gt(0f64)?.where_cond(&phi, &target)?,
-                    Margin::ArcFace {
-                        m, threshold: true, ..
-                    } => {
+                    Margin::ArcFace { easy_margin: true, .. } => target.gt(0f64)?.where_cond(&phi, &target)?,
+                    Margin::ArcFace { m, threshold: true, .. } => {
                         let th = (std::f64::consts::PI - m).cos();
                         let mm = (std::f64::consts::PI - m).sin() * m;
                         target.gt(th)?.where_cond(&phi, &(&target - mm)?)?

@@ -39,10 +39,7 @@ pub struct IResNetConfig {
 impl IResNetConfig {
     /// The standard configuration for a depth of 18, 34, 50, 100 or 200 with 512 features.
     pub fn depth(depth: usize) -> Option<Self> {
-        iresnet_layers(depth).map(|layers| Self {
-            layers,
-            num_features: 512,
-        })
+        iresnet_layers(depth).map(|layers| Self { layers, num_features: 512 })
     }
 }
 
@@ -63,10 +60,7 @@ impl IBasicBlock {
     fn new(inplanes: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || inplanes != planes {
             let dvb = vb.pp("downsample");
-            Some((
-                conv2d_no_bias(inplanes, planes, 1, stride, 0, dvb.pp("0"))?,
-                BatchNorm::new(planes, BN_EPS, true, dvb.pp("1"))?,
-            ))
+            Some((conv2d_no_bias(inplanes, planes, 1, stride, 0, dvb.pp("0"))?, BatchNorm::new(planes, BN_EPS, true, dvb.pp("1"))?))
         } else {
             None
         };
@@ -138,9 +132,7 @@ impl IResNet {
 impl Module for IResNet {
     /// `[B, 3, 112, 112]` → `[B, num_features]` (raw features, before L2 normalisation).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self
-            .prelu
-            .forward(&self.bn1.forward(&self.conv1.forward(x)?)?)?;
+        let mut h = self.prelu.forward(&self.bn1.forward(&self.conv1.forward(x)?)?)?;
         for stage in &self.stages {
             for block in stage {
                 h = block.forward(&h)?;
@@ -168,10 +160,7 @@ impl BasicBlockIr {
             None
         } else {
             let s = vb.pp("shortcut_layer");
-            Some((
-                conv2d_no_bias(in_channels, depth, 1, stride, 0, s.pp("0"))?,
-                BatchNorm::new(depth, BN_EPS, true, s.pp("1"))?,
-            ))
+            Some((conv2d_no_bias(in_channels, depth, 1, stride, 0, s.pp("0"))?, BatchNorm::new(depth, BN_EPS, true, s.pp("1"))?))
         };
         Ok(Self {
             res: (
@@ -219,22 +208,13 @@ impl IrBackbone {
             candle_core::bail!("TFace IR backbone: unsupported depth {depth} (18, 34, 50 or 100)");
         };
         let i = vb.pp("input_layer");
-        let input = (
-            conv2d_no_bias(3, 64, 3, 1, 1, i.pp("0"))?,
-            BatchNorm::new(64, BN_EPS, true, i.pp("1"))?,
-            PRelu::new(64, i.pp("2"))?,
-        );
+        let input = (conv2d_no_bias(3, 64, 3, 1, 1, i.pp("0"))?, BatchNorm::new(64, BN_EPS, true, i.pp("1"))?, PRelu::new(64, i.pp("2"))?);
         let mut body = Vec::new();
         let mut in_channels = 64;
         for (&units, &depth_c) in layers.iter().zip(WIDTHS.iter()) {
             for u in 0..units {
                 let stride = if u == 0 { 2 } else { 1 };
-                body.push(BasicBlockIr::new(
-                    in_channels,
-                    depth_c,
-                    stride,
-                    vb.pp("body").pp(body.len()),
-                )?);
+                body.push(BasicBlockIr::new(in_channels, depth_c, stride, vb.pp("body").pp(body.len()))?);
                 in_channels = depth_c;
             }
         }
@@ -244,11 +224,7 @@ impl IrBackbone {
             candle_nn::linear(512 * 7 * 7, 512, o.pp("3"))?,
             BatchNorm::new(512, BN_EPS, false, o.pp("4"))?,
         );
-        Ok(Self {
-            input,
-            body,
-            output,
-        })
+        Ok(Self { input, body, output })
     }
 }
 

@@ -33,42 +33,27 @@ pub fn load_vq_first_stage(
 ) -> Result<VqModel> {
     let enc = StateDict::from_file(encoder_path)?;
     let dec = StateDict::from_file(decoder_path)?;
-    let codebook = [
-        "quantize.embedding.weight",
-        "first_stage_model.quantize.embedding.weight",
-    ]
-    .iter()
-    .find_map(|k| dec.get(k))
-    .ok_or_else(|| ModelError::Checkpoint {
-        path: dec.source().into(),
-        reason: "no `quantize.embedding.weight` (codebook) in the decoder state dict".into(),
-    })?;
+    let codebook = ["quantize.embedding.weight", "first_stage_model.quantize.embedding.weight"]
+        .iter()
+        .find_map(|k| dec.get(k))
+        .ok_or_else(|| ModelError::Checkpoint {
+            path: dec.source().into(),
+            reason: "no `quantize.embedding.weight` (codebook) in the decoder state dict".into(),
+        })?;
     let n_embed = codebook.dim(0)?;
     let (encoder, _) = load_model(&enc, options, |vb| VqEncoder::new(config, vb))?;
     let (decoder, _) = load_model(&dec, options, |vb| VqDecoder::new(config, n_embed, vb))?;
-    Ok(VqModel {
-        encoder,
-        decoder,
-        force_not_quantize: false,
-    })
+    Ok(VqModel { encoder, decoder, force_not_quantize: false })
 }
 
 /// ElasticFace / insightface IResNet weights (e.g. `295672backbone.pth`).
-pub fn load_iresnet(
-    path: impl AsRef<Path>,
-    config: &IResNetConfig,
-    options: &LoadOptions,
-) -> Result<IResNet> {
+pub fn load_iresnet(path: impl AsRef<Path>, config: &IResNetConfig, options: &LoadOptions) -> Result<IResNet> {
     let dict = StateDict::from_file(path)?;
     Ok(load_model(&dict, options, |vb| IResNet::new(config, vb))?.0)
 }
 
 /// TFace IR-`depth` weights (idflow's own training output, safetensors or torch zip).
-pub fn load_tface_ir(
-    path: impl AsRef<Path>,
-    depth: usize,
-    options: &LoadOptions,
-) -> Result<IrBackbone> {
+pub fn load_tface_ir(path: impl AsRef<Path>, depth: usize, options: &LoadOptions) -> Result<IrBackbone> {
     let dict = StateDict::from_file(path)?;
     Ok(load_model(&dict, options, |vb| IrBackbone::new(depth, vb))?.0)
 }

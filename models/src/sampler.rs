@@ -61,15 +61,8 @@ pub struct DdimCoefficients {
 impl DdimCoefficients {
     /// Standard DDIM coefficients with `alpha_bar_prev` and `eta`.
     pub fn new(alpha_bar_t: f64, alpha_bar_prev: f64, eta: f64, rederive_eps: bool) -> Self {
-        let sigma = eta
-            * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)).sqrt()
-            * (1.0 - alpha_bar_t / alpha_bar_prev).sqrt();
-        Self {
-            alpha_bar_t,
-            alpha_bar_prev,
-            sigma,
-            rederive_eps,
-        }
+        let sigma = eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)).sqrt() * (1.0 - alpha_bar_t / alpha_bar_prev).sqrt();
+        Self { alpha_bar_t, alpha_bar_prev, sigma, rederive_eps }
     }
 
     /// Standard DDIM from `t` to `t_prev` (`None` = final step to ᾱ = 1).
@@ -92,25 +85,10 @@ impl DdimCoefficients {
 /// Element-wise step arithmetic on flat buffers (one latent batch, row-major).
 pub trait StepMath: Send + Sync {
     /// `out = sqrt_alpha_inv·(x_t − eps_coef·eps) + sigma·z` (`z = None` → no noise term).
-    fn ddpm_step(
-        &self,
-        x_t: &[f32],
-        eps: &[f32],
-        z: Option<&[f32]>,
-        c: DdpmCoefficients,
-        out: &mut [f32],
-    );
+    fn ddpm_step(&self, x_t: &[f32], eps: &[f32], z: Option<&[f32]>, c: DdpmCoefficients, out: &mut [f32]);
     /// DDIM: `x0 = (x_t − sqrt(1−ᾱ_t)·eps)/sqrt(ᾱ_t)`,
     /// `out = sqrt(ᾱ_prev)·x0 + sqrt(1 − ᾱ_prev − σ²)·eps + σ·z`. Writes x0 to `pred_x0` when given.
-    fn ddim_step(
-        &self,
-        x_t: &[f32],
-        eps: &[f32],
-        z: Option<&[f32]>,
-        c: DdimCoefficients,
-        out: &mut [f32],
-        pred_x0: Option<&mut [f32]>,
-    );
+    fn ddim_step(&self, x_t: &[f32], eps: &[f32], z: Option<&[f32]>, c: DdimCoefficients, out: &mut [f32], pred_x0: Option<&mut [f32]>);
     /// Classifier-free guidance `out = (1 − w)·eps_uncond + w·eps_cond`.
     fn guidance(&self, eps_uncond: &[f32], eps_cond: &[f32], w: f32, out: &mut [f32]);
 }
@@ -121,14 +99,7 @@ pub trait StepMath: Send + Sync {
 pub struct CpuStepMath;
 
 impl StepMath for CpuStepMath {
-    fn ddpm_step(
-        &self,
-        x_t: &[f32],
-        eps: &[f32],
-        z: Option<&[f32]>,
-        c: DdpmCoefficients,
-        out: &mut [f32],
-    ) {
+    fn ddpm_step(&self, x_t: &[f32], eps: &[f32], z: Option<&[f32]>, c: DdpmCoefficients, out: &mut [f32]) {
         for (i, o) in out.iter_mut().enumerate() {
             let mean = c.sqrt_alpha_inv * (x_t[i] - eps[i] * c.eps_coef);
             *o = match z {
@@ -153,11 +124,7 @@ impl StepMath for CpuStepMath {
         for (i, o) in out.iter_mut().enumerate() {
             let (x, e) = (x_t[i] as f64, eps[i] as f64);
             let x0 = (x - sqrt_1m_at * e) / sqrt_at;
-            let e = if c.rederive_eps {
-                (x - sqrt_at * x0) / sqrt_1m_at
-            } else {
-                e
-            };
+            let e = if c.rederive_eps { (x - sqrt_at * x0) / sqrt_1m_at } else { e };
             let mut v = sqrt_prev * x0 + dir * e;
             if let Some(z) = z {
                 v += c.sigma * z[i] as f64;
@@ -197,12 +164,7 @@ impl NoiseKey {
 }
 
 /// Noise for a batch: row b uses `keys[b]`; shape `[B, dims...]`.
-pub fn batch_noise(
-    keys: &[NoiseKey],
-    step: u64,
-    sample_dims: &[usize],
-    device: &Device,
-) -> Result<Tensor> {
+pub fn batch_noise(keys: &[NoiseKey], step: u64, sample_dims: &[usize], device: &Device) -> Result<Tensor> {
     let per: usize = sample_dims.iter().product();
     let mut data = Vec::with_capacity(per * keys.len());
     for k in keys {
@@ -244,11 +206,7 @@ pub struct SamplerConfig {
 /// `t_prev = t − k` (`None` after 0).
 pub fn ddim_timesteps(t_total: usize, steps: usize) -> Vec<(usize, Option<usize>)> {
     let skip = (t_total / steps.max(1)).max(1);
-    (0..t_total)
-        .step_by(skip)
-        .rev()
-        .map(|t| (t, t.checked_sub(skip)))
-        .collect()
+    (0..t_total).step_by(skip).rev().map(|t| (t, t.checked_sub(skip))).collect()
 }
 
 /// Runs the reverse process from `x_t` (usually [`batch_noise`] with [`PRIOR_STEP`]) and returns
@@ -264,10 +222,7 @@ pub fn sample(
 ) -> Result<Tensor> {
     let dims = x_t.dims().to_vec();
     if dims.first() != Some(&keys.len()) {
-        return Err(input_error(
-            "keys",
-            format!("{} noise keys for a batch of shape {dims:?}", keys.len()),
-        ));
+        return Err(input_error("keys", format!("{} noise keys for a batch of shape {dims:?}", keys.len())));
     }
     let device = x_t.device().clone();
     let batch = keys.len();
@@ -283,34 +238,18 @@ pub fn sample(
         Ok(eps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     };
     let noise = |step: usize| -> Result<Vec<f32>> {
-        Ok(batch_noise(keys, step as u64, &dims[1..], &Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
+        Ok(batch_noise(keys, step as u64, &dims[1..], &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
     };
     match &config.kind {
         SamplerKind::Ddpm => {
             for t in (0..schedule.len()).rev() {
                 let eps = eps_at(&x, t)?;
-                let z = if ddpm_adds_noise(t) {
-                    Some(noise(t)?)
-                } else {
-                    None
-                };
-                math.ddpm_step(
-                    &x,
-                    &eps,
-                    z.as_deref(),
-                    DdpmCoefficients::at(schedule, t),
-                    &mut out,
-                );
+                let z = if ddpm_adds_noise(t) { Some(noise(t)?) } else { None };
+                math.ddpm_step(&x, &eps, z.as_deref(), DdpmCoefficients::at(schedule, t), &mut out);
                 std::mem::swap(&mut x, &mut out);
             }
         }
-        SamplerKind::Ddim {
-            steps,
-            eta,
-            admis_compat,
-        } => {
+        SamplerKind::Ddim { steps, eta, admis_compat } => {
             for (t, t_prev) in ddim_timesteps(schedule.len(), *steps) {
                 let eps = eps_at(&x, t)?;
                 let c = if *admis_compat {

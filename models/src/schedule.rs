@@ -53,15 +53,7 @@ fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     }
     let step = (end - start) / (steps - 1) as f32;
     let half = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < half {
-                start + step * i as f32
-            } else {
-                end - step * (steps - i - 1) as f32
-            }
-        })
-        .collect()
+    (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
 }
 
 impl DdpmSchedule {
@@ -85,13 +77,9 @@ impl DdpmSchedule {
             })
             .collect();
         let sqrt_alpha_bars = alpha_bars.iter().map(|a| a.sqrt()).collect();
-        let sqrt_one_minus_alpha_bars: Vec<f32> =
-            alpha_bars.iter().map(|a| (1.0 - a).sqrt()).collect();
-        let one_minus_alphas_over_sqrt_one_minus_alpha_bars = alphas
-            .iter()
-            .zip(&sqrt_one_minus_alpha_bars)
-            .map(|(a, s)| (1.0 - a) / s)
-            .collect();
+        let sqrt_one_minus_alpha_bars: Vec<f32> = alpha_bars.iter().map(|a| (1.0 - a).sqrt()).collect();
+        let one_minus_alphas_over_sqrt_one_minus_alpha_bars =
+            alphas.iter().zip(&sqrt_one_minus_alpha_bars).map(|(a, s)| (1.0 - a) / s).collect();
         Self {
             betas,
             alphas,
@@ -107,10 +95,7 @@ impl DdpmSchedule {
     /// Reads the eight buffers stored in a checkpoint (bare keys, as IDiff-Face saves them).
     /// Returns `Ok(None)` when the state dict has none of them.
     pub fn from_state_dict(dict: &StateDict) -> Result<Option<Self>> {
-        let present = SCHEDULE_KEYS
-            .iter()
-            .filter(|k| dict.get(k).is_some())
-            .count();
+        let present = SCHEDULE_KEYS.iter().filter(|k| dict.get(k).is_some()).count();
         if present == 0 {
             return Ok(None);
         }
@@ -129,16 +114,11 @@ impl DdpmSchedule {
             alpha_bars: read("alpha_bars")?,
             sqrt_alpha_bars: read("sqrt_alpha_bars")?,
             sqrt_one_minus_alpha_bars: read("sqrt_one_minus_alpha_bars")?,
-            one_minus_alphas_over_sqrt_one_minus_alpha_bars: read(
-                "one_minus_alphas_over_sqrt_one_minus_alpha_bars",
-            )?,
+            one_minus_alphas_over_sqrt_one_minus_alpha_bars: read("one_minus_alphas_over_sqrt_one_minus_alpha_bars")?,
         };
         let n = s.betas.len();
         if s.buffers().iter().any(|b| b.len() != n) || n == 0 {
-            return Err(ModelError::Checkpoint {
-                path: dict.source().into(),
-                reason: "schedule buffers have different lengths".into(),
-            });
+            return Err(ModelError::Checkpoint { path: dict.source().into(), reason: "schedule buffers have different lengths".into() });
         }
         Ok(Some(s))
     }
@@ -177,12 +157,7 @@ impl DdpmSchedule {
         SCHEDULE_KEYS
             .iter()
             .zip(self.buffers())
-            .map(|(k, v)| {
-                Ok((
-                    k.to_string(),
-                    Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?,
-                ))
-            })
+            .map(|(k, v)| Ok((k.to_string(), Tensor::new(v.as_slice(), &candle_core::Device::Cpu)?)))
             .collect()
     }
 }

@@ -34,10 +34,7 @@ fn to_candle(path: &Path, t: &NamedTensor) -> Result<Tensor> {
         }
     };
     if tensor.elem_count() != t.numel() {
-        return Err(checkpoint_error(
-            path,
-            format!("tensor `{}` has a wrong byte length", t.name),
-        ));
+        return Err(checkpoint_error(path, format!("tensor `{}` has a wrong byte length", t.name)));
     }
     Ok(tensor)
 }
@@ -45,10 +42,6 @@ fn to_candle(path: &Path, t: &NamedTensor) -> Result<Tensor> {
 /// Reads the state dict of a torch zip checkpoint as `(key, tensor)` pairs in file order
 /// (nested dicts flattened with `.`; non-tensor entries skipped).
 pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let tensors =
-        torch_zip::read_state_dict(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
-    tensors
-        .iter()
-        .map(|t| Ok((t.name.clone(), to_candle(path, t)?)))
-        .collect()
+    let tensors = torch_zip::read_state_dict(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    tensors.iter().map(|t| Ok((t.name.clone(), to_candle(path, t)?))).collect()
 }

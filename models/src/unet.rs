@@ -126,9 +126,7 @@ impl UNetConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.channel_multipliers.is_empty()
-            || self.channel_multipliers.len() != self.is_attention.len()
-        {
+        if self.channel_multipliers.is_empty() || self.channel_multipliers.len() != self.is_attention.len() {
             candle_core::bail!(
                 "UNet config: channel_multipliers ({}) and is_attention ({}) must be non-empty and equally long",
                 self.channel_multipliers.len(),
@@ -136,10 +134,7 @@ impl UNetConfig {
             );
         }
         if !self.initial_channels.is_multiple_of(GN_GROUPS) {
-            candle_core::bail!(
-                "UNet config: initial_channels {} is not a multiple of 32",
-                self.initial_channels
-            );
+            candle_core::bail!("UNet config: initial_channels {} is not a multiple of 32", self.initial_channels);
         }
         if self.attention_head_channels == 0 {
             candle_core::bail!("UNet config: attention_head_channels must be > 0");
@@ -166,9 +161,7 @@ impl TimeEmbedding {
         let half = input_channels / 2;
         // float32 like the original: exp(-ln(10000) * k / half)
         let log_max = -(10000f64.ln()) as f32;
-        let frequencies = (0..half)
-            .map(|k| ((log_max * k as f32) / half as f32).exp())
-            .collect();
+        let frequencies = (0..half).map(|k| ((log_max * k as f32) / half as f32).exp()).collect();
         Ok(Self {
             frequencies,
             lin1: candle_nn::linear(input_channels, time_channels, vb.pp("lin1"))?,
@@ -186,8 +179,7 @@ impl TimeEmbedding {
             emb.extend(self.frequencies.iter().map(|f| (tv * f).sin()));
         }
         let dtype = self.lin1.weight().dtype();
-        let emb = Tensor::from_vec(emb, (ts.len(), half * 2), self.lin1.weight().device())?
-            .to_dtype(dtype)?;
+        let emb = Tensor::from_vec(emb, (ts.len(), half * 2), self.lin1.weight().device())?.to_dtype(dtype)?;
         self.lin2.forward(&self.lin1.forward(&emb)?.silu()?)
     }
 }
@@ -197,18 +189,9 @@ impl TimeEmbedding {
 enum ResidualConditioning {
     /// `(1 + scale(e))·GN(h) + shift(e)` with `e = time_emb(t) [+ context_emb(c)]`;
     /// `DiffAE` additionally multiplies by `context_emb(c)`.
-    ScaleShift {
-        scale_emb: Linear,
-        shift_emb: Linear,
-        norm2: GroupNorm,
-        context_emb: Option<Linear>,
-        multiplicative_context: bool,
-    },
+    ScaleShift { scale_emb: Linear, shift_emb: Linear, norm2: GroupNorm, context_emb: Option<Linear>, multiplicative_context: bool },
     /// `GN(h + time_emb(t) [+ context_emb(c)])`.
-    Additive {
-        norm2: GroupNorm,
-        context_emb: Option<Linear>,
-    },
+    Additive { norm2: GroupNorm, context_emb: Option<Linear> },
 }
 
 /// `ResidualBlock`: GN → SiLU → conv1, conditioning, SiLU → conv2, plus a (1×1) shortcut.
@@ -223,30 +206,16 @@ pub struct ResidualBlock {
 }
 
 impl ResidualBlock {
-    fn new(
-        cfg: &UNetConfig,
-        in_channels: usize,
-        out_channels: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn new(cfg: &UNetConfig, in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
         let time_channels = cfg.time_channels();
         let norm1 = group_norm(GN_GROUPS, in_channels, GN_EPS, vb.pp("norm1"))?;
         let conv1 = conv2d(in_channels, out_channels, 3, 1, 1, vb.pp("conv1"))?;
         let time_emb = candle_nn::linear(time_channels, out_channels, vb.pp("time_emb").pp("1"))?;
-        let block_context = |vb: VarBuilder| {
-            candle_nn::linear(
-                cfg.context_channels,
-                out_channels,
-                vb.pp("context_emb").pp("1"),
-            )
-        };
+        let block_context = |vb: VarBuilder| candle_nn::linear(cfg.context_channels, out_channels, vb.pp("context_emb").pp("1"));
         let conditioning = match cfg.condition_type {
             ConditionType::Ca | ConditionType::AdaGn | ConditionType::DiffAe => {
-                let context_emb = if cfg.use_context() && cfg.condition_type != ConditionType::Ca {
-                    Some(block_context(vb.clone())?)
-                } else {
-                    None
-                };
+                let context_emb =
+                    if cfg.use_context() && cfg.condition_type != ConditionType::Ca { Some(block_context(vb.clone())?) } else { None };
                 ResidualConditioning::ScaleShift {
                     scale_emb: candle_nn::linear(out_channels, out_channels, vb.pp("scale_emb"))?,
                     shift_emb: candle_nn::linear(out_channels, out_channels, vb.pp("shift_emb"))?,
@@ -257,34 +226,13 @@ impl ResidualBlock {
             }
             ConditionType::AddPlusGn => ResidualConditioning::Additive {
                 norm2: group_norm(GN_GROUPS, out_channels, GN_EPS, vb.pp("norm2"))?,
-                context_emb: if cfg.use_context() {
-                    Some(block_context(vb.clone())?)
-                } else {
-                    None
-                },
+                context_emb: if cfg.use_context() { Some(block_context(vb.clone())?) } else { None },
             },
         };
         let conv2 = conv2d(out_channels, out_channels, 3, 1, 1, vb.pp("conv2"))?;
-        let shortcut = if in_channels != out_channels {
-            Some(conv2d(
-                in_channels,
-                out_channels,
-                1,
-                1,
-                0,
-                vb.pp("shortcut"),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            norm1,
-            conv1,
-            time_emb,
-            conditioning,
-            conv2,
-            shortcut,
-        })
+        let shortcut =
+            if in_channels != out_channels { Some(conv2d(in_channels, out_channels, 1, 1, 0, vb.pp("shortcut"))?) } else { None };
+        Ok(Self { norm1, conv1, time_emb, conditioning, conv2, shortcut })
     }
 
     fn forward(&self, x: &Tensor, t_emb: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
@@ -300,13 +248,7 @@ impl ResidualBlock {
             }
         };
         let h = match &self.conditioning {
-            ResidualConditioning::ScaleShift {
-                scale_emb,
-                shift_emb,
-                norm2,
-                context_emb,
-                multiplicative_context,
-            } => {
+            ResidualConditioning::ScaleShift { scale_emb, shift_emb, norm2, context_emb, multiplicative_context } => {
                 let mut emb = self.time_emb.forward(&t_emb.silu()?)?;
                 let ctx = context_proj(context_emb)?;
                 if let (Some(ctx), false) = (&ctx, *multiplicative_context) {
@@ -314,10 +256,7 @@ impl ResidualBlock {
                 }
                 let scale = spatial(scale_emb.forward(&emb)?)?;
                 let shift = spatial(shift_emb.forward(&emb)?)?;
-                let mut h = norm2
-                    .forward(&h)?
-                    .broadcast_mul(&(scale + 1.0)?)?
-                    .broadcast_add(&shift)?;
+                let mut h = norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
                 if let (Some(ctx), true) = (ctx, *multiplicative_context) {
                     h = h.broadcast_mul(&spatial(ctx)?)?;
                 }
@@ -352,13 +291,7 @@ pub struct MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
-    fn new(
-        in_channels: usize,
-        kv_channels: usize,
-        n_heads: usize,
-        head_channels: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn new(in_channels: usize, kv_channels: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
         let inner = n_heads * head_channels;
         Ok(Self {
             to_q: Pointwise::conv1d(in_channels, inner, vb.pp("to_q"))?,
@@ -407,33 +340,15 @@ pub struct CrossAttentionBlock {
 }
 
 impl CrossAttentionBlock {
-    fn new(
-        in_channels: usize,
-        context_dim: usize,
-        n_heads: usize,
-        head_channels: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn new(in_channels: usize, context_dim: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
         let inner = n_heads * head_channels;
         let d = head_channels;
         Ok(Self {
             x_proj_in: conv2d(in_channels, inner, 1, 1, 0, vb.pp("x_proj_in"))?,
             x_proj_out: conv2d(inner, in_channels, 1, 1, 0, vb.pp("x_proj_out"))?,
-            self_attention: MultiHeadAttention::new(
-                inner,
-                inner,
-                n_heads,
-                head_channels,
-                vb.pp("self_attention"),
-            )?,
+            self_attention: MultiHeadAttention::new(inner, inner, n_heads, head_channels, vb.pp("self_attention"))?,
             c_proj_in: candle_nn::linear(context_dim, context_dim * d, vb.pp("c_proj_in"))?,
-            cross_attention: MultiHeadAttention::new(
-                inner,
-                context_dim,
-                n_heads,
-                head_channels,
-                vb.pp("cross_attention"),
-            )?,
+            cross_attention: MultiHeadAttention::new(inner, context_dim, n_heads, head_channels, vb.pp("cross_attention"))?,
             x_norm: group_norm(GN_GROUPS, inner, GN_EPS, vb.pp("x_norm"))?,
             c_norm: group_norm(GN_GROUPS, context_dim, GN_EPS, vb.pp("c_norm"))?,
             ff_in: Pointwise::linear(inner, inner * 4, vb.pp("ff").pp("0"))?,
@@ -448,22 +363,11 @@ impl CrossAttentionBlock {
         let x1 = self.x_proj_in.forward(x)?;
         let inner = x1.dim(1)?;
         let x1 = x1.reshape((b, inner, h * w))?;
-        let cc = self
-            .c_proj_in
-            .forward(c)?
-            .reshape((b, self.context_dim, self.context_tokens))?;
+        let cc = self.c_proj_in.forward(c)?.reshape((b, self.context_dim, self.context_tokens))?;
         let cc = self.c_norm.forward(&cc)?;
-        let x1 = (self
-            .self_attention
-            .forward(&self.x_norm.forward(&x1)?, None)?
-            + &x1)?;
-        let x1 = (self
-            .cross_attention
-            .forward(&self.x_norm.forward(&x1)?, Some(&cc))?
-            + &x1)?;
-        let ff = self
-            .ff_out
-            .forward(&self.ff_in.forward(&self.x_norm.forward(&x1)?)?.gelu_erf()?)?;
+        let x1 = (self.self_attention.forward(&self.x_norm.forward(&x1)?, None)? + &x1)?;
+        let x1 = (self.cross_attention.forward(&self.x_norm.forward(&x1)?, Some(&cc))? + &x1)?;
+        let ff = self.ff_out.forward(&self.ff_in.forward(&self.x_norm.forward(&x1)?)?.gelu_erf()?)?;
         let x1 = (ff + &x1)?.reshape((b, inner, h, w))?;
         self.x_proj_out.forward(&x1)? + x
     }
@@ -477,21 +381,10 @@ pub struct SelfAttentionBlock {
 }
 
 impl SelfAttentionBlock {
-    fn new(
-        in_channels: usize,
-        n_heads: usize,
-        head_channels: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn new(in_channels: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm: group_norm(GN_GROUPS, in_channels, GN_EPS, vb.pp("norm"))?,
-            attention: MultiHeadAttention::new(
-                in_channels,
-                in_channels,
-                n_heads,
-                head_channels,
-                vb.pp("attention"),
-            )?,
+            attention: MultiHeadAttention::new(in_channels, in_channels, n_heads, head_channels, vb.pp("attention"))?,
         })
     }
 
@@ -511,26 +404,11 @@ enum Attention {
 
 impl Attention {
     fn new(cfg: &UNetConfig, channels: usize, vb: VarBuilder) -> Result<Self> {
-        let n_heads = if cfg.attention_heads <= 0 {
-            channels / cfg.attention_head_channels
-        } else {
-            cfg.attention_heads as usize
-        };
+        let n_heads = if cfg.attention_heads <= 0 { channels / cfg.attention_head_channels } else { cfg.attention_heads as usize };
         if cfg.condition_type == ConditionType::Ca && cfg.use_context() {
-            Ok(Self::Cross(Box::new(CrossAttentionBlock::new(
-                channels,
-                cfg.context_channels,
-                n_heads,
-                cfg.attention_head_channels,
-                vb,
-            )?)))
+            Ok(Self::Cross(Box::new(CrossAttentionBlock::new(channels, cfg.context_channels, n_heads, cfg.attention_head_channels, vb)?)))
         } else {
-            Ok(Self::SelfOnly(SelfAttentionBlock::new(
-                channels,
-                n_heads,
-                cfg.attention_head_channels,
-                vb,
-            )?))
+            Ok(Self::SelfOnly(SelfAttentionBlock::new(channels, n_heads, cfg.attention_head_channels, vb)?))
         }
     }
 
@@ -549,10 +427,7 @@ impl Attention {
 #[derive(Clone, Debug)]
 enum Stage {
     /// `DownBlock` / `UpBlock`: residual block, optional attention.
-    Block {
-        res: Box<ResidualBlock>,
-        attn: Option<Attention>,
-    },
+    Block { res: Box<ResidualBlock>, attn: Option<Attention> },
     /// `Downsample`: 3×3 conv, stride 2, padding 1.
     Down(candle_nn::Conv2d),
     /// `Upsample`: ConvTranspose2d 4×4, stride 2, padding 1.
@@ -560,19 +435,9 @@ enum Stage {
 }
 
 impl Stage {
-    fn block(
-        cfg: &UNetConfig,
-        in_ch: usize,
-        out_ch: usize,
-        attention: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn block(cfg: &UNetConfig, in_ch: usize, out_ch: usize, attention: bool, vb: VarBuilder) -> Result<Self> {
         let res = Box::new(ResidualBlock::new(cfg, in_ch, out_ch, vb.pp("res"))?);
-        let attn = if attention {
-            Some(Attention::new(cfg, out_ch, vb.pp("attn"))?)
-        } else {
-            None
-        };
+        let attn = if attention { Some(Attention::new(cfg, out_ch, vb.pp("attn"))?) } else { None };
         Ok(Self::Block { res, attn })
     }
 
@@ -618,31 +483,16 @@ impl ConditionalUNet {
     pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let cfg = config;
-        let image_proj = conv2d(
-            cfg.input_channels,
-            cfg.initial_channels,
-            3,
-            1,
-            1,
-            vb.pp("image_proj"),
-        )?;
+        let image_proj = conv2d(cfg.input_channels, cfg.initial_channels, 3, 1, 1, vb.pp("image_proj"))?;
         let time_emb = TimeEmbedding::new(cfg.time_channels(), vb.pp("time_emb"))?;
         let context = if cfg.use_context() {
-            let context_emb = candle_nn::linear(
-                cfg.context_input_channels,
-                cfg.context_channels,
-                vb.pp("context_emb"),
-            )?;
+            let context_emb = candle_nn::linear(cfg.context_input_channels, cfg.context_channels, vb.pp("context_emb"))?;
             let empty = if cfg.learn_empty_context {
                 vb.get(cfg.context_channels, "empty_context_embedding")?
             } else {
                 Tensor::zeros(cfg.context_channels, vb.dtype(), vb.device())?
             };
-            Some(ContextInput {
-                context_emb,
-                empty,
-                dropout_probability: cfg.context_dropout_probability,
-            })
+            Some(ContextInput { context_emb, empty, dropout_probability: cfg.context_dropout_probability })
         } else {
             None
         };
@@ -654,24 +504,11 @@ impl ConditionalUNet {
         for i in 0..levels {
             out_ch = in_ch * cfg.channel_multipliers[i];
             for _ in 0..cfg.n_blocks_per_resolution {
-                down.push(Stage::block(
-                    cfg,
-                    in_ch,
-                    out_ch,
-                    cfg.is_attention[i],
-                    vb.pp("down").pp(down.len()),
-                )?);
+                down.push(Stage::block(cfg, in_ch, out_ch, cfg.is_attention[i], vb.pp("down").pp(down.len()))?);
                 in_ch = out_ch;
             }
             if i < levels - 1 {
-                down.push(Stage::Down(conv2d(
-                    in_ch,
-                    in_ch,
-                    3,
-                    2,
-                    1,
-                    vb.pp("down").pp(down.len()).pp("conv"),
-                )?));
+                down.push(Stage::Down(conv2d(in_ch, in_ch, 3, 2, 1, vb.pp("down").pp(down.len()).pp("conv"))?));
             }
         }
 
@@ -687,48 +524,19 @@ impl ConditionalUNet {
         for i in (0..levels).rev() {
             let out_ch = in_ch;
             for _ in 0..cfg.n_blocks_per_resolution {
-                up.push(Stage::block(
-                    cfg,
-                    in_ch + out_ch,
-                    out_ch,
-                    cfg.is_attention[i],
-                    vb.pp("up").pp(up.len()),
-                )?);
+                up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], vb.pp("up").pp(up.len()))?);
             }
             let out_ch = in_ch / cfg.channel_multipliers[i];
-            up.push(Stage::block(
-                cfg,
-                in_ch + out_ch,
-                out_ch,
-                cfg.is_attention[i],
-                vb.pp("up").pp(up.len()),
-            )?);
+            up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], vb.pp("up").pp(up.len()))?);
             in_ch = out_ch;
             if i > 0 {
-                up.push(Stage::Up(conv_transpose2d(
-                    in_ch,
-                    in_ch,
-                    4,
-                    2,
-                    1,
-                    vb.pp("up").pp(up.len()).pp("conv"),
-                )?));
+                up.push(Stage::Up(conv_transpose2d(in_ch, in_ch, 4, 2, 1, vb.pp("up").pp(up.len()).pp("conv"))?));
             }
         }
 
         let norm = group_norm(GN_GROUPS, cfg.initial_channels, GN_EPS, vb.pp("norm"))?;
         let final_conv = conv2d(in_ch, cfg.input_channels, 3, 1, 1, vb.pp("final"))?;
-        Ok(Self {
-            config: config.clone(),
-            image_proj,
-            time_emb,
-            context,
-            down,
-            middle,
-            up,
-            norm,
-            final_conv,
-        })
+        Ok(Self { config: config.clone(), image_proj, time_emb, context, down, middle, up, norm, final_conv })
     }
 
     /// The configuration the network was built with.
@@ -743,10 +551,7 @@ impl ConditionalUNet {
 
     /// The projected context (`eps_model.context_emb(context)`); `None` for unconditional models.
     pub fn context_embedding(&self, context: &Tensor) -> Result<Option<Tensor>> {
-        self.context
-            .as_ref()
-            .map(|ci| ci.context_emb.forward(context))
-            .transpose()
+        self.context.as_ref().map(|ci| ci.context_emb.forward(context)).transpose()
     }
 
     /// Predicts the noise in eval mode (context dropout is the identity).
@@ -755,13 +560,7 @@ impl ConditionalUNet {
     /// identity embeddings or `None` for the empty context (zeros *after* the projection, the
     /// projection's bias is not added); `dropout_mask`: `[B]` u8/bool, rows with 1 use the empty
     /// context.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        context: Option<&Tensor>,
-        dropout_mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, t: &Tensor, context: Option<&Tensor>, dropout_mask: Option<&Tensor>) -> Result<Tensor> {
         self.forward_impl(x, t, context, dropout_mask, None)
     }
 
@@ -788,33 +587,19 @@ impl ConditionalUNet {
         let Some(ci) = &self.context else {
             return Ok(None);
         };
-        let empty = ci
-            .empty
-            .unsqueeze(0)?
-            .broadcast_as((batch, ci.empty.dim(0)?))?;
+        let empty = ci.empty.unsqueeze(0)?.broadcast_as((batch, ci.empty.dim(0)?))?;
         let Some(context) = context else {
             return Ok(Some(empty.contiguous()?));
         };
         let mut c = ci.context_emb.forward(context)?;
         if let Some(mask) = dropout_mask {
-            let mask = mask
-                .to_dtype(DType::U8)?
-                .reshape((batch, 1))?
-                .broadcast_as(c.shape())?;
+            let mask = mask.to_dtype(DType::U8)?.reshape((batch, 1))?.broadcast_as(c.shape())?;
             c = mask.where_cond(&empty.to_dtype(c.dtype())?, &c)?;
         }
         if let (Some(rng), p) = (rng, ci.dropout_probability) {
             if p > 0.0 {
                 let n = c.elem_count();
-                let keep: Vec<f32> = (0..n)
-                    .map(|_| {
-                        if rng.chance(p) {
-                            0.0
-                        } else {
-                            (1.0 / (1.0 - p)) as f32
-                        }
-                    })
-                    .collect();
+                let keep: Vec<f32> = (0..n).map(|_| if rng.chance(p) { 0.0 } else { (1.0 / (1.0 - p)) as f32 }).collect();
                 let keep = Tensor::from_vec(keep, c.shape(), c.device())?.to_dtype(c.dtype())?;
                 c = (c * keep)?;
             }
@@ -846,9 +631,7 @@ impl ConditionalUNet {
             x = match m {
                 Stage::Up(_) => m.forward(&x, &t_emb, c)?,
                 _ => {
-                    let Some(s) = skips.pop() else {
-                        candle_core::bail!("UNet skip stack exhausted")
-                    };
+                    let Some(s) = skips.pop() else { candle_core::bail!("UNet skip stack exhausted") };
                     m.forward(&Tensor::cat(&[&x, &s], 1)?, &t_emb, c)?
                 }
             };

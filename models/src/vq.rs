@@ -73,11 +73,7 @@ impl ResnetBlock {
             conv1: conv2d(c_in, c_out, 3, 1, 1, vb.pp("conv1"))?,
             norm2: group_norm(GN_GROUPS, c_out, GN_EPS, vb.pp("norm2"))?,
             conv2: conv2d(c_out, c_out, 3, 1, 1, vb.pp("conv2"))?,
-            nin_shortcut: if c_in != c_out {
-                Some(conv2d(c_in, c_out, 1, 1, 0, vb.pp("nin_shortcut"))?)
-            } else {
-                None
-            },
+            nin_shortcut: if c_in != c_out { Some(conv2d(c_in, c_out, 1, 1, 0, vb.pp("nin_shortcut"))?) } else { None },
         })
     }
 }
@@ -119,19 +115,12 @@ impl Module for AttnBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let hn = self.norm.forward(x)?;
-        let q = self
-            .q
-            .forward(&hn)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?
-            .contiguous()?; // b, hw, c
+        let q = self.q.forward(&hn)?.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?; // b, hw, c
         let k = self.k.forward(&hn)?.reshape((b, c, h * w))?; // b, c, hw
         let v = self.v.forward(&hn)?.reshape((b, c, h * w))?;
         let weights = (q.matmul(&k)? * (c as f64).powf(-0.5))?; // b, hw_q, hw_k
         let weights = candle_nn::ops::softmax(&weights, D::Minus1)?;
-        let out = v
-            .matmul(&weights.transpose(1, 2)?.contiguous()?)?
-            .reshape((b, c, h, w))?;
+        let out = v.matmul(&weights.transpose(1, 2)?.contiguous()?)?.reshape((b, c, h, w))?;
         x + self.proj_out.forward(&out)?
     }
 }
@@ -173,8 +162,7 @@ impl Mid {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.block_2
-            .forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
+        self.block_2.forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
     }
 }
 
@@ -205,23 +193,13 @@ impl VqEncoder {
             for j in 0..cfg.num_res_blocks {
                 let block = ResnetBlock::new(block_in, block_out, lvb.pp("block").pp(j))?;
                 block_in = block_out;
-                let attn = if cfg.attn_resolutions.contains(&cur_res) {
-                    Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?)
-                } else {
-                    None
-                };
+                let attn =
+                    if cfg.attn_resolutions.contains(&cur_res) { Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?) } else { None };
                 blocks.push((block, attn));
             }
             let resample = if i != levels - 1 {
                 cur_res /= 2;
-                Some(conv2d(
-                    block_in,
-                    block_in,
-                    3,
-                    2,
-                    0,
-                    lvb.pp("downsample").pp("conv"),
-                )?)
+                Some(conv2d(block_in, block_in, 3, 2, 0, lvb.pp("downsample").pp("conv"))?)
             } else {
                 None
             };
@@ -265,10 +243,7 @@ impl VectorQuantizer {
     pub fn new(n_embed: usize, embed_dim: usize, vb: VarBuilder) -> Result<Self> {
         let embedding = vb.pp("embedding").get((n_embed, embed_dim), "weight")?;
         let embedding_sq = embedding.sqr()?.sum(1)?;
-        Ok(Self {
-            embedding,
-            embedding_sq,
-        })
+        Ok(Self { embedding, embedding_sq })
     }
 
     /// Codebook size and vector width.
@@ -297,10 +272,7 @@ impl VectorQuantizer {
         let (b, h, w) = idx.dims3()?;
         let e = self.embedding.index_select(&idx.flatten_all()?, 0)?; // [BHW, C]
         let c = e.dim(1)?;
-        let e = e
-            .reshape((b, h, w, c))?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?;
+        let e = e.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?;
         let zq = (z + (e - z)?)?;
         Ok((zq, idx))
     }
@@ -336,23 +308,13 @@ impl VqDecoder {
             for j in 0..=cfg.num_res_blocks {
                 let block = ResnetBlock::new(block_in, block_out, lvb.pp("block").pp(j))?;
                 block_in = block_out;
-                let attn = if cfg.attn_resolutions.contains(&cur_res) {
-                    Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?)
-                } else {
-                    None
-                };
+                let attn =
+                    if cfg.attn_resolutions.contains(&cur_res) { Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?) } else { None };
                 blocks.push((block, attn));
             }
             let resample = if i != 0 {
                 cur_res *= 2;
-                Some(conv2d(
-                    block_in,
-                    block_in,
-                    3,
-                    1,
-                    1,
-                    lvb.pp("upsample").pp("conv"),
-                )?)
+                Some(conv2d(block_in, block_in, 3, 1, 1, lvb.pp("upsample").pp("conv"))?)
             } else {
                 None
             };
@@ -360,14 +322,7 @@ impl VqDecoder {
         }
         Ok(Self {
             quantize: VectorQuantizer::new(n_embed, cfg.embed_dim, vb.pp("quantize"))?,
-            post_quant_conv: conv2d(
-                cfg.embed_dim,
-                cfg.z_channels,
-                1,
-                1,
-                0,
-                vb.pp("post_quant_conv"),
-            )?,
+            post_quant_conv: conv2d(cfg.embed_dim, cfg.z_channels, 1, 1, 0, vb.pp("post_quant_conv"))?,
             conv_in,
             mid,
             up,
@@ -384,11 +339,7 @@ impl VqDecoder {
     /// `decoder(post_quant_conv(quantize(z)))`; `force_not_quantize` skips the quantiser
     /// (IDiff-Face's sampler quantises, i.e. passes `false`).
     pub fn decode(&self, z: &Tensor, force_not_quantize: bool) -> Result<Tensor> {
-        let z = if force_not_quantize {
-            z.clone()
-        } else {
-            self.quantize.quantize(z)?.0
-        };
+        let z = if force_not_quantize { z.clone() } else { self.quantize.quantize(z)?.0 };
         let mut h = self.conv_in.forward(&self.post_quant_conv.forward(&z)?)?;
         h = self.mid.forward(&h)?;
         for level in &self.up {

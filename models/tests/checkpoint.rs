@@ -16,8 +16,7 @@ use idflow_models::ModelError;
 fn write_zip(path: &Path, records: &[(&str, &[u8])]) {
     let f = std::fs::File::create(path).unwrap();
     let mut z = zip::ZipWriter::new(f);
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in records {
         z.start_file(*name, opts).unwrap();
         z.write_all(data).unwrap();
@@ -26,10 +25,7 @@ fn write_zip(path: &Path, records: &[(&str, &[u8])]) {
 }
 
 fn tiny_cfg() -> IResNetConfig {
-    IResNetConfig {
-        layers: [1, 1, 1, 1],
-        num_features: 16,
-    }
+    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 }
 }
 
 fn tiny_dict() -> StateDict {
@@ -47,14 +43,8 @@ fn crafted_pickle_calling_os_system_is_rejected() {
     let err = StateDict::from_torch_file(&path).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ModelError::Checkpoint { .. }), "{msg}");
-    assert!(
-        msg.contains("os.system") && msg.contains("evil.ckpt"),
-        "unclear error: {msg}"
-    );
-    let err = load_model_from_file(&path, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    })
-    .unwrap_err();
+    assert!(msg.contains("os.system") && msg.contains("evil.ckpt"), "unclear error: {msg}");
+    let err = load_model_from_file(&path, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)).unwrap_err();
     assert!(err.to_string().contains("os.system"));
 }
 
@@ -78,86 +68,39 @@ fn every_key_of_the_unet_checkpoint_is_consumed_by_unet_plus_schedule() {
         m.remove("n_context_classes");
         serde_json::from_value(v["eps_model"].clone()).unwrap()
     };
-    let (_, report) = load_model(&dict, &LoadOptions::default(), |vb| {
-        idflow_models::unet::ConditionalUNet::new(&cfg, vb)
-    })
-    .unwrap();
-    assert_eq!(
-        report.outside_prefix,
-        SCHEDULE_KEYS
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        report.consumed.len() + report.outside_prefix.len(),
-        dict.len()
-    );
-    assert!(
-        idflow_models::schedule::DdpmSchedule::from_state_dict(&dict)
-            .unwrap()
-            .is_some()
-    );
+    let (_, report) = load_model(&dict, &LoadOptions::default(), |vb| idflow_models::unet::ConditionalUNet::new(&cfg, vb)).unwrap();
+    assert_eq!(report.outside_prefix, SCHEDULE_KEYS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(report.consumed.len() + report.outside_prefix.len(), dict.len());
+    assert!(idflow_models::schedule::DdpmSchedule::from_state_dict(&dict).unwrap().is_some());
 }
 
 #[test]
 fn strict_loading_reports_missing_unexpected_and_shape_mismatches() {
     let dict = tiny_dict();
     let drop_key = "layer2.0.bn3.running_var";
-    let fewer = StateDict::new(
-        "fewer",
-        dict.entries()
-            .iter()
-            .filter(|(k, _)| k != drop_key)
-            .cloned()
-            .collect(),
-    );
-    match load_model(&fewer, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    }) {
-        Err(ModelError::KeyMismatch {
-            missing,
-            unexpected,
-            ..
-        }) => {
+    let fewer = StateDict::new("fewer", dict.entries().iter().filter(|(k, _)| k != drop_key).cloned().collect());
+    match load_model(&fewer, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)) {
+        Err(ModelError::KeyMismatch { missing, unexpected, .. }) => {
             assert_eq!(missing, vec![drop_key.to_string()]);
             assert!(unexpected.is_empty());
         }
         other => panic!("expected a key mismatch, got {:?}", other.map(|(_, r)| r)),
     }
-    let lax = LoadOptions {
-        strict: false,
-        ..LoadOptions::default()
-    };
+    let lax = LoadOptions { strict: false, ..LoadOptions::default() };
     let (_, report) = load_model(&fewer, &lax, |vb| IResNet::new(&tiny_cfg(), vb)).unwrap();
     assert_eq!(report.missing, vec![drop_key.to_string()]);
 
     let mut extra = dict.entries().to_vec();
-    extra.push((
-        "head.weight".into(),
-        Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
-    ));
+    extra.push(("head.weight".into(), Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap()));
     let extra = StateDict::new("extra", extra);
-    let msg = load_model(&extra, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    })
-    .unwrap_err()
-    .to_string();
-    assert!(
-        msg.contains("head.weight") && msg.contains("unexpected"),
-        "{msg}"
-    );
+    let msg = load_model(&extra, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)).unwrap_err().to_string();
+    assert!(msg.contains("head.weight") && msg.contains("unexpected"), "{msg}");
     let (_, report) = load_model(&extra, &lax, |vb| IResNet::new(&tiny_cfg(), vb)).unwrap();
     assert_eq!(report.unexpected, vec!["head.weight".to_string()]);
 
     // a wrong shape is refused even when not strict
-    let wrong = IResNetConfig {
-        layers: [1, 1, 1, 1],
-        num_features: 32,
-    };
-    let msg = load_model(&dict, &lax, |vb| IResNet::new(&wrong, vb))
-        .unwrap_err()
-        .to_string();
+    let wrong = IResNetConfig { layers: [1, 1, 1, 1], num_features: 32 };
+    let msg = load_model(&dict, &lax, |vb| IResNet::new(&wrong, vb)).unwrap_err().to_string();
     assert!(msg.contains("fc.weight"), "{msg}");
 }
 
@@ -166,55 +109,24 @@ fn prefixed_and_safetensors_state_dicts_load_to_the_same_model() {
     let dict = tiny_dict();
     let io = load_io("iresnet_tiny_io.safetensors");
     let input = get(&io, "input");
-    let (reference, _) = load_model(&dict, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    })
-    .unwrap();
+    let (reference, _) = load_model(&dict, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)).unwrap();
     let expected = reference.forward(input).unwrap();
 
-    let prefixed = StateDict::new(
-        "dataparallel",
-        dict.entries()
-            .iter()
-            .map(|(k, t)| (format!("module.{k}"), t.clone()))
-            .collect(),
-    );
-    let (net, report) = load_model(&prefixed, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    })
-    .unwrap();
+    let prefixed = StateDict::new("dataparallel", dict.entries().iter().map(|(k, t)| (format!("module.{k}"), t.clone())).collect());
+    let (net, report) = load_model(&prefixed, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)).unwrap();
     assert_eq!(report.prefix, "module.");
-    assert_close(
-        "module.-prefixed",
-        &net.forward(input).unwrap(),
-        &expected,
-        0.0,
-    );
-    let explicit = LoadOptions {
-        prefix: Some("module.".into()),
-        ..LoadOptions::default()
-    };
+    assert_close("module.-prefixed", &net.forward(input).unwrap(), &expected, 0.0);
+    let explicit = LoadOptions { prefix: Some("module.".into()), ..LoadOptions::default() };
     assert!(load_model(&prefixed, &explicit, |vb| IResNet::new(&tiny_cfg(), vb)).is_ok());
-    let wrong = LoadOptions {
-        prefix: Some("first_stage_model.".into()),
-        ..LoadOptions::default()
-    };
+    let wrong = LoadOptions { prefix: Some("first_stage_model.".into()), ..LoadOptions::default() };
     assert!(load_model(&prefixed, &wrong, |vb| IResNet::new(&tiny_cfg(), vb)).is_err());
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("iresnet_tiny.safetensors");
     dict.save_safetensors(&path).unwrap();
-    let (net, report) = load_model_from_file(&path, &LoadOptions::default(), |vb| {
-        IResNet::new(&tiny_cfg(), vb)
-    })
-    .unwrap();
+    let (net, report) = load_model_from_file(&path, &LoadOptions::default(), |vb| IResNet::new(&tiny_cfg(), vb)).unwrap();
     assert_eq!(report.consumed.len(), 115);
-    assert_close(
-        "from safetensors",
-        &net.forward(input).unwrap(),
-        &expected,
-        0.0,
-    );
+    assert_close("from safetensors", &net.forward(input).unwrap(), &expected, 0.0);
 }
 
 #[test]
@@ -239,14 +151,7 @@ fn one_call_loaders_read_the_official_files() {
     )
     .unwrap();
     assert_eq!(vq.decoder.quantizer().codebook_shape(), (64, 3));
-    let net =
-        idflow_models::pretrained::load_iresnet(fixture("iresnet_tiny.pth"), &tiny_cfg(), &opts)
-            .unwrap();
+    let net = idflow_models::pretrained::load_iresnet(fixture("iresnet_tiny.pth"), &tiny_cfg(), &opts).unwrap();
     let io = load_io("iresnet_tiny_io.safetensors");
-    assert_close(
-        "load_iresnet",
-        &net.forward(get(&io, "input")).unwrap(),
-        get(&io, "features"),
-        1e-4,
-    );
+    assert_close("load_iresnet", &net.forward(get(&io, "input")).unwrap(), get(&io, "features"), 1e-4);
 }

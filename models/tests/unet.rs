@@ -31,17 +31,11 @@ fn tiny_config_matches_the_fixture_json() {
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut eps_model = json["eps_model"].clone();
     eps_model.as_object_mut().unwrap().remove("_target_");
-    eps_model
-        .as_object_mut()
-        .unwrap()
-        .remove("n_context_classes");
+    eps_model.as_object_mut().unwrap().remove("n_context_classes");
     let cfg: UNetConfig = serde_json::from_value(eps_model).unwrap();
     assert_eq!(cfg, tiny_config());
     assert_eq!(cfg.channels_per_level(), vec![32, 32, 64, 64]);
-    assert_eq!(
-        parameter_count(&cfg).unwrap(),
-        json["derived"]["n_parameters"].as_u64().unwrap() as usize
-    );
+    assert_eq!(parameter_count(&cfg).unwrap(), json["derived"]["n_parameters"].as_u64().unwrap() as usize);
 }
 
 #[test]
@@ -49,10 +43,7 @@ fn tiny_unet_matches_official_outputs() {
     let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
     assert_eq!(dict.len(), 846);
     let cfg = tiny_config();
-    let (unet, report) = load_model(&dict, &LoadOptions::default(), |vb| {
-        ConditionalUNet::new(&cfg, vb)
-    })
-    .unwrap();
+    let (unet, report) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap();
     assert_eq!(report.prefix, "eps_model.");
     assert_eq!(report.consumed.len(), 838);
     assert!(report.unexpected.is_empty() && report.missing.is_empty());
@@ -62,12 +53,7 @@ fn tiny_unet_matches_official_outputs() {
     let io = load_io("idiff_unet_tiny_io.safetensors");
     let (x, t, context) = (get(&io, "x"), get(&io, "t"), get(&io, "context"));
 
-    assert_close(
-        "time_embedding",
-        &unet.time_embedding(t).unwrap(),
-        get(&io, "time_embedding"),
-        1e-4,
-    );
+    assert_close("time_embedding", &unet.time_embedding(t).unwrap(), get(&io, "time_embedding"), 1e-4);
     let c = unet.context_embedding(context).unwrap().unwrap();
     assert_close("context_embedding", &c, get(&io, "context_embedding"), 1e-4);
 
@@ -75,86 +61,48 @@ fn tiny_unet_matches_official_outputs() {
     assert_close("eps", &eps, get(&io, "eps"), 1e-4);
 
     let eps_empty = unet.forward(x, t, None, None).unwrap();
-    assert_close(
-        "eps_empty_context",
-        &eps_empty,
-        get(&io, "eps_empty_context"),
-        1e-4,
-    );
+    assert_close("eps_empty_context", &eps_empty, get(&io, "eps_empty_context"), 1e-4);
 
     let mask = get(&io, "dropout_mask");
     let eps_masked = unet.forward(x, t, Some(context), Some(mask)).unwrap();
-    assert_close(
-        "eps_dropout_mask",
-        &eps_masked,
-        get(&io, "eps_dropout_mask"),
-        1e-4,
-    );
+    assert_close("eps_dropout_mask", &eps_masked, get(&io, "eps_dropout_mask"), 1e-4);
     // the masked row equals the empty-context row
-    assert_close(
-        "masked row == empty row",
-        &eps_masked.get(1).unwrap(),
-        &eps_empty.get(1).unwrap(),
-        1e-6,
-    );
+    assert_close("masked row == empty row", &eps_masked.get(1).unwrap(), &eps_empty.get(1).unwrap(), 1e-6);
 }
 
 #[test]
 fn context_dropout_only_in_training() {
     let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
     let cfg = tiny_config();
-    let (unet, _) = load_model(&dict, &LoadOptions::default(), |vb| {
-        ConditionalUNet::new(&cfg, vb)
-    })
-    .unwrap();
+    let (unet, _) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap();
     let io = load_io("idiff_unet_tiny_io.safetensors");
     let (x, t, context) = (get(&io, "x"), get(&io, "t"), get(&io, "context"));
     let eval = unet.forward(x, t, Some(context), None).unwrap();
     let mut rng = idflow_dataset::rng::KeyedRng::new(&[1, 2, 3]);
-    let train = unet
-        .forward_train(x, t, Some(context), None, &mut rng)
-        .unwrap();
+    let train = unet.forward_train(x, t, Some(context), None, &mut rng).unwrap();
     let d = common::max_abs_diff(&eval, &train);
-    assert!(
-        d > 1e-3,
-        "training-mode context dropout changed nothing ({d})"
-    );
+    assert!(d > 1e-3, "training-mode context dropout changed nothing ({d})");
     let mut rng = idflow_dataset::rng::KeyedRng::new(&[1, 2, 3]);
-    let again = unet
-        .forward_train(x, t, Some(context), None, &mut rng)
-        .unwrap();
+    let again = unet.forward_train(x, t, Some(context), None, &mut rng).unwrap();
     assert_close("same key, same dropout", &train, &again, 0.0);
 }
 
 #[test]
 fn official_full_configs_have_the_published_parameter_counts() {
-    assert_eq!(
-        parameter_count(&UNetConfig::idiff_face_ca()).unwrap(),
-        216_341_187
-    );
+    assert_eq!(parameter_count(&UNetConfig::idiff_face_ca()).unwrap(), 216_341_187);
     // `unet_cond_adagn*.yaml` state `# PARAMS: 134595939` (the unconditional YAML repeats the
     // same comment, but without the context layers it is 2,203,776 smaller).
-    let cond_adagn = UNetConfig {
-        condition_type: ConditionType::AdaGn,
-        ..UNetConfig::idiff_face_ca()
-    };
+    let cond_adagn = UNetConfig { condition_type: ConditionType::AdaGn, ..UNetConfig::idiff_face_ca() };
     assert_eq!(parameter_count(&cond_adagn).unwrap(), 134_595_939);
 }
 
 #[test]
 fn unconditional_and_adagn_variants_run() {
     let dev = candle_core::Device::Cpu;
-    for (cond, conditional) in [
-        (ConditionType::AdaGn, true),
-        (ConditionType::AdaGn, false),
-        (ConditionType::DiffAe, true),
-        (ConditionType::AddPlusGn, true),
-    ] {
-        let cfg = UNetConfig {
-            condition_type: cond,
-            is_context_conditional: conditional,
-            ..tiny_config()
-        };
+    for (cond, conditional) in
+        [(ConditionType::AdaGn, true), (ConditionType::AdaGn, false), (ConditionType::DiffAe, true), (ConditionType::AddPlusGn, true)]
+    {
+        let cfg = UNetConfig { condition_type: cond, is_context_conditional: conditional, ..tiny_config() };
         let varmap = candle_nn::VarMap::new();
         let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let unet = ConditionalUNet::new(&cfg, vb).unwrap();

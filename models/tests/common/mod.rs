@@ -10,12 +10,7 @@ use candle_core::{DType, Device, Tensor};
 pub fn reference_dir() -> PathBuf {
     std::env::var_os("IDFLOW_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures/reference"
-            ))
-        })
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")))
 }
 
 /// Path of a fixture file; panics with a clear message when it is missing.
@@ -32,37 +27,20 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Loads a safetensors fixture into a map.
 pub fn load_io(name: &str) -> HashMap<String, Tensor> {
     let p = fixture(name);
-    candle_core::safetensors::load(&p, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+    candle_core::safetensors::load(&p, &Device::Cpu).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
 /// A tensor of a fixture map, by key.
 pub fn get<'a>(io: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    io.get(key)
-        .unwrap_or_else(|| panic!("fixture has no key {key}"))
+    io.get(key).unwrap_or_else(|| panic!("fixture has no key {key}"))
 }
 
 /// Maximum absolute difference of two tensors of equal shape (compared in f64).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let b = b
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 /// Asserts `max |a − b| ≤ tol`, naming the quantity.
