@@ -11,11 +11,14 @@
 //! - after every worker has finished, worker 0 writes `_manifest.json` (shards, row counts,
 //!   sha256, pipeline and idflow version), itself atomically.
 
-use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, Started, Task, TaskContext};
+
+mod other;
+pub(crate) use other::file_info;
 use crate::batch::{str_column, u64_column};
 use crate::fsutil::{atomic_write, sha256_file};
 use crate::spec::ConfigError;
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray, UInt64Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -37,13 +40,29 @@ pub fn info() -> OperatorInfo {
 }
 
 const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "format", ty: "string", default: "parquet", doc: "output format: parquet" },
+    ParamDoc { name: "format", ty: "string", default: "parquet", doc: "parquet | image-folder | tfrecord | recordio" },
     ParamDoc { name: "path", ty: "path", default: "required", doc: "output directory" },
     ParamDoc { name: "rows_per_shard", ty: "integer", default: "10000", doc: "maximum rows per shard file" },
     ParamDoc { name: "image_column", ty: "string", default: "image", doc: "encoded-image column stored as the HF image struct (if present)" },
     ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "columns to write (others are passed on but not written)" },
     ParamDoc { name: "zstd_level", ty: "integer", default: "3", doc: "zstd compression level (1-22)" },
+    ParamDoc { name: "name", ty: "string", default: "train", doc: "tfrecord: shard and index name (`<name>-00000.tfrecord`, `<name>.index`)" },
+    ParamDoc { name: "image_size", ty: "[h, w]", default: "[112, 112]", doc: "recordio: image size recorded in `property`" },
 ];
+
+/// Output formats of `write-records`.
+#[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Sharded Parquet with the Hugging Face image struct.
+    Parquet,
+    /// `root/<identity>/<sample>.<ext>` plus `images.lst`.
+    ImageFolder,
+    /// TFace TFRecord shards plus `<name>.index`.
+    Tfrecord,
+    /// insightface RecordIO (`train.rec`, `train.idx`, `property`).
+    Recordio,
+}
 
 /// Name of the manifest file in an output directory.
 pub const MANIFEST: &str = "_manifest.json";
@@ -52,7 +71,7 @@ pub const MANIFEST: &str = "_manifest.json";
 #[serde(deny_unknown_fields)]
 struct Params {
     #[serde(default = "default_format")]
-    format: String,
+    format: Format,
     path: PathBuf,
     #[serde(default = "default_rows_per_shard")]
     rows_per_shard: usize,
@@ -62,10 +81,21 @@ struct Params {
     columns: Option<Vec<String>>,
     #[serde(default = "default_zstd")]
     zstd_level: i32,
+    #[serde(default = "default_name")]
+    name: String,
+    #[serde(default = "default_image_size")]
+    image_size: [u32; 2],
 }
 
-fn default_format() -> String {
-    "parquet".into()
+fn default_name() -> String {
+    "train".into()
+}
+fn default_image_size() -> [u32; 2] {
+    [112, 112]
+}
+
+fn default_format() -> Format {
+    Format::Parquet
 }
 fn default_rows_per_shard() -> usize {
     10_000
@@ -79,8 +109,8 @@ fn default_zstd() -> i32 {
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let p: Params = ctx.node.parse_params()?;
-    if p.format != "parquet" {
-        return Err(ctx.node.error(Some("format"), format!("unknown format `{}`; supported: parquet", p.format)));
+    if p.name.is_empty() || p.name.contains(['/', '\\', '\t', '\n']) {
+        return Err(ctx.node.error(Some("name"), "must be a plain file name"));
     }
     if p.rows_per_shard == 0 {
         return Err(ctx.node.error(Some("rows_per_shard"), "must be at least 1"));
@@ -88,7 +118,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if ZstdLevel::try_new(p.zstd_level).is_err() {
         return Err(ctx.node.error(Some("zstd_level"), "must be between 1 and 22"));
     }
-    Ok(Arc::new(WriteParquet {
+    Ok(Arc::new(WriteRecords {
         p,
         node: ctx.node.id.clone(),
         pipeline: ctx.pipeline.clone(),
@@ -97,7 +127,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }))
 }
 
-struct WriteParquet {
+struct WriteRecords {
     p: Params,
     node: String,
     pipeline: String,
@@ -105,7 +135,8 @@ struct WriteParquet {
     seed: u64,
 }
 
-fn shard_info_schema() -> SchemaRef {
+/// Schema of the commit rows: one per file written.
+pub(crate) fn shard_info_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("shard", DataType::Utf8, false),
         Field::new("rows", DataType::UInt64, false),
@@ -178,22 +209,38 @@ fn file_schema(p: &Params, input: &Schema) -> Result<SchemaRef, String> {
         Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
 }
 
-impl Operator for WriteParquet {
+impl Operator for WriteRecords {
     fn role(&self) -> Role {
         Role::Sink
     }
 
     fn required_columns(&self) -> Vec<ColumnReq> {
-        match &self.p.columns {
-            Some(cols) if cols.contains(&self.p.image_column) => vec![ColumnReq::new(&self.p.image_column, ColumnType::Bytes)],
-            _ => Vec::new(),
+        let image = ColumnReq::new(&self.p.image_column, ColumnType::Bytes);
+        let identity = ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32));
+        match self.p.format {
+            Format::Parquet => match &self.p.columns {
+                Some(cols) if cols.contains(&self.p.image_column) => vec![image],
+                _ => Vec::new(),
+            },
+            Format::ImageFolder | Format::Tfrecord | Format::Recordio => vec![identity, image],
         }
     }
 
     fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
         let input = inputs.first().ok_or("write-records needs an input")?;
-        file_schema(&self.p, input)?;
+        if self.p.format == Format::Parquet {
+            file_schema(&self.p, input)?;
+        }
         Ok(input.clone())
+    }
+
+    /// TFRecord and RecordIO are single files (plus an index) written in identity order: all
+    /// rows go to worker 0.
+    fn routing(&self) -> Routing {
+        match self.p.format {
+            Format::Parquet | Format::ImageFolder => Routing::Local,
+            Format::Tfrecord | Format::Recordio => Routing::Single,
+        }
     }
 
     fn has_commit(&self) -> bool {
@@ -202,13 +249,19 @@ impl Operator for WriteParquet {
 
     /// Clears what an earlier run left in the output directory (shards, temporary files,
     /// manifest), so the directory ends up holding exactly this run's dataset.
+    /// (Image folders are never cleared: the directory may hold other data.)
     fn prepare(&self) -> OpResult<()> {
         let Ok(entries) = std::fs::read_dir(&self.p.path) else { return Ok(()) };
+        let tf_prefix = format!("{}-", self.p.name);
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = (name.starts_with("part-") && name.ends_with(".parquet"))
-                || (name.starts_with(".part-") && name.ends_with(".tmp"))
-                || name == MANIFEST;
+            let stale = match self.p.format {
+                Format::Parquet => {
+                    (name.starts_with("part-") && name.ends_with(".parquet")) || (name.starts_with(".part-") && name.ends_with(".tmp"))
+                }
+                Format::Tfrecord => name.starts_with(&tf_prefix) && name.ends_with(".tfrecord"),
+                Format::ImageFolder | Format::Recordio => false,
+            } || name == MANIFEST;
             if stale {
                 std::fs::remove_file(entry.path())
                     .map_err(|e| OpError::new(format!("node `{}`: cannot remove stale {}: {e}", self.node, entry.path().display())))?;
@@ -220,18 +273,26 @@ impl Operator for WriteParquet {
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         std::fs::create_dir_all(&self.p.path)
             .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.path.display())))?;
-        Ok(Started::Task(Box::new(ShardWriter {
-            p: self.p.clone(),
-            worker: ctx.partition.worker,
-            peers: ctx.partition.peers,
-            seq: 0,
-            open: None,
-            file_schema: None,
-            node: self.node.clone(),
-        })))
+        let node = self.node.clone();
+        let task: Box<dyn Task> = match self.p.format {
+            Format::Parquet => Box::new(ShardWriter {
+                p: self.p.clone(),
+                worker: ctx.partition.worker,
+                peers: ctx.partition.peers,
+                seq: 0,
+                open: None,
+                file_schema: None,
+                node,
+            }),
+            Format::ImageFolder => Box::new(other::FolderWriter::new(self.p.path.clone(), self.p.image_column.clone(), node)),
+            Format::Tfrecord => Box::new(other::TfWriter::new(self.p.path.clone(), self.p.name.clone(), self.p.rows_per_shard, self.p.image_column.clone(), node)),
+            Format::Recordio => Box::new(other::RecordIoWriter::new(self.p.path.clone(), self.p.image_size, self.p.image_column.clone(), node)),
+        };
+        Ok(Started::Task(task))
     }
 
     fn commit(&self, rows: Vec<RecordBatch>) -> OpResult<()> {
+        let rows = if self.p.format == Format::ImageFolder { vec![self.write_image_list(&rows)?] } else { rows };
         let mut shards = Vec::new();
         for b in &rows {
             let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
@@ -246,8 +307,9 @@ impl Operator for WriteParquet {
         shards.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
         let total: u64 = shards.iter().filter_map(|s| s["rows"].as_u64()).sum();
         let pipeline_sha = sha256_file(&self.pipeline_file).ok();
+        let format = serde_json::to_value(self.p.format).unwrap_or_default();
         let manifest = serde_json::json!({
-            "format": "parquet",
+            "format": format,
             "idflow_version": env!("CARGO_PKG_VERSION"),
             "pipeline": {"name": self.pipeline, "file": self.pipeline_file.display().to_string(), "sha256": pipeline_sha, "seed": self.seed},
             "node": self.node,
@@ -325,18 +387,8 @@ impl ShardWriter {
         file.sync_all().map_err(|e| self.err(e))?;
         drop(file);
         let final_path = self.p.path.join(&shard.name);
-        let sha = sha256_file(&shard.tmp).map_err(|e| self.err(e))?;
-        let bytes = std::fs::metadata(&shard.tmp).map_err(|e| self.err(e))?.len();
         std::fs::rename(&shard.tmp, &final_path).map_err(|e| self.err(format!("cannot rename to {}: {e}", final_path.display())))?;
-        out.commit.push(RecordBatch::try_new(
-            shard_info_schema(),
-            vec![
-                Arc::new(StringArray::from(vec![shard.name])),
-                Arc::new(UInt64Array::from(vec![shard.rows as u64])),
-                Arc::new(StringArray::from(vec![sha])),
-                Arc::new(UInt64Array::from(vec![bytes])),
-            ],
-        )?);
+        out.commit.push(file_info(&self.p.path, &final_path, shard.rows as u64).map_err(|e| self.err(e))?);
         Ok(())
     }
 }
@@ -383,6 +435,22 @@ impl Task for ShardWriter {
             drop(shard.writer);
             let _ = std::fs::remove_file(&shard.tmp);
         }
+    }
+}
+
+impl WriteRecords {
+    /// Writes `images.lst` (`path\tlabel`, sorted) from the image-folder commit rows.
+    fn write_image_list(&self, rows: &[RecordBatch]) -> OpResult<RecordBatch> {
+        let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
+        let mut entries: Vec<(PathBuf, usize)> = Vec::new();
+        for b in rows {
+            let (paths, labels) = (str_column(b, "path").map_err(err)?, crate::batch::u32_column(b, "label").map_err(err)?);
+            entries.extend((0..b.num_rows()).map(|i| (PathBuf::from(paths.value(i)), labels.value(i) as usize)));
+        }
+        entries.sort();
+        let list = self.p.path.join("images.lst");
+        idflow_dataset::formats::image_folder::write_image_list(&list, &entries).map_err(|e| err(e.to_string()))?;
+        file_info(&self.p.path, &list, entries.len() as u64).map_err(err)
     }
 }
 

@@ -73,6 +73,28 @@ enum Command {
         /// Show only this operator.
         name: Option<String>,
     },
+    /// Toy-world utilities.
+    Toy {
+        #[command(subcommand)]
+        command: ToyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToyCommand {
+    /// Write the five toy verification benchmarks (toy_lfw, toy_cfp_fp, toy_cplfw, toy_agedb,
+    /// toy_calfw) as verification `.bin` files.
+    Benchmarks {
+        /// Output folder.
+        #[arg(long, default_value = "out/toy/benchmarks")]
+        out: PathBuf,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Toy-world seed.
+        #[arg(long, default_value_t = 0)]
+        world: u64,
+    },
 }
 
 fn load_plan(args: &PipelineArgs) -> Result<plan::Plan, spec::ConfigError> {
@@ -136,6 +158,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !found {
                 anyhow::bail!("no operator named `{}`", name.unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Toy { command: ToyCommand::Benchmarks { out, size, world } } => {
+            let files = idflow_dataset::toy::benchmarks::write_benchmarks(&out, size, world)
+                .with_context(|| format!("cannot write the toy benchmarks to {}", out.display()))?;
+            for f in files {
+                println!("{}", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,68 @@
+//! `bin`: a verification pair file (LFW, CFP-FP, AgeDB-30, CALFW, CPLFW, or the toy ones):
+//! two rows per pair (`member` 0 and 1), pairs split among workers by pair number.
+
+use crate::operators::{OpResult, Partition, SourceTask};
+use arrow_array::{ArrayRef, BinaryArray, BooleanArray, RecordBatch, UInt32Array, UInt8Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use idflow_dataset::formats::verification_bin::read_bin;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rows of a verification file.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pair", DataType::UInt32, false),
+        Field::new("member", DataType::UInt8, false),
+        Field::new("issame", DataType::Boolean, false),
+        Field::new("image", DataType::Binary, false),
+    ]))
+}
+
+/// This worker's pairs, already in memory (verification files are small).
+pub struct BinTask {
+    rows: Vec<(u32, u8, bool, Vec<u8>)>,
+    next: usize,
+    batch_rows: usize,
+}
+
+impl BinTask {
+    /// Reads the file and keeps this worker's pairs.
+    pub fn open(path: &Path, part: &Partition, batch_rows: usize) -> Result<Self, String> {
+        let bin = read_bin(path).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut images = bin.images.into_iter();
+        for (pair, &same) in bin.issame.iter().enumerate() {
+            let (Some(a), Some(b)) = (images.next(), images.next()) else {
+                return Err(format!("{}: {} pairs but fewer images", path.display(), bin.issame.len()));
+            };
+            if part.owns(pair as u64) {
+                let pair = pair as u32;
+                rows.push((pair, 0, same, a));
+                rows.push((pair, 1, same, b));
+            }
+        }
+        Ok(Self { rows, next: 0, batch_rows })
+    }
+}
+
+impl SourceTask for BinTask {
+    fn expected_rows(&self) -> Option<u64> {
+        Some(self.rows.len() as u64)
+    }
+
+    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
+        if self.next >= self.rows.len() {
+            return Ok(None);
+        }
+        let end = (self.next + self.batch_rows).min(self.rows.len());
+        let chunk = &self.rows[self.next..end];
+        self.next = end;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.0))),
+            Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| r.1))),
+            Arc::new(BooleanArray::from(chunk.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(BinaryArray::from_iter_values(chunk.iter().map(|r| r.3.as_slice()))),
+        ];
+        Ok(Some(RecordBatch::try_new(schema(), cols)?))
+    }
+}

@@ -1,0 +1,145 @@
+//! `parquet`: a Parquet file or a folder of shards (any producer; idflow's own output reads
+//! back as it was written: a Hugging Face image struct `{bytes, path}` becomes a binary column
+//! again). With an `identity` column, rows are split among workers by identity; otherwise by
+//! file.
+
+use crate::operators::{OpError, OpResult, Partition, SourceTask};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The Parquet files under `root` (the file itself, or the folder's visible `*.parquet`, sorted).
+pub fn files(root: &Path) -> Result<Vec<PathBuf>, String> {
+    if root.is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| format!("cannot list {}: {e} (a Parquet source must exist when the pipeline is planned)", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        return Err(format!("{}: no .parquet files", root.display()));
+    }
+    Ok(v)
+}
+
+/// Whether a field is the Hugging Face image struct.
+fn is_hf_image(f: &Field) -> bool {
+    matches!(f.data_type(), DataType::Struct(children)
+        if children.iter().any(|c| c.name() == "bytes" && matches!(c.data_type(), DataType::Binary | DataType::LargeBinary)))
+}
+
+fn file_schema(path: &Path) -> Result<SchemaRef, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(b.schema().clone())
+}
+
+/// The rows' schema: the first file's, projected to `columns`, image structs as binary.
+pub fn schema(root: &Path, columns: Option<&[String]>) -> Result<SchemaRef, String> {
+    let first = files(root)?.remove(0);
+    let s = file_schema(&first)?;
+    let mut fields = Vec::new();
+    let wanted: Vec<String> = match columns {
+        Some(c) => c.to_vec(),
+        None => s.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    for name in &wanted {
+        let f = s.field_with_name(name).map_err(|_| format!("{}: no column `{name}`", first.display()))?;
+        if is_hf_image(f) {
+            fields.push(Field::new(f.name(), DataType::Binary, f.is_nullable()));
+        } else {
+            fields.push(f.clone().with_metadata(f.metadata().clone()));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Reads the files in order, keeping this worker's rows.
+pub struct ParquetTask {
+    files: Vec<PathBuf>,
+    file_index: usize,
+    reader: Option<ParquetRecordBatchReader>,
+    schema: SchemaRef,
+    part: Partition,
+    by_identity: bool,
+}
+
+impl ParquetTask {
+    /// Prepares to read `root` with the planned `schema`.
+    pub fn open(root: &Path, schema: SchemaRef, part: &Partition, batch_rows: usize) -> Result<Self, String> {
+        let _ = batch_rows;
+        let files = files(root)?;
+        let by_identity = schema.field_with_name("identity").is_ok_and(|f| matches!(f.data_type(), DataType::UInt32 | DataType::UInt64));
+        Ok(Self { files, file_index: 0, reader: None, schema, part: part.clone(), by_identity })
+    }
+
+    fn convert(&self, b: RecordBatch, path: &Path) -> Result<RecordBatch, String> {
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        for f in self.schema.fields() {
+            let c = b.column_by_name(f.name()).ok_or_else(|| format!("{}: no column `{}`", path.display(), f.name()))?;
+            if matches!(c.data_type(), DataType::Struct(_)) && f.data_type() == &DataType::Binary {
+                let s = c.as_struct();
+                let bytes = s.column_by_name("bytes").ok_or("image struct without bytes")?;
+                let bytes = arrow_select::take::take(bytes.as_ref(), &arrow_array::UInt32Array::from_iter_values(0..b.num_rows() as u32), None)
+                    .map_err(|e| e.to_string())?;
+                cols.push(if bytes.data_type() == &DataType::Binary {
+                    bytes
+                } else {
+                    Arc::new(arrow_array::BinaryArray::from_iter(bytes.as_binary::<i64>().iter()))
+                });
+            } else if c.data_type() != f.data_type() {
+                return Err(format!("{}: column `{}` is {}, the first file has {}", path.display(), f.name(), c.data_type(), f.data_type()));
+            } else {
+                cols.push(c.clone());
+            }
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())?;
+        if !self.by_identity {
+            return Ok(batch);
+        }
+        let ids = batch.column_by_name("identity").ok_or("no identity")?;
+        let keep: BooleanArray = (0..batch.num_rows()).map(|i| crate::batch::id_value(ids.as_ref(), i).map(|v| self.part.owns(v))).collect();
+        arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
+    }
+}
+
+impl SourceTask for ParquetTask {
+    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
+        loop {
+            if self.reader.is_none() {
+                // Without identities, whole files are split among workers.
+                while self.file_index < self.files.len() && !self.by_identity && !self.part.owns(self.file_index as u64) {
+                    self.file_index += 1;
+                }
+                let Some(path) = self.files.get(self.file_index) else { return Ok(None) };
+                let f = std::fs::File::open(path).map_err(|e| OpError::new(format!("cannot open {}: {e}", path.display())))?;
+                let r = ParquetRecordBatchReaderBuilder::try_new(f)
+                    .and_then(|b| b.build())
+                    .map_err(|e| OpError::new(format!("{}: {e}", path.display())))?;
+                self.reader = Some(r);
+            }
+            let path = self.files[self.file_index].clone();
+            match self.reader.as_mut().and_then(|r| r.next()) {
+                Some(Ok(b)) => {
+                    let b = self.convert(b, &path).map_err(OpError::new)?;
+                    if b.num_rows() > 0 {
+                        return Ok(Some(b));
+                    }
+                }
+                Some(Err(e)) => return Err(OpError::new(format!("{}: {e}", path.display()))),
+                None => {
+                    self.reader = None;
+                    self.file_index += 1;
+                }
+            }
+        }
+    }
+}
