@@ -50,6 +50,7 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "limit_per_identity", ty: "integer", default: "all", doc: "image-folder: read only the first N files of each identity (sorted)" },
     ParamDoc { name: "dim", ty: "integer", default: "512", doc: "contexts: context width (checked against the file)" },
     ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "parquet: columns to read" },
+    ParamDoc { name: "schema", ty: "map column -> type", default: "from the file", doc: "parquet: declared columns (uint32, uint64, int64, float32, float64, bool, utf8, binary, float32[N]) for data that does not exist yet at planning time" },
     ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
 ];
 
@@ -89,6 +90,8 @@ struct Params {
     dim: usize,
     #[serde(default)]
     columns: Option<Vec<String>>,
+    #[serde(default)]
+    schema: Option<indexmap::IndexMap<String, String>>,
     #[serde(default = "default_batch_rows")]
     batch_rows: usize,
 }
@@ -121,7 +124,10 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         Format::Bin => bin::schema(),
         Format::Contexts => contexts::schema(p.dim),
         // Parquet's schema comes from the data: it must exist when the pipeline is planned.
-        Format::Parquet => parquet_files::schema(&p.root, p.columns.as_deref()).map_err(|e| ctx.node.error(Some("root"), e))?,
+        Format::Parquet => match &p.schema {
+            Some(declared) => parquet_files::declared_schema(declared).map_err(|e| ctx.node.error(Some("schema"), e))?,
+            None => parquet_files::schema(&p.root, p.columns.as_deref()).map_err(|e| ctx.node.error(Some("root"), e))?,
+        },
     };
     Ok(Arc::new(Read { p, schema, node: ctx.node.id.clone() }))
 }

@@ -62,6 +62,35 @@ pub fn schema(root: &Path, columns: Option<&[String]>) -> Result<SchemaRef, Stri
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// A schema declared in the pipeline (`name: type`), for Parquet data that a previous pipeline
+/// will write: `uint32`, `uint64`, `int64`, `float32`, `float64`, `bool`, `utf8`, `binary`,
+/// `float32[N]` (a tensor / embedding column).
+pub fn declared_schema(declared: &indexmap::IndexMap<String, String>) -> Result<SchemaRef, String> {
+    let mut fields = Vec::new();
+    for (name, ty) in declared {
+        let t = ty.trim();
+        let dt = match t {
+            "uint32" => DataType::UInt32,
+            "uint64" => DataType::UInt64,
+            "int64" => DataType::Int64,
+            "float32" => DataType::Float32,
+            "float64" => DataType::Float64,
+            "bool" => DataType::Boolean,
+            "utf8" | "string" => DataType::Utf8,
+            "binary" | "image" => DataType::Binary,
+            _ => match t.strip_prefix("float32[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<i32>().ok()) {
+                Some(n) if n > 0 => DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), n),
+                _ => return Err(format!("column `{name}`: unknown type `{t}`")),
+            },
+        };
+        fields.push(Field::new(name, dt, true));
+    }
+    if fields.is_empty() {
+        return Err("declare at least one column".into());
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
 /// Reads the files in order, keeping this worker's rows.
 pub struct ParquetTask {
     files: Vec<PathBuf>,
@@ -95,10 +124,12 @@ impl ParquetTask {
                 } else {
                     Arc::new(arrow_array::BinaryArray::from_iter(bytes.as_binary::<i64>().iter()))
                 });
-            } else if c.data_type() != f.data_type() {
+            } else if !same_type(c.data_type(), f.data_type()) {
                 return Err(format!("{}: column `{}` is {}, the first file has {}", path.display(), f.name(), c.data_type(), f.data_type()));
-            } else {
+            } else if c.data_type() == f.data_type() {
                 cols.push(c.clone());
+            } else {
+                cols.push(arrow_cast_list(c, f.data_type())?);
             }
         }
         let batch = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())?;
@@ -142,4 +173,21 @@ impl SourceTask for ParquetTask {
             }
         }
     }
+}
+
+/// Types equal up to the nullability and name of list items.
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::FixedSizeList(x, n), DataType::FixedSizeList(y, m)) => n == m && x.data_type() == y.data_type(),
+        _ => a == b,
+    }
+}
+
+/// Rebuilds a fixed-size list with the planned item field (names / nullability differ).
+fn arrow_cast_list(c: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
+    let (DataType::FixedSizeList(item, n), Some(list)) = (to, c.as_fixed_size_list_opt()) else {
+        return Err(format!("cannot convert {} to {to}", c.data_type()));
+    };
+    let values = list.values().clone();
+    Ok(Arc::new(arrow_array::FixedSizeListArray::try_new(item.clone(), *n, values, list.nulls().cloned()).map_err(|e| e.to_string())?))
 }
