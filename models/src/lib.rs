@@ -39,6 +39,7 @@ pub mod error;
 pub mod heads;
 pub mod iresnet;
 pub mod layers;
+pub mod onnx;
 pub mod pretrained;
 pub mod sampler;
 pub mod schedule;

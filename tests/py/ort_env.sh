@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Prints the absolute path of the ONNX Runtime shared library (libonnxruntime.so.1.32.0) from the
+# PyPI `onnxruntime==1.32.0` wheel, creating a virtual environment with only that package on
+# first use. Idempotent and safe to call from parallel tests (flock). Use it as
+#   export ORT_DYLIB_PATH="$(bash tests/py/ort_env.sh)"
+# The venv lives in $IDFLOW_ORT_VENV, default <cargo target dir>/ort-venv.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+version="1.32.0"
+venv="${IDFLOW_ORT_VENV:-${CARGO_TARGET_DIR:-$root/target}/ort-venv}"
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+stamp="$venv/.onnxruntime-version"
+find_lib() {
+  "$venv/bin/python" - "$version" <<'PY'
+import pathlib, sys, sysconfig
+lib = pathlib.Path(sysconfig.get_paths()["purelib"]) / "onnxruntime" / "capi" / f"libonnxruntime.so.{sys.argv[1]}"
+print(lib.resolve() if lib.is_file() else "")
+PY
+}
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$version" ] || [ -z "$(find_lib)" ]; then
+  python3 -m venv "$venv" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "onnxruntime==$version" >&2
+  echo "$version" > "$stamp"
+fi
+lib="$(find_lib)"
+if [ -z "$lib" ]; then
+  echo "onnxruntime $version is installed in $venv but onnxruntime/capi/libonnxruntime.so.$version is missing" >&2
+  exit 1
+fi
+echo "$lib"
