@@ -6,9 +6,28 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Linear, VarBuilder};
+use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d_no_bias, BatchNorm, PRelu};
+use crate::layers::{conv2d_no_bias, subsample2d, BatchNorm, PRelu};
+
+/// Eval-mode (running statistics) or training-mode (batch statistics) BatchNorm.
+fn bn(norm: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        norm.forward_train(x)
+    } else {
+        norm.forward(x)
+    }
+}
+
+/// Keyed inverted dropout (`torch.nn.Dropout`): zero with probability `p`, scale by `1/(1 − p)`.
+fn dropout(x: &Tensor, p: f64, rng: &mut KeyedRng) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep: Vec<f32> = (0..x.elem_count()).map(|_| if rng.chance(p) { 0.0 } else { (1.0 / (1.0 - p)) as f32 }).collect();
+    x * Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?
+}
 
 /// BatchNorm epsilon of both backbones (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
@@ -76,14 +95,14 @@ impl IBasicBlock {
     }
 }
 
-impl Module for IBasicBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let out = self.bn1.forward(x)?;
-        let out = self.bn2.forward(&self.conv1.forward(&out)?)?;
+impl IBasicBlock {
+    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let out = bn(&self.bn1, x, train)?;
+        let out = bn(&self.bn2, &self.conv1.forward(&out)?, train)?;
         let out = self.prelu.forward(&out)?;
-        let out = self.bn3.forward(&self.conv2.forward(&out)?)?;
+        let out = bn(&self.bn3, &self.conv2.forward(&out)?, train)?;
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?)?,
+            Some((conv, norm)) => bn(norm, &conv.forward(x)?, train)?,
             None => x.clone(),
         };
         out + identity
@@ -129,17 +148,28 @@ impl IResNet {
     }
 }
 
+impl IResNet {
+    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = self.prelu.forward(&bn(&self.bn1, &self.conv1.forward(x)?, train)?)?;
+        for stage in &self.stages {
+            for block in stage {
+                h = block.run(&h, train)?;
+            }
+        }
+        let h = bn(&self.bn2, &h, train)?.flatten_from(1)?;
+        bn(&self.features, &self.fc.forward(&h)?, train)
+    }
+
+    /// Training-mode forward: BatchNorms use batch statistics and update their running ones.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, true)
+    }
+}
+
 impl Module for IResNet {
     /// `[B, 3, 112, 112]` → `[B, num_features]` (raw features, before L2 normalisation).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.prelu.forward(&self.bn1.forward(&self.conv1.forward(x)?)?)?;
-        for stage in &self.stages {
-            for block in stage {
-                h = block.forward(&h)?;
-            }
-        }
-        let h = self.bn2.forward(&h)?.flatten_from(1)?;
-        self.features.forward(&self.fc.forward(&h)?)
+        self.run(x, false)
     }
 }
 
@@ -177,15 +207,14 @@ impl BasicBlockIr {
     }
 }
 
-impl Module for BasicBlockIr {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl BasicBlockIr {
+    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (bn0, c1, bn2, p3, c4, bn5) = &self.res;
-        let r = bn2.forward(&c1.forward(&bn0.forward(x)?)?)?;
-        let r = bn5.forward(&c4.forward(&p3.forward(&r)?)?)?;
+        let r = bn(bn2, &c1.forward(&bn(bn0, x, train)?)?, train)?;
+        let r = bn(bn5, &c4.forward(&p3.forward(&r)?)?, train)?;
         let shortcut = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?)?,
-            // MaxPool2d(kernel 1, stride s) keeps every s-th pixel
-            None if self.stride > 1 => x.max_pool2d_with_stride(1, self.stride)?,
+            Some((conv, norm)) => bn(norm, &conv.forward(x)?, train)?,
+            None if self.stride > 1 => subsample2d(x, self.stride)?,
             None => x.clone(),
         };
         r + shortcut
@@ -199,6 +228,7 @@ pub struct IrBackbone {
     input: (Conv2d, BatchNorm, PRelu),
     body: Vec<BasicBlockIr>,
     output: (BatchNorm, Linear, BatchNorm),
+    dropout: f64,
 }
 
 impl IrBackbone {
@@ -224,20 +254,36 @@ impl IrBackbone {
             candle_nn::linear(512 * 7 * 7, 512, o.pp("3"))?,
             BatchNorm::new(512, BN_EPS, false, o.pp("4"))?,
         );
-        Ok(Self { input, body, output })
+        Ok(Self { input, body, output, dropout: 0.4 })
+    }
+}
+
+impl IrBackbone {
+    fn run(&self, x: &Tensor, dropout_rng: Option<&mut KeyedRng>) -> Result<Tensor> {
+        let train = dropout_rng.is_some();
+        let (conv, norm, prelu) = &self.input;
+        let mut h = prelu.forward(&bn(norm, &conv.forward(x)?, train)?)?;
+        for block in &self.body {
+            h = block.run(&h, train)?;
+        }
+        let (bn2d, fc, bn1d) = &self.output;
+        let mut h = bn(bn2d, &h, train)?;
+        if let Some(rng) = dropout_rng {
+            h = dropout(&h, self.dropout, rng)?;
+        }
+        bn(bn1d, &fc.forward(&h.flatten_from(1)?)?, train)
+    }
+
+    /// Training-mode forward: batch-statistics BatchNorms (running statistics updated) and
+    /// TFace's Dropout(0.4) before the final Linear, with the dropout mask drawn from `rng`.
+    pub fn forward_train(&self, x: &Tensor, rng: &mut KeyedRng) -> Result<Tensor> {
+        self.run(x, Some(rng))
     }
 }
 
 impl Module for IrBackbone {
     /// `[B, 3, 112, 112]` → `[B, 512]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (conv, bn, prelu) = &self.input;
-        let mut h = prelu.forward(&bn.forward(&conv.forward(x)?)?)?;
-        for block in &self.body {
-            h = block.forward(&h)?;
-        }
-        let (bn2d, fc, bn1d) = &self.output;
-        let h = bn2d.forward(&h)?.flatten_from(1)?;
-        bn1d.forward(&fc.forward(&h)?)
+        self.run(x, None)
     }
 }

@@ -6,7 +6,7 @@
 //! `BatchNorm` that also consumes PyTorch's `num_batches_tracked` buffer (so strict loading sees
 //! every key used), an affine-free BatchNorm variant, and `PReLU` with per-channel slopes.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
@@ -91,48 +91,94 @@ impl Module for Pointwise {
     }
 }
 
-/// `torch.nn.BatchNorm{1,2}d` in eval mode: normalises with the running statistics.
+/// `torch.nn.BatchNorm{1,2}d`.
 ///
-/// `affine = false` (TFace's final `BatchNorm1d`) has no `weight`/`bias`. The optional
-/// `num_batches_tracked` buffer is read (and so counted as consumed) when the state dict has it.
+/// Eval mode ([`Module::forward`]) normalises with the running statistics; training mode
+/// ([`BatchNorm::forward_train`]) with the batch statistics and updates the running ones like
+/// PyTorch (momentum 0.1, unbiased variance). `affine = false` (TFace's final `BatchNorm1d`) has
+/// no `weight`/`bias`. The optional `num_batches_tracked` buffer is read (and so counted as
+/// consumed) when the state dict has it. Running statistics loaded from a `VarMap` stay shared
+/// with it, so saving the map saves the updated statistics.
 #[derive(Clone, Debug)]
 pub struct BatchNorm {
-    scale: Tensor,
-    shift: Tensor,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
 }
 
 impl BatchNorm {
     /// Loads `BatchNorm(channels, eps)` with or without affine parameters.
     pub fn new(channels: usize, eps: f64, affine: bool, vb: VarBuilder) -> Result<Self> {
         // initial values (used when training from scratch) are PyTorch's
-        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
-        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        let running_mean = Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
+        let running_var = Var::from_tensor(&vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?;
         if vb.contains_tensor("num_batches_tracked") {
             let _ = vb.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
         }
-        let inv_std = (running_var + eps)?.sqrt()?.recip()?;
-        let (scale, shift) = if affine {
-            let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
-            let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
-            let scale = (&weight * &inv_std)?;
-            let shift = (bias - (&running_mean * &scale)?)?;
-            (scale, shift)
+        let (weight, bias) = if affine {
+            (Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?), Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?))
         } else {
-            let shift = (&running_mean * &inv_std)?.neg()?;
-            (inv_std, shift)
+            (None, None)
         };
-        Ok(Self { scale, shift })
+        Ok(Self { weight, bias, running_mean, running_var, eps, momentum: 0.1 })
+    }
+
+    fn channel_shape(x: &Tensor) -> Result<Vec<usize>> {
+        if x.rank() < 2 {
+            candle_core::bail!("BatchNorm expects [B, C, ...], got {:?}", x.dims());
+        }
+        let mut dims = vec![1usize; x.rank()];
+        dims[1] = x.dim(1)?;
+        Ok(dims)
+    }
+
+    fn affine(&self, normed: Tensor, dims: &[usize]) -> Result<Tensor> {
+        match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => normed.broadcast_mul(&w.reshape(dims)?)?.broadcast_add(&b.reshape(dims)?),
+            _ => Ok(normed),
+        }
+    }
+
+    /// Training-mode forward: batch statistics, running statistics updated in place.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = Self::channel_shape(x)?;
+        let c = dims[1];
+        // [C, N] view: channels first, everything else flattened
+        let xc = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
+        let n = xc.dim(1)?;
+        if n < 2 {
+            candle_core::bail!("BatchNorm training needs more than one value per channel, got {:?}", x.dims());
+        }
+        let mean = xc.mean_keepdim(1)?;
+        let centred = xc.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
+        let normed = x.broadcast_sub(&mean.reshape(dims.as_slice())?)?.broadcast_mul(&inv_std.reshape(dims.as_slice())?)?;
+        let m = self.momentum;
+        let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        self.affine(normed, &dims)
+    }
+
+    /// The running mean and variance.
+    pub fn running_stats(&self) -> (&Tensor, &Tensor) {
+        (self.running_mean.as_tensor(), self.running_var.as_tensor())
     }
 }
 
 impl Module for BatchNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = vec![1usize; x.rank()];
-        if x.rank() < 2 {
-            candle_core::bail!("BatchNorm expects [B, C, ...], got {:?}", x.dims());
-        }
-        dims[1] = x.dim(1)?;
-        x.broadcast_mul(&self.scale.reshape(dims.clone())?)?.broadcast_add(&self.shift.reshape(dims)?)
+        let dims = Self::channel_shape(x)?;
+        let mean = self.running_mean.as_tensor().reshape(dims.as_slice())?;
+        let inv_std = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.reshape(dims.as_slice())?;
+        let normed = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+        self.affine(normed, &dims)
     }
 }
 
@@ -156,6 +202,19 @@ impl Module for PRelu {
         let w = self.weight.reshape(dims)?;
         x.relu()?.add(&x.minimum(0f32)?.broadcast_mul(&w)?)
     }
+}
+
+/// `MaxPool2d(kernel 1, stride s)`: keeps pixel (s·i, s·j). Written with reshapes and narrows
+/// because candle's max-pool has no backward pass for a kernel smaller than its stride.
+pub fn subsample2d(x: &Tensor, s: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+    x.pad_with_zeros(2, 0, oh * s - h)?
+        .pad_with_zeros(3, 0, ow * s - w)?
+        .reshape((b, c, oh, s, ow, s))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, oh, ow))
 }
 
 /// Softmax over the last axis.

@@ -11,6 +11,7 @@
 //! * [`heads`] — ArcFace, CosFace and ElasticFace margin heads.
 //! * [`checkpoint`] — official `.ckpt/.pt/.pth` and safetensors state dicts, strict loading.
 //! * [`traits`] — `Denoiser`, `FirstStage`, `FaceEncoder`: what the engine calls.
+//! * [`training`] — trainable variables and the DDPM denoising loss.
 //!
 //! Parameter paths equal the official PyTorch state-dict keys, so loading an official checkpoint
 //! is a lookup; every model is checked against golden outputs of the official code.
@@ -45,6 +46,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod torch_file;
 pub mod traits;
+pub mod training;
 pub mod unet;
 pub mod vq;
 
