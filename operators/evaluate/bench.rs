@@ -1,0 +1,367 @@
+//! Verification benchmarks: a `.bin` pair file through a face encoder and the insightface
+//! 10-fold protocol, and the paper-style results table.
+//!
+//! Embedding follows ElasticFace's `eval/verification.test`: each image is decoded to RGB,
+//! scaled `((x/255) − 0.5)/0.5` into NCHW, and passed through the backbone; with `flip` the
+//! horizontally flipped image is passed too and the two feature vectors are summed; the sum is
+//! L2-normalised (f64) and handed to
+//! [`idflow_dataset::metrics::verification::evaluate_f64`]. `xnorm` is the mean L2 norm of
+//! every raw feature vector (both views), as `test` reports it.
+//!
+//! The encoder call is written here rather than shared with the `embed` operator, which had
+//! not landed when this module was written; both follow the same preprocessing, and the
+//! `encoder:` map takes the same `checkpoint` / `config` fields (plus `flip`, `batch_size`).
+//! The protocol's `.bin` files hold aligned 112×112 faces; other sizes are resized bilinearly.
+
+use idflow_dataset::formats::verification_bin::read_bin;
+use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
+use idflow_models::checkpoint::LoadOptions;
+use idflow_models::iresnet::{IResNet, IResNetConfig};
+use idflow_models::traits::FaceEncoder;
+use std::path::{Path, PathBuf};
+
+/// The benchmark columns of the seed's results table, in order.
+pub const TABLE_COLUMNS: [&str; 5] = ["LFW", "CFP-FP", "CPLFW", "AgeDB", "CALFW"];
+
+/// The table column of a benchmark file: its stem without a `toy_` prefix, matched
+/// case-insensitively (`lfw`, `cfp_fp`/`cfp-fp`, `cplfw`, `agedb`/`agedb_30`, `calfw`); other
+/// files keep their stem.
+pub fn column_for(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let lower = stem.to_ascii_lowercase().replace('-', "_");
+    let base = lower.strip_prefix("toy_").unwrap_or(&lower);
+    match base {
+        "lfw" => "LFW".into(),
+        "cfp_fp" | "cfpfp" => "CFP-FP".into(),
+        "cplfw" => "CPLFW".into(),
+        "agedb" | "agedb_30" | "agedb30" => "AgeDB".into(),
+        "calfw" => "CALFW".into(),
+        _ => stem,
+    }
+}
+
+/// Encoder settings (`encoder:` in the node). `checkpoint` and `config` have the same shape
+/// as the `embed` operator's `encoder:`.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderParams {
+    /// ElasticFace / insightface IResNet checkpoint (`.pth` state dict, torch zip or safetensors).
+    pub checkpoint: PathBuf,
+    /// `iresnet18|34|50|100|200` (512 features; default `iresnet50`), an inline
+    /// `{layers: [a, b, c, d], num_features: n}`, or a JSON file with those fields.
+    #[serde(default)]
+    pub config: Option<EncoderConfig>,
+    /// Flip test-time augmentation (the protocol's default).
+    #[serde(default = "default_true")]
+    pub flip: bool,
+    /// Images per forward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+/// An IResNet configuration as written in YAML.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum EncoderConfig {
+    /// A preset (`iresnet50`) or a JSON file path.
+    Name(String),
+    /// The fields inline.
+    Inline(IResNetConfig),
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    32
+}
+
+impl EncoderParams {
+    /// The network configuration, or why it cannot be resolved.
+    pub fn config(&self) -> Result<IResNetConfig, String> {
+        let cfg = match &self.config {
+            None => IResNetConfig::depth(50).ok_or("iresnet50 preset missing")?,
+            Some(EncoderConfig::Inline(c)) => c.clone(),
+            Some(EncoderConfig::Name(n)) => match n.strip_prefix("iresnet").map(str::parse::<usize>) {
+                Some(Ok(depth)) => {
+                    IResNetConfig::depth(depth).ok_or_else(|| format!("unknown IResNet depth {depth}; use 18, 34, 50, 100 or 200"))?
+                }
+                _ => {
+                    let text = std::fs::read_to_string(n)
+                        .map_err(|e| format!("config `{n}` is neither a preset (iresnet50, …) nor a readable JSON file: {e}"))?;
+                    serde_json::from_str(&text).map_err(|e| format!("config file {n}: {e}"))?
+                }
+            },
+        };
+        if cfg.num_features == 0 || self.batch_size == 0 {
+            return Err("`num_features` and `batch_size` must be at least 1".into());
+        }
+        Ok(cfg)
+    }
+}
+
+/// A loaded face encoder with the protocol's preprocessing.
+pub struct Encoder {
+    net: IResNet,
+    flip: bool,
+    batch_size: usize,
+    name: String,
+}
+
+/// Side length of the protocol's aligned faces.
+const FACE: usize = 112;
+
+impl Encoder {
+    /// Loads the checkpoint (strict: every key must match the configuration).
+    pub fn load(p: &EncoderParams) -> Result<Self, String> {
+        let config = p.config()?;
+        let net = idflow_models::pretrained::load_iresnet(&p.checkpoint, &config, &LoadOptions::default())
+            .map_err(|e| format!("encoder {}: {e}", p.checkpoint.display()))?;
+        let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
+        Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name })
+    }
+
+    /// Name for the table's row (the checkpoint's file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Embeds encoded images: returns the protocol embeddings (flip-summed when `flip`,
+    /// L2-normalised, f64, row-major) with their width, and `xnorm`.
+    pub fn embed_images(&self, images: &[Vec<u8>], what: &Path) -> Result<(Vec<f64>, usize, f64), String> {
+        let mut out = Vec::new();
+        let mut dim = 0;
+        let (mut norm_sum, mut norm_count) = (0.0f64, 0usize);
+        for (chunk_no, chunk) in images.chunks(self.batch_size).enumerate() {
+            let first = chunk_no * self.batch_size;
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * FACE * FACE);
+            for (k, bytes) in chunk.iter().enumerate() {
+                decode_face(bytes, &mut pixels).map_err(|e| format!("{}: image {}: {e}", what.display(), first + k))?;
+            }
+            let views = if self.flip { vec![flip_width(&pixels), pixels] } else { vec![pixels] };
+            let mut summed: Option<Vec<f32>> = None;
+            for view in views {
+                let feats = self.forward(view, chunk.len())?;
+                dim = feats.len() / chunk.len();
+                for row in feats.chunks_exact(dim) {
+                    norm_sum += row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                    norm_count += 1;
+                }
+                summed = Some(match summed {
+                    None => feats,
+                    Some(s) => s.iter().zip(&feats).map(|(a, b)| a + b).collect(),
+                });
+            }
+            for row in summed.unwrap_or_default().chunks_exact(dim.max(1)) {
+                let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                let scale = if norm > 0.0 { 1.0 / norm } else { 1.0 };
+                out.extend(row.iter().map(|&v| v as f64 * scale));
+            }
+        }
+        let xnorm = if norm_count > 0 { norm_sum / norm_count as f64 } else { 0.0 };
+        Ok((out, dim, xnorm))
+    }
+
+    fn forward(&self, pixels: Vec<f32>, n: usize) -> Result<Vec<f32>, String> {
+        let input = candle_core::Tensor::from_vec(pixels, (n, 3, FACE, FACE), &candle_core::Device::Cpu)
+            .map_err(|e| format!("encoder input: {e}"))?;
+        let feats = self.net.embed(&input).map_err(|e| format!("encoder {}: {e}", self.name))?;
+        feats.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| format!("encoder {}: {e}", self.name))
+    }
+}
+
+/// Decodes one aligned face and appends it as CHW floats `((x/255) − 0.5)/0.5`. Faces that are
+/// not 112×112 (e.g. toy benchmarks rendered smaller) are resized bilinearly first.
+fn decode_face(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
+    let mut img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode: {e}"))?.to_rgb8();
+    if img.width() as usize != FACE || img.height() as usize != FACE {
+        img = image::imageops::resize(&img, FACE as u32, FACE as u32, image::imageops::FilterType::Triangle);
+    }
+    let raw = img.as_raw();
+    for c in 0..3 {
+        out.extend(raw.chunks_exact(3).map(|px| ((px[c] as f32 / 255.0) - 0.5) / 0.5));
+    }
+    Ok(())
+}
+
+/// Mirrors NCHW images along the width axis.
+fn flip_width(pixels: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(pixels.len());
+    for row in pixels.chunks_exact(FACE) {
+        out.extend(row.iter().rev());
+    }
+    out
+}
+
+/// The result of one benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchmarkResult {
+    /// File stem.
+    pub name: String,
+    /// Table column (`LFW`, `CFP-FP`, … or the stem).
+    pub column: String,
+    /// The `.bin` file.
+    pub path: PathBuf,
+    /// Mean L2 norm of the raw features.
+    pub xnorm: f64,
+    /// The protocol's numbers.
+    pub report: VerificationReport,
+}
+
+/// Runs one `.bin` benchmark.
+pub fn run_benchmark(path: &Path, encoder: &Encoder, n_folds: usize) -> Result<BenchmarkResult, String> {
+    let bin = read_bin(path).map_err(|e| e.to_string())?;
+    let (embeddings, dim, xnorm) = encoder.embed_images(&bin.images, path)?;
+    let report = evaluate_f64(&embeddings, dim, &bin.issame, n_folds).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(BenchmarkResult { name, column: column_for(path), path: path.to_path_buf(), xnorm, report })
+}
+
+/// The table's columns for these results: the seed's five, then any other benchmarks in the
+/// order given.
+pub fn table_columns(results: &[BenchmarkResult]) -> Vec<String> {
+    let mut cols: Vec<String> = TABLE_COLUMNS.iter().map(|s| s.to_string()).collect();
+    for r in results {
+        if !cols.contains(&r.column) {
+            cols.push(r.column.clone());
+        }
+    }
+    cols
+}
+
+/// Accuracy (in %) per column (None where absent), and the average over the present ones.
+pub fn table_values(results: &[BenchmarkResult], cols: &[String]) -> (Vec<Option<f64>>, Option<f64>) {
+    let values: Vec<Option<f64>> =
+        cols.iter().map(|c| results.iter().find(|r| &r.column == c).map(|r| 100.0 * r.report.accuracy_mean)).collect();
+    let present: Vec<f64> = values.iter().flatten().copied().collect();
+    let avg = (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+    (values, avg)
+}
+
+/// The results table in Markdown: one row (`model`), accuracy in % with two decimals, blank
+/// where a benchmark was not run; below it, a per-benchmark detail table.
+pub fn markdown_table(model: &str, results: &[BenchmarkResult]) -> String {
+    let cols = table_columns(results);
+    let (values, avg) = table_values(results, &cols);
+    let mut s = String::from("| Model |");
+    for c in &cols {
+        s.push_str(&format!(" {c} |"));
+    }
+    s.push_str(" Average |\n|---|");
+    s.push_str(&"---:|".repeat(cols.len() + 1));
+    s.push_str(&format!("\n| {model} |"));
+    for v in values.iter().chain(std::iter::once(&avg)) {
+        match v {
+            Some(x) => s.push_str(&format!(" {x:.2} |")),
+            None => s.push_str("  |"),
+        }
+    }
+    s.push_str(
+        "\n\n| Benchmark | Pairs | Accuracy (%) | Std (%) | Best thresholds | VAL@FAR=1e-3 (%) | FAR (%) |\n|---|---:|---:|---:|---|---:|---:|\n",
+    );
+    for r in results {
+        let t = &r.report;
+        s.push_str(&format!(
+            "| {} ({}) | {} | {:.2} | {:.2} | {} | {:.2} ± {:.2} | {:.3} |\n",
+            r.column,
+            r.name,
+            t.n_pairs,
+            100.0 * t.accuracy_mean,
+            100.0 * t.accuracy_std,
+            thresholds_text(&t.best_threshold_per_fold),
+            100.0 * t.val_mean,
+            100.0 * t.val_std,
+            100.0 * t.far_mean
+        ));
+    }
+    s
+}
+
+/// The results table as CSV: header `model,<columns>,Average`, accuracy in % at full precision,
+/// empty where a benchmark was not run.
+pub fn csv_table(model: &str, results: &[BenchmarkResult]) -> String {
+    let cols = table_columns(results);
+    let (values, avg) = table_values(results, &cols);
+    let mut s = String::from("model");
+    for c in &cols {
+        s.push(',');
+        s.push_str(&csv_field(c));
+    }
+    s.push_str(",Average\n");
+    s.push_str(&csv_field(model));
+    for v in values.iter().chain(std::iter::once(&avg)) {
+        s.push(',');
+        if let Some(x) = v {
+            s.push_str(&format!("{x}"));
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Distinct fold thresholds with their fold counts, most frequent first, e.g. `0.02 ×8, 0.03 ×2`.
+pub fn thresholds_text(per_fold: &[f64]) -> String {
+    let mut distinct: Vec<(f64, usize)> = Vec::new();
+    for &t in per_fold {
+        match distinct.iter_mut().find(|(v, _)| *v == t) {
+            Some((_, n)) => *n += 1,
+            None => distinct.push((t, 1)),
+        }
+    }
+    distinct.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)));
+    distinct.iter().map(|(t, n)| format!("{t:.2} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_files_map_to_the_seed_columns() {
+        for (file, col) in [
+            ("lfw.bin", "LFW"),
+            ("toy_lfw.bin", "LFW"),
+            ("cfp_fp.bin", "CFP-FP"),
+            ("toy_cfp_fp.bin", "CFP-FP"),
+            ("cplfw.bin", "CPLFW"),
+            ("agedb_30.bin", "AgeDB"),
+            ("toy_agedb.bin", "AgeDB"),
+            ("CALFW.bin", "CALFW"),
+            ("tiny_verification.bin", "tiny_verification"),
+        ] {
+            assert_eq!(column_for(Path::new(file)), col, "{file}");
+        }
+    }
+
+    #[test]
+    fn flipping_twice_is_the_identity() {
+        let px: Vec<f32> = (0..2 * 3 * FACE * FACE).map(|i| i as f32).collect();
+        let f = flip_width(&px);
+        assert_eq!(f[0], (FACE - 1) as f32);
+        assert_eq!(flip_width(&f), px);
+    }
+
+    #[test]
+    fn encoder_configs_resolve_like_embed() {
+        let parse = |yaml: serde_json::Value| serde_json::from_value::<EncoderParams>(yaml).unwrap();
+        let p = parse(serde_json::json!({"checkpoint": "a.pth"}));
+        assert_eq!(p.config().unwrap().layers, [3, 4, 14, 3]);
+        assert!(p.flip);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100"}));
+        assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": {"layers": [1, 1, 1, 1], "num_features": 16}}));
+        assert_eq!(p.config().unwrap().num_features, 16);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet7"}));
+        assert!(p.config().unwrap_err().contains("depth 7"));
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "missing.json"}));
+        assert!(p.config().unwrap_err().contains("missing.json"));
+    }
+}

@@ -1,0 +1,105 @@
+//! `evaluate` on a verification benchmark: the reference `.bin` through the reference IResNet
+//! must reproduce the official pipeline's numbers (fixtures README, section 7).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+fn reference_dir() -> PathBuf {
+    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")));
+    assert!(dir.join("README.md").is_file(), "reference fixtures not found at {} (set IDFLOW_REFERENCE_DIR)", dir.display());
+    dir
+}
+
+fn fixture(name: &str) -> PathBuf {
+    let p = reference_dir().join(name);
+    assert!(p.is_file(), "missing reference fixture {}", p.display());
+    p
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn tiny_verification_bin_matches_the_official_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let bin = fixture("tiny_verification.bin");
+    let ckpt = fixture("iresnet_tiny.pth");
+    // The fixture's config: IResNet [1,1,1,1], 16 features, flip TTA, 10 folds.
+    let pipeline = format!(
+        "name: eval-bin\nseed: 3\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n    size: 16\n  report:\n    op: evaluate\n    input: faces\n    output: {}\n    benchmarks: [{}]\n    encoder:\n      checkpoint: {}\n      config: {{layers: [1, 1, 1, 1], num_features: 16}}\n",
+        out.display(),
+        bin.display(),
+        ckpt.display()
+    );
+    write_pipeline(dir.path(), "p.yaml", &pipeline);
+    let run = idflow(dir.path(), &["run", "p.yaml", "-q"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "idflow failed: {stderr}");
+    assert!(stderr.contains("| Model | LFW | CFP-FP | CPLFW | AgeDB | CALFW | tiny_verification | Average |"), "table printed: {stderr}");
+
+    let expected = json(&fixture("verification_expected.json"))["tiny_verification_bin"].clone();
+    let metrics = json(&out.join("metrics.json"));
+    let got = &metrics["benchmarks"][0];
+    assert_eq!(got["name"], "tiny_verification");
+    assert_eq!(got["pairs"], 60);
+    // Counts and ratios exactly.
+    assert_eq!(f64s(&got["accuracy_per_fold"]), f64s(&expected["accuracy_per_fold"]));
+    assert_eq!(got["accuracy_mean"].as_f64(), expected["accuracy_mean"].as_f64());
+    assert_eq!(got["accuracy_std"].as_f64(), expected["accuracy_std"].as_f64());
+    assert_eq!(got["best_threshold_index_per_fold"], expected["best_threshold_index_per_fold"]);
+    assert_eq!(got["val_at_far_1e_3_mean"].as_f64(), expected["val_at_far_1e_3_mean"].as_f64());
+    assert_eq!(got["val_at_far_1e_3_std"].as_f64(), expected["val_at_far_1e_3_std"].as_f64());
+    assert_eq!(got["far_mean"].as_f64(), expected["far_mean"].as_f64());
+    // Thresholds to 1e-9.
+    for key in ["best_threshold_per_fold", "val_threshold_per_fold"] {
+        let (g, e) = (f64s(&got[key]), f64s(&expected[key]));
+        assert_eq!(g.len(), e.len(), "{key}");
+        for (k, (a, b)) in g.iter().zip(&e).enumerate() {
+            assert!((a - b).abs() < 1e-9, "{key}[{k}]: {a} vs {b}");
+        }
+    }
+    // The mean feature norm checks the encoder itself (fp32 backbone, ≈1e-5 absolute).
+    let (xg, xe) = (got["xnorm"].as_f64().unwrap(), expected["xnorm"].as_f64().unwrap());
+    assert!((xg - xe).abs() < 1e-4, "xnorm {xg} vs {xe}");
+
+    // Tables: the benchmark is not one of the seed's five, so it gets its own column and the
+    // five stay blank; Average is over the present one.
+    let csv = std::fs::read_to_string(out.join("benchmarks.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "model,LFW,CFP-FP,CPLFW,AgeDB,CALFW,tiny_verification,Average");
+    assert_eq!(lines[1], "iresnet_tiny,,,,,,85,85");
+    let md = std::fs::read_to_string(out.join("benchmarks.md")).unwrap();
+    assert!(md.contains("| iresnet_tiny |  |  |  |  |  | 85.00 | 85.00 |"), "{md}");
+    assert!(!out.join("dataset_metrics.md").exists(), "no embeddings in the input: no dataset metrics");
+}
+
+#[test]
+fn benchmarks_without_an_encoder_are_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "name: bad\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n  report:\n    op: evaluate\n    input: faces\n    output: out\n    benchmarks: [lfw.bin]\n";
+    write_pipeline(dir.path(), "p.yaml", pipeline);
+    let run = idflow(dir.path(), &["validate", "p.yaml"]);
+    assert_eq!(run.status.code(), Some(idflow::EXIT_CONFIG));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("encoder") && stderr.contains("report"), "{stderr}");
+}
+
+#[test]
+fn an_input_without_embeddings_and_no_benchmarks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = "name: bad\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n  report:\n    op: evaluate\n    input: faces\n    output: out\n";
+    write_pipeline(dir.path(), "p.yaml", pipeline);
+    let run = idflow(dir.path(), &["validate", "p.yaml"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("nothing to evaluate"), "{stderr}");
+}
