@@ -13,7 +13,13 @@ use arrow_schema::{DataType, SchemaRef};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod contexts;
 pub mod decode;
+pub mod decode_latent;
+pub mod diffuse;
+pub mod embed;
+pub mod filter;
+pub mod model_spec;
 pub mod read;
 pub mod toy_faces;
 pub mod write_records;
@@ -272,7 +278,7 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info()])
+    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info()])
 }
 
 /// Looks an operator up by name.
