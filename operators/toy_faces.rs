@@ -106,10 +106,16 @@ impl Operator for ToyFaces {
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
-        let identities: Vec<u32> = (0..self.p.identities).filter(|&i| ctx.partition.owns(i as u64)).collect();
+        // (identity, sample) pairs of this worker, minus what an interrupted run already wrote.
+        let per = self.p.images_per_identity;
+        let work: Vec<(u32, u32)> = (0..self.p.identities)
+            .filter(|&i| ctx.partition.owns(i as u64))
+            .flat_map(|i| (0..per).map(move |s| (i, s)))
+            .filter(|&(i, s)| !ctx.resume.is_done(i as u64, s as u64))
+            .collect();
         Ok(Started::Source(Box::new(ToyTask {
             p: self.p.clone(),
-            identities,
+            work,
             next: 0,
             schema: schema(),
             node: self.node.clone(),
@@ -119,8 +125,8 @@ impl Operator for ToyFaces {
 
 struct ToyTask {
     p: Arc<Params>,
-    identities: Vec<u32>,
-    /// Index into the flattened (identity, sample) list of this worker.
+    /// This worker's (identity, sample) pairs still to render.
+    work: Vec<(u32, u32)>,
     next: usize,
     schema: SchemaRef,
     node: String,
@@ -128,17 +134,15 @@ struct ToyTask {
 
 impl SourceTask for ToyTask {
     fn expected_rows(&self) -> Option<u64> {
-        Some(self.identities.len() as u64 * self.p.images_per_identity as u64)
+        Some(self.work.len() as u64)
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let per = self.p.images_per_identity as usize;
-        let total = self.identities.len() * per;
-        if self.next >= total {
+        if self.next >= self.work.len() {
             return Ok(None);
         }
-        let end = (self.next + self.p.batch_rows).min(total);
-        let rows: Vec<(u32, u32)> = (self.next..end).map(|k| (self.identities[k / per], (k % per) as u32)).collect();
+        let end = (self.next + self.p.batch_rows).min(self.work.len());
+        let rows: Vec<(u32, u32)> = self.work[self.next..end].to_vec();
         self.next = end;
         let mut images = Vec::with_capacity(rows.len());
         let mut params: Vec<Vec<f32>> = Vec::new();

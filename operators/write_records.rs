@@ -11,9 +11,13 @@
 //! - after every worker has finished, worker 0 writes `_manifest.json` (shards, row counts,
 //!   sha256, pipeline and idflow version), itself atomically.
 
-use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, Started, Task, TaskContext};
+use super::{
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started, Task,
+    TaskContext,
+};
 
 mod other;
+mod resume;
 pub(crate) use other::file_info;
 use crate::batch::{str_column, u64_column};
 use crate::fsutil::{atomic_write, sha256_file};
@@ -66,6 +70,9 @@ pub enum Format {
 
 /// Name of the manifest file in an output directory.
 pub const MANIFEST: &str = "_manifest.json";
+
+/// Marker of a run in progress (its plan fingerprint), removed when the manifest is written.
+pub const PROGRESS: &str = "_progress.json";
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +131,8 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         pipeline: ctx.pipeline.clone(),
         pipeline_file: ctx.pipeline_file.clone(),
         seed: ctx.seed,
+        fingerprint: ctx.fingerprint.clone(),
+        first_shard: std::sync::Mutex::new(0),
     }))
 }
 
@@ -133,6 +142,21 @@ struct WriteRecords {
     pipeline: String,
     pipeline_file: PathBuf,
     seed: u64,
+    fingerprint: String,
+    /// First shard number of this run (set by `prepare` when resuming).
+    first_shard: std::sync::Mutex<usize>,
+}
+
+impl WriteRecords {
+    /// Whether the directory holds output of this very plan (interrupted or finished).
+    fn same_plan_on_disk(&self) -> bool {
+        [PROGRESS, MANIFEST].iter().any(|f| {
+            std::fs::read(self.p.path.join(f))
+                .ok()
+                .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["fingerprint"] == self.fingerprint.as_str())
+        })
+    }
 }
 
 /// Schema of the commit rows: one per file written.
@@ -247,27 +271,48 @@ impl Operator for WriteRecords {
         true
     }
 
-    /// Clears what an earlier run left in the output directory (shards, temporary files,
-    /// manifest), so the directory ends up holding exactly this run's dataset.
-    /// (Image folders are never cleared: the directory may hold other data.)
-    fn prepare(&self) -> OpResult<()> {
-        let Ok(entries) = std::fs::read_dir(&self.p.path) else { return Ok(()) };
-        let tf_prefix = format!("{}-", self.p.name);
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = match self.p.format {
-                Format::Parquet => {
-                    (name.starts_with("part-") && name.ends_with(".parquet")) || (name.starts_with(".part-") && name.ends_with(".tmp"))
+    /// Parquet: when the directory holds shards of an interrupted (or finished) run of the
+    /// same plan (same fingerprint in `_progress.json` or `_manifest.json`), they are kept and
+    /// their `(identity, sample)` keys returned, so the run only adds what is missing. Otherwise
+    /// (and for the other formats) what an earlier run left is cleared, so the directory ends up
+    /// holding exactly this run's dataset. Image folders are never cleared: the directory may
+    /// hold other data.
+    fn prepare(&self) -> OpResult<Option<ResumeSet>> {
+        let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
+        let resumable = self.p.format == Format::Parquet && self.same_plan_on_disk();
+        let mut done = None;
+        if let Ok(entries) = std::fs::read_dir(&self.p.path) {
+            let tf_prefix = format!("{}-", self.p.name);
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_shard = name.starts_with("part-") && name.ends_with(".parquet");
+                let stale = match self.p.format {
+                    Format::Parquet => (is_shard && !resumable) || (name.starts_with(".part-") && name.ends_with(".tmp")),
+                    Format::Tfrecord => name.starts_with(&tf_prefix) && name.ends_with(".tfrecord"),
+                    Format::ImageFolder | Format::Recordio => false,
+                } || name == MANIFEST;
+                if stale {
+                    match std::fs::remove_file(entry.path()) {
+                        // another process of a cluster run may have removed it first
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(err(format!("cannot remove stale {}: {e}", entry.path().display())));
+                        }
+                        _ => {}
+                    }
                 }
-                Format::Tfrecord => name.starts_with(&tf_prefix) && name.ends_with(".tfrecord"),
-                Format::ImageFolder | Format::Recordio => false,
-            } || name == MANIFEST;
-            if stale {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| OpError::new(format!("node `{}`: cannot remove stale {}: {e}", self.node, entry.path().display())))?;
+            }
+            if resumable {
+                let (keys, max_index) = resume::done_keys(&self.p.path).map_err(err)?;
+                *self.first_shard.lock().map_err(|_| err("lock poisoned".into()))? = max_index.map_or(0, |m| m + 1);
+                done = Some(ResumeSet::new(keys));
             }
         }
-        Ok(())
+        if self.p.format == Format::Parquet {
+            std::fs::create_dir_all(&self.p.path).map_err(|e| err(format!("cannot create {}: {e}", self.p.path.display())))?;
+            let progress = serde_json::json!({"fingerprint": self.fingerprint, "pipeline": self.pipeline});
+            atomic_write(&self.p.path.join(PROGRESS), progress.to_string().as_bytes()).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(done)
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
@@ -276,6 +321,8 @@ impl Operator for WriteRecords {
         let node = self.node.clone();
         let task: Box<dyn Task> = match self.p.format {
             Format::Parquet => Box::new(ShardWriter {
+                first_shard: *self.first_shard.lock().map_err(|_| OpError::new("lock poisoned"))?,
+                resume: ctx.resume.clone(),
                 p: self.p.clone(),
                 worker: ctx.partition.worker,
                 peers: ctx.partition.peers,
@@ -304,6 +351,17 @@ impl Operator for WriteRecords {
                 }));
             }
         }
+        if self.p.format == Format::Parquet {
+            // Shards kept from an interrupted run are part of the dataset too.
+            let listed: std::collections::HashSet<String> = shards.iter().filter_map(|s| s["file"].as_str().map(String::from)).collect();
+            for (name, rows) in resume::shards_on_disk(&self.p.path).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))? {
+                if !listed.contains(&name) {
+                    let b = file_info(&self.p.path, &self.p.path.join(&name), rows).map_err(OpError::new)?;
+                    let (h, sz) = (str_column(&b, "sha256").map_err(OpError::new)?, u64_column(&b, "bytes").map_err(OpError::new)?);
+                    shards.push(serde_json::json!({"file": name, "rows": rows, "sha256": h.value(0), "bytes": sz.value(0)}));
+                }
+            }
+        }
         shards.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
         let total: u64 = shards.iter().filter_map(|s| s["rows"].as_u64()).sum();
         let pipeline_sha = sha256_file(&self.pipeline_file).ok();
@@ -313,12 +371,15 @@ impl Operator for WriteRecords {
             "idflow_version": env!("CARGO_PKG_VERSION"),
             "pipeline": {"name": self.pipeline, "file": self.pipeline_file.display().to_string(), "sha256": pipeline_sha, "seed": self.seed},
             "node": self.node,
+            "fingerprint": self.fingerprint,
             "total_rows": total,
             "shards": shards,
         });
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| OpError::new(e.to_string()))?;
         atomic_write(&self.p.path.join(MANIFEST), &text)
-            .map_err(|e| OpError::new(format!("node `{}`: cannot write manifest: {e}", self.node)))
+            .map_err(|e| OpError::new(format!("node `{}`: cannot write manifest: {e}", self.node)))?;
+        let _ = std::fs::remove_file(self.p.path.join(PROGRESS));
+        Ok(())
     }
 }
 
@@ -330,6 +391,9 @@ struct OpenShard {
 }
 
 struct ShardWriter {
+    /// Shard numbers of this run start here (after a resumed run's shards).
+    first_shard: usize,
+    resume: Arc<ResumeSet>,
     p: Params,
     worker: usize,
     peers: usize,
@@ -367,7 +431,7 @@ impl ShardWriter {
     }
 
     fn open_shard(&mut self) -> OpResult<()> {
-        let index = self.seq * self.peers + self.worker;
+        let index = self.first_shard + self.seq * self.peers + self.worker;
         self.seq += 1;
         let name = format!("part-{index:05}.parquet");
         let tmp = self.p.path.join(format!(".{name}.tmp"));
@@ -388,6 +452,7 @@ impl ShardWriter {
         drop(file);
         let final_path = self.p.path.join(&shard.name);
         std::fs::rename(&shard.tmp, &final_path).map_err(|e| self.err(format!("cannot rename to {}: {e}", final_path.display())))?;
+        resume::crash_hook();
         out.commit.push(file_info(&self.p.path, &final_path, shard.rows as u64).map_err(|e| self.err(e))?);
         Ok(())
     }
@@ -406,6 +471,7 @@ fn arrow_cast_binary(c: &ArrayRef) -> Result<ArrayRef, String> {
 
 impl Task for ShardWriter {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
+        let batch = resume::drop_done(batch, &self.resume)?;
         let file_batch = self.to_file_batch(&batch)?;
         let mut offset = 0;
         while offset < file_batch.num_rows() {

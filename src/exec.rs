@@ -16,7 +16,7 @@
 //! abort marker on the commit channel.
 
 use crate::batch::Batch;
-use crate::operators::{Emit, OpError, Routing, SourceTask, Started, Task, TaskContext};
+use crate::operators::{Emit, OpError, ResumeSet, Routing, SourceTask, Started, Task, TaskContext};
 use crate::operators::Partition;
 use crate::plan::Plan;
 use crate::report::{peak_rss_bytes, NodeStats, RunReport};
@@ -167,12 +167,27 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
         opts.progress,
     );
     let result = (|| {
+        let mut resume = ResumeSet::default();
         for n in &plan.nodes {
-            n.op.prepare().map_err(|e| RunError::Failed(vec![format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0)]))?;
+            let done = n.op.prepare().map_err(|e| RunError::Failed(vec![format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0)]))?;
+            if let Some(done) = done {
+                if !resume.is_empty() && !done.is_empty() {
+                    return Err(RunError::Failed(vec![format!(
+                        "node `{}`: only one output of a pipeline can be resumed",
+                        n.spec.id
+                    )]));
+                }
+                if !done.is_empty() {
+                    tracing::info!("node `{}`: resuming; {} samples already written", n.spec.id, done.len());
+                    resume = done;
+                }
+            }
         }
+        let resume = Arc::new(resume);
         let config = timely_config(opts)?;
         let (p, s, f, max_in_flight) = (plan.clone(), stats.clone(), failure.clone(), opts.max_in_flight.max(1) as u64);
-        let guards = timely::execute(config, move |worker| run_worker(worker, &p, &s, &f, max_in_flight)).map_err(RunError::Startup)?;
+        let guards =
+            timely::execute(config, move |worker| run_worker(worker, &p, &s, &f, &resume, max_in_flight)).map_err(RunError::Startup)?;
         for r in guards.join() {
             if let Err(e) = r {
                 failure.errors.lock().map(|mut v| v.push(format!("worker failed: {e}"))).ok();
@@ -205,7 +220,14 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
     (report, result)
 }
 
-fn run_worker(worker: &mut timely::worker::Worker, plan: &Plan, stats: &[Arc<NodeStats>], failure: &Arc<Failure>, max_in_flight: u64) {
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    plan: &Plan,
+    stats: &[Arc<NodeStats>],
+    failure: &Arc<Failure>,
+    resume: &Arc<ResumeSet>,
+    max_in_flight: u64,
+) {
     let index = worker.index();
     let partition = Partition { worker: index, peers: worker.peers() };
     let probe = ProbeHandle::<u64>::new();
@@ -217,7 +239,12 @@ fn run_worker(worker: &mut timely::worker::Worker, plan: &Plan, stats: &[Arc<Nod
             let node = &plan.nodes[i];
             let (id, op_name) = (node.spec.id.clone(), node.info.name);
             let st = stats[i].clone();
-            let ctx = TaskContext { partition: partition.clone(), on_error: node.spec.on_error, counters: st.task.clone() };
+            let ctx = TaskContext {
+                partition: partition.clone(),
+                on_error: node.spec.on_error,
+                counters: st.task.clone(),
+                resume: resume.clone(),
+            };
             let started = node.op.start(&ctx).unwrap_or_else(|e| {
                 failure.record(&id, op_name, e);
                 if node.inputs.is_empty() {

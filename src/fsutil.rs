@@ -7,7 +7,9 @@ use std::path::Path;
 /// Writes `data` to `path` atomically: a temporary sibling is written, synced and renamed.
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    // Unique per process and thread: several writers may race for the same target.
+    let tid = format!("{:?}", std::thread::current().id()).chars().filter(char::is_ascii_digit).collect::<String>();
+    let tmp = path.with_file_name(format!(".{name}.{}-{tid}.tmp", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;

@@ -39,6 +39,7 @@ pub struct Plan {
 /// Builds and validates the plan.
 pub fn build(spec: PipelineSpec) -> Result<Plan, ConfigError> {
     let index: HashMap<&str, usize> = spec.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let fingerprint = fingerprint(&spec);
     let mut built = Vec::with_capacity(spec.nodes.len());
     for node in &spec.nodes {
         let info = operators::find(&node.op).ok_or_else(|| {
@@ -61,7 +62,13 @@ pub fn build(spec: PipelineSpec) -> Result<Plan, ConfigError> {
             }
             inputs.push(i);
         }
-        let ctx = BuildContext { node: node.clone(), pipeline: spec.name.clone(), seed: spec.seed, pipeline_file: spec.file.clone() };
+        let ctx = BuildContext {
+            node: node.clone(),
+            pipeline: spec.name.clone(),
+            seed: spec.seed,
+            pipeline_file: spec.file.clone(),
+            fingerprint: fingerprint.clone(),
+        };
         let op = (info.build)(&ctx)?;
         built.push((info, op, inputs));
     }
@@ -128,6 +135,19 @@ pub fn build(spec: PipelineSpec) -> Result<Plan, ConfigError> {
         })
         .collect();
     Ok(Plan { spec, nodes, order, warnings })
+}
+
+/// sha256 of what the pipeline computes: name, seed and every node (operator, inputs, error
+/// policy, parameters after interpolation and overrides). Worker counts are not part of it.
+pub fn fingerprint(spec: &PipelineSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let nodes: Vec<serde_json::Value> = spec
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({"id": n.id, "op": n.op, "inputs": n.inputs, "on_error": n.on_error, "params": n.params}))
+        .collect();
+    let text = serde_json::json!({"name": spec.name, "seed": spec.seed, "nodes": nodes}).to_string();
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl NodeSpec {

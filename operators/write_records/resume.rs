@@ -1,0 +1,90 @@
+//! Resuming a Parquet output: which `(identity, sample)` keys the completed shards of an
+//! interrupted run hold, dropping those keys from new input, and the crash hook the resume
+//! tests use.
+//!
+//! Completed shards are trusted as they are: a shard only gets its final name once it is fully
+//! written and synced, so whatever carries that name is whole.
+
+use crate::batch::id_value;
+use crate::operators::{OpError, OpResult, ResumeSet};
+use arrow_array::{BooleanArray, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Completed shards in `dir` with their row counts, sorted by name.
+pub(crate) fn shards_on_disk(dir: &Path) -> Result<Vec<(String, u64)>, String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") && name.ends_with(".parquet") {
+            let f = std::fs::File::open(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            out.push((name, b.metadata().file_metadata().num_rows() as u64));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `(identity, sample)` keys of every completed shard, and the highest shard number seen.
+/// Shards without both columns make the output not resumable (an error that says so).
+pub(crate) fn done_keys(dir: &Path) -> Result<(HashSet<(u64, u64)>, Option<usize>), String> {
+    let mut keys = HashSet::new();
+    let mut max_index = None;
+    for (name, _) in shards_on_disk(dir)? {
+        let index: usize = name.trim_start_matches("part-").trim_end_matches(".parquet").parse().map_err(|_| format!("unexpected shard name {name}"))?;
+        max_index = max_index.max(Some(index));
+        let path = dir.join(&name);
+        let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("{}: {e}", path.display()))?;
+        let schema = builder.schema().clone();
+        let (Ok(i), Ok(s)) = (schema.index_of("identity"), schema.index_of("sample")) else {
+            return Err(format!("{}: cannot resume an output without `identity` and `sample` columns; remove the folder to start over", path.display()));
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [i, s]);
+        let reader = builder.with_projection(mask).build().map_err(|e| format!("{}: {e}", path.display()))?;
+        for b in reader {
+            let b = b.map_err(|e| format!("{}: {e}", path.display()))?;
+            let (ids, samples) = (b.column(0), b.column(1));
+            for r in 0..b.num_rows() {
+                let (Some(id), Some(sm)) = (id_value(ids.as_ref(), r), id_value(samples.as_ref(), r)) else {
+                    return Err(format!("{}: `identity` / `sample` must be unsigned integers", path.display()));
+                };
+                keys.insert((id, sm));
+            }
+        }
+    }
+    Ok((keys, max_index))
+}
+
+/// Removes rows whose `(identity, sample)` is already written.
+pub(crate) fn drop_done(batch: RecordBatch, done: &ResumeSet) -> OpResult<RecordBatch> {
+    if done.is_empty() {
+        return Ok(batch);
+    }
+    let (Some(ids), Some(samples)) = (batch.column_by_name("identity"), batch.column_by_name("sample")) else {
+        return Ok(batch);
+    };
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|r| match (id_value(ids.as_ref(), r), id_value(samples.as_ref(), r)) {
+            (Some(i), Some(s)) => Some(!done.is_done(i, s)),
+            _ => Some(true),
+        })
+        .collect();
+    arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| OpError::new(e.to_string()))
+}
+
+/// Test hook: with `IDFLOW_TEST_CRASH_AFTER_SHARDS=k`, the process aborts (no clean-up, as a
+/// kill would) right after its k-th shard got its final name.
+pub(crate) fn crash_hook() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SHARDS: AtomicUsize = AtomicUsize::new(0);
+    let Some(k) = std::env::var("IDFLOW_TEST_CRASH_AFTER_SHARDS").ok().and_then(|v| v.parse::<usize>().ok()) else { return };
+    if SHARDS.fetch_add(1, Ordering::SeqCst) + 1 >= k {
+        eprintln!("IDFLOW_TEST_CRASH_AFTER_SHARDS={k}: aborting");
+        std::process::abort();
+    }
+}
