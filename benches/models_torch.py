@@ -274,9 +274,10 @@ def main():
                 run = lambda: model(io["x"])  # noqa: E731
                 expected = io["features"]
             diff = (run() - expected).abs().max().item()
+            rel = diff / max(expected.abs().max().item(), 1e-30)
             ms = median_ms(run, iters if name != "unet_full" else min(iters, 3))
             print(f"{name}: torch {ms:.1f} ms/iter, idflow {rust[name]:.1f} ms/iter, "
-                  f"ratio idflow/torch {rust[name] / ms:.2f}, max |diff| {diff:.2e}")
+                  f"ratio idflow/torch {rust[name] / ms:.2f}, max |diff| {diff:.2e} (relative {rel:.1e})")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,20 @@ fn one_call_loaders_read_the_official_files() {
     let io = load_io("iresnet_tiny_io.safetensors");
     assert_close("load_iresnet", &net.forward(get(&io, "input")).unwrap(), get(&io, "features"), 1e-4);
 }
+
+#[test]
+fn load_idiff_face_returns_the_unet_and_the_checkpoint_schedule() {
+    let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = v["eps_model"].as_object_mut().unwrap();
+    m.remove("_target_");
+    m.remove("n_context_classes");
+    let cfg: idflow_models::unet::UNetConfig = serde_json::from_value(v["eps_model"].clone()).unwrap();
+    let (unet, schedule, report) =
+        idflow_models::pretrained::load_idiff_face(fixture("idiff_unet_tiny.ckpt"), &cfg, &LoadOptions::default()).unwrap();
+    assert_eq!(report.prefix, "eps_model.");
+    assert_eq!(schedule.len(), 1000);
+    let io = load_io("idiff_unet_tiny_io.safetensors");
+    let eps = unet.forward(get(&io, "x"), get(&io, "t"), Some(get(&io, "context")), None).unwrap();
+    assert_close("eps via load_idiff_face", &eps, get(&io, "eps"), 1e-4);
+}
