@@ -18,6 +18,7 @@ pub mod decode;
 pub mod decode_latent;
 pub mod diffuse;
 pub mod embed;
+pub mod evaluate;
 pub mod filter;
 pub mod model_spec;
 pub mod read;
@@ -142,6 +143,36 @@ pub struct BuildContext {
     pub seed: u64,
     /// The pipeline file (for the manifest).
     pub pipeline_file: PathBuf,
+    /// Hash of the whole planned pipeline (name, seed, every node's operator, inputs and
+    /// parameters after overrides): an output written by a different plan is not resumed.
+    pub fingerprint: String,
+}
+
+/// Work an interrupted earlier run already wrote: its `(identity, sample)` keys. Sources and
+/// generators skip these, sinks drop them, so a rerun finishes the dataset without redoing or
+/// duplicating anything.
+#[derive(Debug, Default)]
+pub struct ResumeSet {
+    done: std::collections::HashSet<(u64, u64)>,
+}
+
+impl ResumeSet {
+    /// A set of done keys.
+    pub fn new(done: std::collections::HashSet<(u64, u64)>) -> Self {
+        Self { done }
+    }
+    /// Whether `(identity, sample)` is already written.
+    pub fn is_done(&self, identity: u64, sample: u64) -> bool {
+        self.done.contains(&(identity, sample))
+    }
+    /// Number of done keys.
+    pub fn len(&self) -> usize {
+        self.done.len()
+    }
+    /// Whether nothing is done yet.
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
+    }
 }
 
 /// Counters a task bumps while it runs (rows skipped under `on_error: skip`, etc.).
@@ -160,6 +191,8 @@ pub struct TaskContext {
     pub on_error: OnError,
     /// Shared counters for the report.
     pub counters: Arc<TaskCounters>,
+    /// Keys an interrupted earlier run already wrote (empty on a fresh run).
+    pub resume: Arc<ResumeSet>,
 }
 
 impl TaskContext {
@@ -232,9 +265,11 @@ pub trait Operator: Send + Sync {
     fn routing(&self) -> Routing {
         Routing::Local
     }
-    /// Runs once per process before the dataflow starts (e.g. clearing a stale output).
-    fn prepare(&self) -> OpResult<()> {
-        Ok(())
+    /// Runs once per process before the dataflow starts (e.g. clearing a stale output, or
+    /// collecting what an interrupted run already wrote). Returns the `(identity, sample)` keys
+    /// already done, which every task then sees in [`TaskContext::resume`].
+    fn prepare(&self) -> OpResult<Option<ResumeSet>> {
+        Ok(None)
     }
     /// Starts the node on one worker.
     fn start(&self, ctx: &TaskContext) -> OpResult<Started>;
@@ -278,7 +313,7 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info()])
+    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info()])
 }
 
 /// Looks an operator up by name.
