@@ -108,6 +108,27 @@ impl UNetConfig {
         }
     }
 
+    /// Reads an official `eps_model` config object (IDiff-Face's hydra YAML as JSON, e.g. the
+    /// `eps_model` entry of a run's config). `_target_` is ignored; `n_context_classes > 0`
+    /// (class-label contexts through `nn.Embedding`) is refused because it is not implemented.
+    pub fn from_official(value: &serde_json::Value) -> crate::Result<Self> {
+        let Some(object) = value.as_object() else {
+            return Err(crate::ModelError::Config("UNet config must be an object".into()));
+        };
+        let mut object = object.clone();
+        object.remove("_target_");
+        match object.remove("n_context_classes") {
+            None => {}
+            Some(v) if v.as_u64() == Some(0) => {}
+            Some(v) => {
+                return Err(crate::ModelError::Config(format!(
+                    "n_context_classes = {v}: class-label contexts are not supported (use 0 for embedding contexts)"
+                )))
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| crate::ModelError::Config(format!("UNet config: {e}")))
+    }
+
     /// Width of the time embedding (`4 · initial_channels`).
     pub fn time_channels(&self) -> usize {
         self.initial_channels * 4

@@ -29,10 +29,7 @@ fn tiny_config() -> UNetConfig {
 fn tiny_config_matches_the_fixture_json() {
     let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut eps_model = json["eps_model"].clone();
-    eps_model.as_object_mut().unwrap().remove("_target_");
-    eps_model.as_object_mut().unwrap().remove("n_context_classes");
-    let cfg: UNetConfig = serde_json::from_value(eps_model).unwrap();
+    let cfg = UNetConfig::from_official(&json["eps_model"]).unwrap();
     assert_eq!(cfg, tiny_config());
     assert_eq!(cfg.channels_per_level(), vec![32, 32, 64, 64]);
     assert_eq!(parameter_count(&cfg).unwrap(), json["derived"]["n_parameters"].as_u64().unwrap() as usize);
@@ -68,6 +65,19 @@ fn tiny_unet_matches_official_outputs() {
     assert_close("eps_dropout_mask", &eps_masked, get(&io, "eps_dropout_mask"), 1e-4);
     // the masked row equals the empty-context row
     assert_close("masked row == empty row", &eps_masked.get(1).unwrap(), &eps_empty.get(1).unwrap(), 1e-6);
+}
+
+#[test]
+fn class_label_contexts_are_refused_with_a_clear_error() {
+    let mut v = serde_json::to_value(tiny_config()).unwrap();
+    v["n_context_classes"] = serde_json::json!(10);
+    let msg = UNetConfig::from_official(&v).unwrap_err().to_string();
+    assert!(msg.contains("n_context_classes"), "{msg}");
+    v["n_context_classes"] = serde_json::json!(0);
+    v["channel_multipliers"] = serde_json::json!("${constants.mults}");
+    // an unresolved hydra interpolation is a type error, not a panic
+    let err = UNetConfig::from_official(&v).unwrap_err();
+    assert!(matches!(err, idflow_models::ModelError::Config(_)), "{err}");
 }
 
 #[test]
