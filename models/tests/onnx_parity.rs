@@ -270,3 +270,26 @@ fn unet_condition_types_match_native() {
         }
     }
 }
+
+// ---------------------------------------------------------------- TFace IR
+
+/// TFace IR-18 (random weights; no reference checkpoint exists): ORT vs native on a batch of 3.
+#[test]
+fn tface_ir_matches_native() {
+    use idflow_models::iresnet::IrBackbone;
+    use idflow_models::onnx::compile_tface_ir;
+    let shapes = parameter_shapes(|vb| IrBackbone::new(18, vb)).unwrap();
+    let dict = random_state_dict(&shapes, 5).unwrap();
+    let (native, _) = load_model(&dict, &LoadOptions::default(), |vb| IrBackbone::new(18, vb)).unwrap();
+    let bytes = compile_tface_ir(&dict, 18, &CompileOptions::default()).unwrap();
+    let enc = OrtFaceEncoder::new(runtime().session_from_bytes(&bytes, &opts()).unwrap());
+    let x = random_tensor(&[3, 3, 112, 112], 51);
+    let a = enc.embed(&x).unwrap();
+    let b = native.forward(&x).unwrap();
+    assert_eq!(a.dims(), [3, 512]);
+    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    let diff = max_abs_diff(&a, &b);
+    eprintln!("TFace IR-18 ORT vs native: max abs diff {diff:e} (max |feature| {scale:.3})");
+    assert!(diff <= 2e-5 * scale.max(1.0), "TFace IR-18: ORT vs native differ by {diff:e}");
+    assert!(compile_tface_ir(&dict, 152, &CompileOptions::default()).is_err());
+}

@@ -68,9 +68,9 @@ fn small_graph_reference(x: &[f32], batch: usize) -> Vec<f32> {
             let vals: Vec<f64> = (0..6).map(|i| x[b * 12 + group * 6 + i] as f64).collect();
             let mean = vals.iter().sum::<f64>() / 6.0;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 6.0;
-            for i in 0..6 {
+            for (i, v) in vals.iter().enumerate() {
                 let c = group * 2 + i / 3;
-                let n = (vals[i] - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c];
+                let n = (v - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c];
                 let s = n / (1.0 + (-n).exp());
                 let y = 0.5 * s * (1.0 + erf(s / std::f64::consts::SQRT_2));
                 let h = i % 3;

@@ -70,7 +70,7 @@ pub fn group_norm(
     eps: f32,
     rank: usize,
 ) -> Result<Value, OnnxError> {
-    if channels % groups != 0 {
+    if !channels.is_multiple_of(groups) {
         return Err(OnnxError::Config(format!("{key}: {channels} channels are not divisible into {groups} groups")));
     }
     let mut dims = vec![channels];

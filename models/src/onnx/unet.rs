@@ -266,7 +266,7 @@ fn check_config(cfg: &UNetConfig) -> Result<(), OnnxError> {
             cfg.is_attention.len()
         )));
     }
-    if cfg.initial_channels % GN_GROUPS != 0 || cfg.attention_head_channels == 0 {
+    if !cfg.initial_channels.is_multiple_of(GN_GROUPS) || cfg.attention_head_channels == 0 {
         return Err(OnnxError::Config(format!(
             "UNet config: initial_channels {} must be a multiple of 32 and attention_head_channels > 0",
             cfg.initial_channels
@@ -288,10 +288,10 @@ pub fn compile_unet(dict: &StateDict, cfg: &UNetConfig, export: &UNetExport, opt
         TimestepType::Int64 => ElemType::I64,
         TimestepType::Float32 => ElemType::F32,
     };
-    let t = e.g.input("t", t_type, &[batch.clone()])?;
+    let t = e.g.input("t", t_type, std::slice::from_ref(&batch))?;
     let (context, mask) = if cfg.is_context_conditional {
         let c = e.g.input("context", ElemType::F32, &[batch.clone(), Dim::Fixed(cfg.context_input_channels as i64)])?;
-        let m = if export.dropout_mask { Some(e.g.input("dropout_mask", ElemType::U8, &[batch.clone()])?) } else { None };
+        let m = if export.dropout_mask { Some(e.g.input("dropout_mask", ElemType::U8, std::slice::from_ref(&batch))?) } else { None };
         (Some(c), m)
     } else {
         (None, None)
