@@ -35,8 +35,8 @@
 //!   one core, `O(classes × d)` memory.
 
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started, Task,
-    TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started,
+    Task, TaskContext,
 };
 use crate::batch::{binary_column, column, id_value, u32_column};
 use crate::spec::ConfigError;
@@ -96,7 +96,12 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "embedding_column", ty: "string", default: "embedding", doc: "FixedSizeList<Float32, d> embedding" },
     ParamDoc { name: "context_column", ty: "string", default: "context", doc: "identity context (used when present)" },
     ParamDoc { name: "image_column", ty: "string", default: "image", doc: "encoded images for the contact sheet (used when present)" },
-    ParamDoc { name: "sample_column", ty: "string", default: "sample", doc: "sample index ordering rows within an identity (used when present)" },
+    ParamDoc {
+        name: "sample_column",
+        ty: "string",
+        default: "sample",
+        doc: "sample index ordering rows within an identity (used when present)",
+    },
     ParamDoc {
         name: "max_impostor_pairs",
         ty: "integer",
@@ -112,8 +117,15 @@ const PARAMS: &[ParamDoc] = &[
 ];
 
 /// Files this operator writes into `output`.
-pub const OUTPUT_FILES: &[&str] =
-    &["metrics.json", "benchmarks.md", "benchmarks.csv", "dataset_metrics.md", "score_histograms.png", "det_curve.png", "contact_sheet.png"];
+pub const OUTPUT_FILES: &[&str] = &[
+    "metrics.json",
+    "benchmarks.md",
+    "benchmarks.csv",
+    "dataset_metrics.md",
+    "score_histograms.png",
+    "det_curve.png",
+    "contact_sheet.png",
+];
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -273,8 +285,9 @@ impl Evaluate {
             return Err(format!("identity column `{}` is {}, expected UInt32", p.identity_column, id.data_type()));
         }
         let emb = has(&p.embedding_column).ok_or_else(|| format!("dataset metrics need an embedding column `{}`", p.embedding_column))?;
-        let d = tensor_width(emb.data_type())
-            .ok_or_else(|| format!("embedding column `{}` is {}, expected FixedSizeList<Float32, d>", p.embedding_column, emb.data_type()))?;
+        let d = tensor_width(emb.data_type()).ok_or_else(|| {
+            format!("embedding column `{}` is {}, expected FixedSizeList<Float32, d>", p.embedding_column, emb.data_type())
+        })?;
         let context = match has(&p.context_column).map(|f| tensor_width(f.data_type())) {
             Some(Some(c)) if c == d => true,
             Some(Some(c)) => {
@@ -821,8 +834,7 @@ mod tests {
             r.iter().map(|&v| v as f64 / n).collect()
         };
         let cos = |a: usize, b: usize| norm(a).iter().zip(norm(b)).map(|(x, y)| x * y).sum::<f64>();
-        let mut expected: Vec<f64> =
-            idflow_dataset::metrics::scores::genuine_pairs(&ids).into_iter().map(|(a, b)| cos(a, b)).collect();
+        let mut expected: Vec<f64> = idflow_dataset::metrics::scores::genuine_pairs(&ids).into_iter().map(|(a, b)| cos(a, b)).collect();
         let mut got = ev.genuine.clone();
         expected.sort_by(f64::total_cmp);
         got.sort_by(f64::total_cmp);

@@ -177,11 +177,15 @@ fn decode_face(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
     if img.width() as usize != FACE || img.height() as usize != FACE {
         img = image::imageops::resize(&img, FACE as u32, FACE as u32, image::imageops::FilterType::Triangle);
     }
-    let raw = img.as_raw();
-    for c in 0..3 {
-        out.extend(raw.chunks_exact(3).map(|px| ((px[c] as f32 / 255.0) - 0.5) / 0.5));
-    }
+    push_chw(img.as_raw(), out);
     Ok(())
+}
+
+/// Appends interleaved RGB bytes (HWC) as CHW floats `((x/255) − 0.5)/0.5`.
+fn push_chw(rgb: &[u8], out: &mut Vec<f32>) {
+    for c in 0..3 {
+        out.extend(rgb.chunks_exact(3).map(|px| ((px[c] as f32 / 255.0) - 0.5) / 0.5));
+    }
 }
 
 /// Mirrors NCHW images along the width axis.
@@ -363,5 +367,81 @@ mod tests {
         assert!(p.config().unwrap_err().contains("depth 7"));
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "missing.json"}));
         assert!(p.config().unwrap_err().contains("missing.json"));
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    //! The encoder path against the reference fixtures (fixtures README, sections 5 and 7).
+    use super::*;
+
+    fn reference(name: &str) -> PathBuf {
+        let dir = std::env::var_os("IDFLOW_REFERENCE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference")));
+        let p = dir.join(name);
+        assert!(p.is_file(), "missing reference fixture {} (set IDFLOW_REFERENCE_DIR)", p.display());
+        p
+    }
+
+    /// Raw little-endian bytes and shape of one safetensors entry.
+    fn tensor(file: &str, key: &str) -> (Vec<u8>, Vec<usize>) {
+        let f = std::fs::read(reference(file)).unwrap();
+        let n = u64::from_le_bytes(f[..8].try_into().unwrap()) as usize;
+        let h: serde_json::Value = serde_json::from_slice(&f[8..8 + n]).unwrap();
+        let m = &h[key];
+        let off: Vec<usize> = m["data_offsets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape = m["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        (f[8 + n + off[0]..8 + n + off[1]].to_vec(), shape)
+    }
+
+    fn f32s(bytes: &[u8]) -> Vec<f32> {
+        bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+
+    fn tiny_encoder(flip: bool) -> Encoder {
+        let p = serde_json::from_value::<EncoderParams>(serde_json::json!({
+            "checkpoint": reference("iresnet_tiny.pth"),
+            "config": {"layers": [1, 1, 1, 1], "num_features": 16},
+            "flip": flip,
+        }))
+        .unwrap();
+        Encoder::load(&p).unwrap()
+    }
+
+    /// On the reference decoder's pixels, preprocessing + backbone give the official features
+    /// (both views), to the fp32 tolerance of the fixtures.
+    #[test]
+    fn official_pixels_give_official_features() {
+        let (px, shape) = tensor("tiny_verification_expected.safetensors", "decoded_first4_hwc_uint8");
+        assert_eq!(shape, vec![4, FACE, FACE, 3]);
+        let mut pixels = Vec::new();
+        for img in px.chunks_exact(FACE * FACE * 3) {
+            push_chw(img, &mut pixels);
+        }
+        let enc = tiny_encoder(true);
+        let noflip = enc.forward(pixels.clone(), 4).unwrap();
+        let flip = enc.forward(flip_width(&pixels), 4).unwrap();
+        let (want_noflip, _) = tensor("tiny_verification_expected.safetensors", "features_noflip");
+        let (want_flip, _) = tensor("tiny_verification_expected.safetensors", "features_flip");
+        for (got, want) in [(noflip, f32s(&want_noflip)), (flip, f32s(&want_flip))] {
+            let max = got.iter().zip(&want[..4 * 16]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "max feature difference {max}");
+        }
+    }
+
+    /// `image`'s JPEG decoder is not libjpeg-turbo: a few pixels differ by at most 2 levels
+    /// (which moves features by ~1e-2 but none of the protocol's numbers, see
+    /// tests/eval_benchmarks.rs).
+    #[test]
+    fn jpeg_decoding_is_within_two_levels_of_the_reference() {
+        let bin = read_bin(&reference("tiny_verification.bin")).unwrap();
+        let (px, _) = tensor("tiny_verification_expected.safetensors", "decoded_first4_hwc_uint8");
+        let mut max = 0;
+        for (i, want) in px.chunks_exact(FACE * FACE * 3).enumerate() {
+            let img = image::load_from_memory(&bin.images[i]).unwrap().to_rgb8();
+            max = img.as_raw().iter().zip(want).map(|(&a, &b)| (a as i32 - b as i32).abs()).fold(max, i32::max);
+        }
+        assert!(max <= 2, "decoded pixels differ by up to {max}");
     }
 }

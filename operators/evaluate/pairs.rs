@@ -38,9 +38,7 @@ pub fn join_genuine_pairs<S: PairSink>(identities: &[u32], sink: S) -> S {
     // `execute_directly` wants a `Sync` closure; the mutex hands the inputs over once.
     let cell = Mutex::new(Some((records, sink)));
     timely::execute_directly(move |worker| {
-        let Some((records, sink)) = cell.lock().ok().and_then(|mut g| g.take()) else {
-            unreachable!("the dataflow closure runs once")
-        };
+        let Some((records, sink)) = cell.lock().ok().and_then(|mut g| g.take()) else { unreachable!("the dataflow closure runs once") };
         let sink = Rc::new(RefCell::new(sink));
         let out = sink.clone();
         let (mut input, probe) = worker.dataflow::<u32, _, _>(move |scope| {
@@ -205,8 +203,9 @@ mod tests {
         let expected_counts: BTreeMap<u32, u64> = [(0, 21), (4, 3), (7, 10), (10, 1)].into_iter().collect();
         assert_eq!(counts, expected_counts, "n(n-1)/2 per identity; a single-row identity has none");
         pairs.sort_unstable();
-        let expected: Vec<(u32, u32, u32)> =
+        let mut expected: Vec<(u32, u32, u32)> =
             idflow_dataset::metrics::scores::genuine_pairs(&ids).into_iter().map(|(a, b)| (ids[a], a as u32, b as u32)).collect();
+        expected.sort_unstable();
         assert_eq!(pairs, expected, "same pairs as an independent enumeration");
     }
 

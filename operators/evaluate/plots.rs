@@ -206,8 +206,7 @@ pub fn det_curve_png(genuine: &[f64], impostor: &[f64], eer: f64) -> Result<Vec<
 
 fn det_curve(genuine: &[f64], impostor: &[f64], eer: f64, text: bool) -> Result<Vec<u8>, String> {
     let floor = (0.5 / (genuine.len().max(impostor.len()).max(1) as f64)).min(1e-3);
-    let points: Vec<(f64, f64)> =
-        det_points(genuine, impostor, 4000).into_iter().map(|(a, b)| (a.max(floor), b.max(floor))).collect();
+    let points: Vec<(f64, f64)> = det_points(genuine, impostor, 4000).into_iter().map(|(a, b)| (a.max(floor), b.max(floor))).collect();
     render(SIZE, text, |root, text| {
         let mut builder = ChartBuilder::on(root);
         builder.margin(16);
