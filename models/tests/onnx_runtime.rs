@@ -243,3 +243,36 @@ fn compile_checks_keys_and_shapes_strictly() {
     let lenient = CompileOptions { allow_unused_keys: true, ..Default::default() };
     compile_iresnet(&extended, &cfg, &lenient).unwrap();
 }
+
+#[test]
+fn compile_cache_is_keyed_by_checkpoint_and_config() {
+    use idflow_models::onnx::{compile_cached, OnnxModelSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("backbone.pth");
+    std::fs::copy(fixture("iresnet_tiny.pth"), &ckpt).unwrap();
+    let cache = dir.path().join("cache");
+    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 } };
+    let o = CompileOptions::default();
+    let first = compile_cached(&cache, &ckpt, &spec, &o).unwrap();
+    assert!(first.compiled && first.path.is_file());
+    assert!(first.path.file_name().unwrap().to_string_lossy().starts_with("iresnet-"));
+    assert_eq!(std::fs::read(&first.path).unwrap(), iresnet_bytes());
+    let again = compile_cached(&cache, &ckpt, &spec, &o).unwrap();
+    assert_eq!(again, idflow_models::onnx::CachedModel { path: first.path.clone(), compiled: false });
+    // other compile options → another entry
+    let lenient = CompileOptions { allow_unused_keys: true, ..Default::default() };
+    let other = compile_cached(&cache, &ckpt, &spec, &lenient).unwrap();
+    assert!(other.compiled && other.path != first.path);
+    // changed weights → another entry (same config)
+    let mut dict = StateDict::from_file(&ckpt).unwrap().entries().to_vec();
+    let w = dict.iter_mut().find(|(k, _)| k == "fc.bias").unwrap();
+    w.1 = (&w.1 + 1.0).unwrap();
+    let st = dir.path().join("backbone.safetensors");
+    StateDict::new("edited", dict).save_safetensors(&st).unwrap();
+    let edited = compile_cached(&cache, &st, &spec, &o).unwrap();
+    assert!(edited.compiled && edited.path != first.path);
+    // a bad config fails and leaves nothing behind
+    let bad = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 8 } };
+    assert!(compile_cached(&cache, &ckpt, &bad, &o).is_err());
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
+}

@@ -6,6 +6,7 @@
 //!   computation as its `forward`, weights as initializers, a dynamic `batch` dimension.
 //! * [`runtime`] — ONNX Runtime loaded at run time (`ORT_DYLIB_PATH`), session options and
 //!   execution providers.
+//! * [`cache`] — compile-once ONNX files keyed by the checkpoint's SHA-256 and the configuration.
 //! * [`backends`] — [`crate::traits::Denoiser`], [`crate::traits::FirstStage`] and
 //!   [`crate::traits::FaceEncoder`] backed by ORT sessions, interchangeable with the native models.
 //!
@@ -15,6 +16,7 @@
 
 pub mod backends;
 pub mod builder;
+pub mod cache;
 pub mod iresnet;
 pub mod layers;
 pub mod proto;
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use backends::{OrtDenoiser, OrtFaceEncoder, OrtFirstStage};
+pub use cache::{compile_cached, CachedModel, OnnxModelSpec};
 pub use iresnet::{compile_iresnet, compile_tface_ir};
 pub use runtime::{ExecutionProvider, OrtRuntime, OrtSession, SessionOptions, TensorInput, TensorOutput};
 pub use unet::{compile_unet, TimestepType, UNetExport};
