@@ -254,17 +254,14 @@ impl GraphBuilder {
     /// Adds a node with `n_outputs` outputs.
     pub fn node_n(&mut self, op: &str, inputs: &[&Value], attrs: Vec<Attr>, n_outputs: usize) -> Vec<Value> {
         let outputs: Vec<String> = (0..n_outputs).map(|_| self.fresh(op)).collect();
-        let name = format!("{}#node", outputs[0]);
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|v| v.0.clone()).collect(),
             output: outputs.clone(),
-            name,
+            name: format!("{}#node", outputs[0]),
             op_type: op.into(),
+            attribute: attrs,
             ..Default::default()
         });
-        if let Some(node) = self.nodes.last_mut() {
-            node.attribute = attrs;
-        }
         outputs.into_iter().map(Value).collect()
     }
 

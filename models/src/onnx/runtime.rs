@@ -220,7 +220,10 @@ impl OrtRuntime {
     pub fn session_from_file(&self, path: impl AsRef<Path>, options: &SessionOptions) -> Result<OrtSession, OnnxError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
-        self.session_from_bytes(&bytes, options).map_err(|e| OnnxError::Runtime(format!("{}: {e}", path.display())))
+        self.session_from_bytes(&bytes, options).map_err(|e| match e {
+            OnnxError::Runtime(msg) => OnnxError::Runtime(format!("{}: {msg}", path.display())),
+            other => other,
+        })
     }
 
     fn builder(&self, options: &SessionOptions) -> Result<(SessionBuilder, Vec<String>, Vec<String>), OnnxError> {
