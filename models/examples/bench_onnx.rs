@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! ORT_DYLIB_PATH=$(bash tests/py/ort_env.sh) RAYON_NUM_THREADS=2 \
-//!   cargo run --release -p idflow-models --example bench_onnx -- [--iters N] [--threads T] [--batch B] [--skip-full] [--export DIR]
+//!   cargo run --release -p idflow-models --example bench_onnx -- [--iters N] [--threads T] [--batch B] [--skip-full] [--iresnet] [--export DIR]
 //! ```
 //!
 //! Configurations: the tiny fixture UNet and the full IDiff-Face CA UNet (216 M parameters), batch
 //! 8 (default) on 3×32×32 latents. Prints the median ms per forward of each backend, the ratio, and
 //! the max abs difference of the outputs. `--export DIR` writes `unet_{tiny,full}_weights.safetensors`,
 //! `unet_{tiny,full}_io.safetensors` (inputs and the ORT output) and `timings.json` (ORT ms) in the
-//! layout `benches/models_torch.py DIR` reads, to time PyTorch on the same weights.
+//! layout `benches/models_torch.py DIR` reads, to time PyTorch on the same weights. `--iresnet`
+//! adds IResNet-50 embedding of a batch of 32 112×112 faces.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,9 +19,12 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use idflow_dataset::rng::KeyedRng;
 use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions};
+use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::random::random_state_dict;
-use idflow_models::onnx::{compile_unet, CompileOptions, OrtDenoiser, OrtRuntime, SessionOptions, UNetExport};
-use idflow_models::traits::Denoiser;
+use idflow_models::onnx::{
+    compile_iresnet, compile_unet, CompileOptions, OrtDenoiser, OrtFaceEncoder, OrtRuntime, SessionOptions, UNetExport,
+};
+use idflow_models::traits::{Denoiser, FaceEncoder};
 use idflow_models::unet::{ConditionType, ConditionalUNet, UNetConfig};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -105,6 +109,27 @@ fn bench(b: &mut Bench<'_>, name: &str, key: &str, cfg: &UNetConfig, iters: usiz
     Ok(())
 }
 
+/// IResNet-50 (512 features) on 112×112 faces, batch `batch`.
+fn bench_iresnet(rt: &OrtRuntime, batch: usize, threads: usize, iters: usize) -> AnyResult<()> {
+    let cfg = IResNetConfig::depth(50).ok_or("no IResNet-50 preset")?;
+    let shapes = parameter_shapes(|vb| IResNet::new(&cfg, vb))?;
+    let dict = random_state_dict(&shapes, 2024)?;
+    let bytes = compile_iresnet(&dict, &cfg, &CompileOptions::default())?;
+    let ort = OrtFaceEncoder::new(rt.session_from_bytes(&bytes, &SessionOptions::cpu(threads))?);
+    let (native, _) = load_model(&dict, &LoadOptions::default(), |vb| IResNet::new(&cfg, vb))?;
+    let x = random(&[batch, 3, 112, 112], 3)?.tanh()?;
+    let (ort_ms, a) = median_ms(iters, || Ok(ort.embed(&x)?))?;
+    let (native_ms, b) = median_ms(iters, || Ok(native.embed(&x)?))?;
+    let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    println!(
+        "IResNet-50: batch {batch}, 3x112x112, {threads} threads | ORT {ort_ms:.1} ms, native {native_ms:.1} ms, native/ORT {:.2}x | max |diff| / max |feature| {:.2e} (random weights: features grow large through 24 residual blocks)",
+        native_ms / ort_ms,
+        diff / scale
+    );
+    Ok(())
+}
+
 fn main() -> AnyResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str, default: usize| -> usize {
@@ -121,6 +146,9 @@ fn main() -> AnyResult<()> {
     bench(&mut b, "tiny UNet", "unet_tiny", &tiny_unet(), iters)?;
     if !args.iter().any(|a| a == "--skip-full") {
         bench(&mut b, "full IDiff-Face UNet", "unet_full", &UNetConfig::idiff_face_ca(), iters.clamp(1, 3))?;
+    }
+    if args.iter().any(|a| a == "--iresnet") {
+        bench_iresnet(&rt, 32, threads, iters.clamp(1, 3))?;
     }
     Ok(())
 }
