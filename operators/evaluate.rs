@@ -25,7 +25,7 @@
 //! benchmark.
 //!
 //! # Memory at scale (10 K identities × 50 samples)
-//! * Embeddings: 500 K × 512 × 4 B ≈ 1 GB of f32, held once (normalised in place).
+//! * Embeddings: 500 K × 512 × 4 B ≈ 1 GB of f32, held once (plus one f64 norm per row).
 //! * Genuine pairs: 10 K × 50·49/2 ≈ 12.25 M. The join streams them into the scorer a bounded
 //!   chunk at a time and only the f64 scores are kept: 12.25 M × 8 B ≈ 98 MB, the same for the
 //!   impostor scores. The exact pyeer statistics then sort one copy of each (another ≈ 196 MB,

@@ -8,11 +8,13 @@
 //! [`idflow_dataset::metrics::verification::evaluate_f64`]. `xnorm` is the mean L2 norm of
 //! every raw feature vector (both views), as `test` reports it.
 //!
-//! The encoder call is written here rather than shared with the `embed` operator, which had
-//! not landed when this module was written; both follow the same preprocessing, and the
-//! `encoder:` map takes the same `checkpoint` / `config` fields (plus `flip`, `batch_size`).
-//! The protocol's `.bin` files hold aligned 112×112 faces; other sizes are resized bilinearly.
+//! Decoding (`embed`'s `FaceEmbedder::prepare`: sizes other than 112×112 are resized
+//! bilinearly) and the `encoder:` fields (`checkpoint`, `config`) are shared with the `embed`
+//! operator; the forward pass is run here because the protocol needs the raw features of both
+//! views (for `xnorm`), which `embed` does not expose.
 
+use crate::operators::embed::FaceEmbedder;
+use crate::operators::model_spec::{self, ConfigRef};
 use idflow_dataset::formats::verification_bin::read_bin;
 use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
 use idflow_models::checkpoint::LoadOptions;
@@ -40,8 +42,8 @@ pub fn column_for(path: &Path) -> String {
     }
 }
 
-/// Encoder settings (`encoder:` in the node). `checkpoint` and `config` have the same shape
-/// as the `embed` operator's `encoder:`.
+/// Encoder settings (`encoder:` in the node): `checkpoint` and `config` as in the `embed`
+/// operator, plus the protocol's `flip` and `batch_size`. The native (candle) IResNet runs it.
 #[derive(serde::Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderParams {
@@ -50,23 +52,13 @@ pub struct EncoderParams {
     /// `iresnet18|34|50|100|200` (512 features; default `iresnet50`), an inline
     /// `{layers: [a, b, c, d], num_features: n}`, or a JSON file with those fields.
     #[serde(default)]
-    pub config: Option<EncoderConfig>,
+    pub config: Option<ConfigRef>,
     /// Flip test-time augmentation (the protocol's default).
     #[serde(default = "default_true")]
     pub flip: bool,
     /// Images per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-}
-
-/// An IResNet configuration as written in YAML.
-#[derive(serde::Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum EncoderConfig {
-    /// A preset (`iresnet50`) or a JSON file path.
-    Name(String),
-    /// The fields inline.
-    Inline(IResNetConfig),
 }
 
 fn default_true() -> bool {
@@ -79,20 +71,7 @@ fn default_batch() -> usize {
 impl EncoderParams {
     /// The network configuration, or why it cannot be resolved.
     pub fn config(&self) -> Result<IResNetConfig, String> {
-        let cfg = match &self.config {
-            None => IResNetConfig::depth(50).ok_or("iresnet50 preset missing")?,
-            Some(EncoderConfig::Inline(c)) => c.clone(),
-            Some(EncoderConfig::Name(n)) => match n.strip_prefix("iresnet").map(str::parse::<usize>) {
-                Some(Ok(depth)) => {
-                    IResNetConfig::depth(depth).ok_or_else(|| format!("unknown IResNet depth {depth}; use 18, 34, 50, 100 or 200"))?
-                }
-                _ => {
-                    let text = std::fs::read_to_string(n)
-                        .map_err(|e| format!("config `{n}` is neither a preset (iresnet50, …) nor a readable JSON file: {e}"))?;
-                    serde_json::from_str(&text).map_err(|e| format!("config file {n}: {e}"))?
-                }
-            },
-        };
+        let cfg = model_spec::iresnet_config(self.config.as_ref())?;
         if cfg.num_features == 0 || self.batch_size == 0 {
             return Err("`num_features` and `batch_size` must be at least 1".into());
         }
@@ -116,7 +95,7 @@ impl Encoder {
     pub fn load(p: &EncoderParams) -> Result<Self, String> {
         let config = p.config()?;
         let net = idflow_models::pretrained::load_iresnet(&p.checkpoint, &config, &LoadOptions::default())
-            .map_err(|e| format!("encoder {}: {e}", p.checkpoint.display()))?;
+            .map_err(|e| format!("cannot load face encoder {}: {e}", p.checkpoint.display()))?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
         Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name })
     }
@@ -170,14 +149,10 @@ impl Encoder {
     }
 }
 
-/// Decodes one aligned face and appends it as CHW floats `((x/255) − 0.5)/0.5`. Faces that are
-/// not 112×112 (e.g. toy benchmarks rendered smaller) are resized bilinearly first.
+/// Decodes one aligned face (resized to 112×112 when needed, as `embed` does) and appends it
+/// as CHW floats `((x/255) − 0.5)/0.5`.
 fn decode_face(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
-    let mut img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode: {e}"))?.to_rgb8();
-    if img.width() as usize != FACE || img.height() as usize != FACE {
-        img = image::imageops::resize(&img, FACE as u32, FACE as u32, image::imageops::FilterType::Triangle);
-    }
-    push_chw(img.as_raw(), out);
+    push_chw(FaceEmbedder::prepare(bytes)?.as_raw(), out);
     Ok(())
 }
 
@@ -363,10 +338,10 @@ mod tests {
         assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": {"layers": [1, 1, 1, 1], "num_features": 16}}));
         assert_eq!(p.config().unwrap().num_features, 16);
-        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet7"}));
-        assert!(p.config().unwrap_err().contains("depth 7"));
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "missing.json"}));
         assert!(p.config().unwrap_err().contains("missing.json"));
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "batch_size": 0}));
+        assert!(p.config().is_err());
     }
 }
 

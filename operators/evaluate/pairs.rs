@@ -125,33 +125,42 @@ pub fn impostor_pairs(identities: &[u32], seed: u64, count: u64, max_all: u64, m
     ImpostorSelection::Sampled
 }
 
-/// Row-major `[n, dim]` embeddings, L2-normalised once so a pair's cosine is a dot product.
+/// Row-major `[n, dim]` embeddings with their inverse L2 norms, so a pair's cosine is one
+/// dot product (accumulated in f64) times two stored factors, without a normalised copy.
 #[derive(Clone, Debug)]
 pub struct UnitRows {
     values: Vec<f32>,
+    inv_norms: Vec<f64>,
     dim: usize,
 }
 
 impl UnitRows {
-    /// Normalises every row (f64 norm); an all-zero row stays zero (cosine 0 to everything).
-    pub fn new(mut values: Vec<f32>, dim: usize) -> Self {
-        for row in values.chunks_exact_mut(dim.max(1)) {
-            let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-            if norm > 0.0 {
-                row.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
-            }
-        }
-        Self { values, dim }
+    /// Takes the rows and computes their norms (f64); an all-zero row gets cosine 0 to
+    /// everything.
+    pub fn new(values: Vec<f32>, dim: usize) -> Self {
+        let inv_norms = values
+            .chunks_exact(dim.max(1))
+            .map(|row| {
+                let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    1.0 / norm
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Self { values, inv_norms, dim }
     }
 
-    /// Row `i`.
+    /// Row `i`, as given.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.values[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// Cosine similarity of rows `a` and `b` (accumulated in f64).
+    /// Cosine similarity of rows `a` and `b`.
     pub fn cosine(&self, a: usize, b: usize) -> f64 {
-        self.row(a).iter().zip(self.row(b)).map(|(&x, &y)| x as f64 * y as f64).sum()
+        let dot: f64 = self.row(a).iter().zip(self.row(b)).map(|(&x, &y)| x as f64 * y as f64).sum();
+        dot * self.inv_norms[a] * self.inv_norms[b]
     }
 
     /// Embedding width.
@@ -159,7 +168,7 @@ impl UnitRows {
         self.dim
     }
 
-    /// All rows, row-major.
+    /// All rows as given, row-major.
     pub fn values(&self) -> &[f32] {
         &self.values
     }
