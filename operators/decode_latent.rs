@@ -16,7 +16,8 @@ use crate::spec::{ConfigError, NodeSpec};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use candle_core::{Device, Tensor};
-use idflow_models::vq::{VqConfig, VqDecoder};
+use idflow_models::traits::FirstStage;
+use idflow_models::vq::VqConfig;
 use image::{imageops, RgbImage};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
@@ -39,7 +40,12 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "decoder weights (first_stage_decoder_state_dict.pt); config: vq-f4 (default) | reference-tiny | JSON | inline",
     },
-    ParamDoc { name: "backend", ty: "native | onnx", default: "native", doc: "inference backend (onnx: not available yet)" },
+    ParamDoc {
+        name: "backend",
+        ty: "native | onnx",
+        default: "native",
+        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
+    },
     ParamDoc { name: "column", ty: "string", default: "latent", doc: "input latent column (shape metadata [c,h,w])" },
     ParamDoc {
         name: "quantize",
@@ -158,9 +164,6 @@ fn default_reproducible() -> Reproducible {
 
 /// Plan-time checks; returns the resolved configuration. `field` maps parameter names to YAML fields.
 pub fn check_decode(node: &NodeSpec, p: &DecodeParams, field: &dyn Fn(&str) -> String) -> Result<VqConfig, ConfigError> {
-    if p.backend == Backend::Onnx {
-        return Err(node.error(Some(&*field("backend")), model_spec::ONNX_NOT_AVAILABLE));
-    }
     let cfg = model_spec::vq_config(p.first_stage.config.as_ref()).map_err(|e| node.error(Some(&*field("first_stage")), e))?;
     if cfg.ch_mult.is_empty() {
         return Err(node.error(Some(&*field("first_stage")), "ch_mult must not be empty"));
@@ -188,7 +191,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
 
 /// A loaded first-stage decoder plus the image settings.
 pub struct LatentDecoder {
-    decoder: VqDecoder,
+    decoder: Box<dyn FirstStage>,
     p: DecodeParams,
     embed_dim: usize,
     /// Upsampling factor of the decoder (2^(levels − 1)).
@@ -199,7 +202,7 @@ impl LatentDecoder {
     /// Loads the decoder weights.
     pub fn load(p: &DecodeParams, cfg: &VqConfig) -> Result<Self, String> {
         Ok(Self {
-            decoder: model_spec::load_vq_decoder(&p.first_stage.checkpoint, cfg)?,
+            decoder: model_spec::load_vq_decoder(p.backend, &p.first_stage.checkpoint, cfg, p.quantize)?,
             p: p.clone(),
             embed_dim: cfg.embed_dim,
             factor: 1 << (cfg.ch_mult.len() - 1),
@@ -220,7 +223,7 @@ impl LatentDecoder {
             let end = (start + chunk).min(n);
             let run = || -> candle_core::Result<Vec<f32>> {
                 let z = Tensor::from_slice(&latents[start * per..end * per], (end - start, shape[0], shape[1], shape[2]), &Device::Cpu)?;
-                let x = self.decoder.decode(&z, !self.p.quantize)?;
+                let x = self.decoder.decode(&z).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                 x.flatten_all()?.to_vec1::<f32>()
             };
             let pixels = run().map_err(|e| format!("first-stage decode: {e}"))?;

@@ -28,7 +28,8 @@ use candle_core::{Device, Tensor};
 use idflow_dataset::rng::derive_seed;
 use idflow_models::sampler::{batch_noise, sample, CpuStepMath, NoiseKey, SamplerConfig, SamplerKind, PRIOR_STEP};
 use idflow_models::schedule::DdpmSchedule;
-use idflow_models::unet::{ConditionalUNet, UNetConfig};
+use idflow_models::traits::Denoiser;
+use idflow_models::unet::UNetConfig;
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 
@@ -50,7 +51,12 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "UNet weights; config: idiff-face-ca (default) | idiff-face-uncond | reference-tiny | JSON file | inline map",
     },
-    ParamDoc { name: "backend", ty: "native | onnx", default: "native", doc: "inference backend (onnx: not available yet)" },
+    ParamDoc {
+        name: "backend",
+        ty: "native | onnx",
+        default: "native",
+        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
+    },
     ParamDoc { name: "samples_per_identity", ty: "integer", default: "required", doc: "latents generated per context row" },
     ParamDoc { name: "sampler", ty: "ddpm | ddim", default: "ddpm", doc: "ancestral DDPM over all T steps, or DDIM" },
     ParamDoc { name: "steps", ty: "integer", default: "50", doc: "DDIM steps (stride T/steps)" },
@@ -180,9 +186,6 @@ struct Params {
 /// Checks sampling parameters at plan time; returns the resolved UNet configuration.
 /// `field` maps a parameter name to the YAML field it came from (for nested use in `filter`).
 pub fn check_sampling(node: &crate::spec::NodeSpec, s: &SamplingParams, field: &dyn Fn(&str) -> String) -> Result<UNetConfig, ConfigError> {
-    if s.backend == Backend::Onnx {
-        return Err(node.error(Some(&*field("backend")), model_spec::ONNX_NOT_AVAILABLE));
-    }
     let cfg = model_spec::unet_config(s.model.config.as_ref()).map_err(|e| node.error(Some(&*field("model")), e))?;
     model_spec::check_unet(&cfg, s.latent_shape[0]).map_err(|e| node.error(Some(&*field("latent_shape")), e))?;
     if s.latent_shape.contains(&0) {
@@ -258,7 +261,7 @@ pub struct Job<'a> {
 
 /// A loaded denoiser with its sampler settings: turns [`Job`]s into latents.
 pub struct Generator {
-    unet: ConditionalUNet,
+    unet: Box<dyn Denoiser>,
     schedule: DdpmSchedule,
     sampler: SamplerConfig,
     latent_shape: [usize; 3],
@@ -270,7 +273,7 @@ pub struct Generator {
 impl Generator {
     /// Loads the checkpoint and checks the sampler against its schedule.
     pub fn load(s: &SamplingParams, cfg: &UNetConfig, seed: u64) -> Result<Self, String> {
-        let (unet, schedule) = model_spec::load_unet(&s.model.checkpoint, cfg)?;
+        let (unet, schedule) = model_spec::load_denoiser(s.backend, &s.model.checkpoint, cfg)?;
         if s.sampler == Sampler::Ddim && s.steps > schedule.len() {
             return Err(format!("steps {} exceeds the model's T = {}", s.steps, schedule.len()));
         }
@@ -340,7 +343,7 @@ impl Generator {
             }
             None => None,
         };
-        let x0 = sample(&self.unet, &self.schedule, &self.sampler, &CpuStepMath, &x_t, context.as_ref(), &keys).map_err(err)?;
+        let x0 = sample(self.unet.as_ref(), &self.schedule, &self.sampler, &CpuStepMath, &x_t, context.as_ref(), &keys).map_err(err)?;
         x0.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())
     }
 }

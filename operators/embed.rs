@@ -17,7 +17,7 @@ use crate::spec::{ConfigError, NodeSpec};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use candle_core::{Device, Tensor};
-use idflow_models::iresnet::{IResNet, IResNetConfig};
+use idflow_models::iresnet::IResNetConfig;
 use idflow_models::traits::FaceEncoder;
 use image::{imageops, RgbImage};
 use serde::Deserialize;
@@ -41,7 +41,12 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "IResNet weights; config: iresnet50 (default) | iresnet18/34/100/200 | JSON | inline {layers, num_features}",
     },
-    ParamDoc { name: "backend", ty: "native | onnx", default: "native", doc: "inference backend (onnx: not available yet)" },
+    ParamDoc {
+        name: "backend",
+        ty: "native | onnx",
+        default: "native",
+        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
+    },
     ParamDoc { name: "column", ty: "string", default: "image", doc: "encoded image column" },
     ParamDoc { name: "output", ty: "string", default: "embedding", doc: "embedding column to add" },
     ParamDoc { name: "flip", ty: "bool", default: "false", doc: "flip TTA: normalize(f(x) + f(flip(x)))" },
@@ -109,9 +114,6 @@ fn default_reproducible() -> Reproducible {
 
 /// Plan-time checks; returns the resolved configuration.
 pub fn check_embed(node: &NodeSpec, p: &EmbedParams, field: &dyn Fn(&str) -> String) -> Result<IResNetConfig, ConfigError> {
-    if p.backend == Backend::Onnx {
-        return Err(node.error(Some(&*field("backend")), model_spec::ONNX_NOT_AVAILABLE));
-    }
     let cfg = model_spec::iresnet_config(p.encoder.config.as_ref()).map_err(|e| node.error(Some(&*field("encoder")), e))?;
     if cfg.num_features == 0 {
         return Err(node.error(Some(&*field("encoder")), "num_features must be positive"));
@@ -133,7 +135,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
 
 /// A loaded face encoder plus preprocessing settings.
 pub struct FaceEmbedder {
-    net: IResNet,
+    net: Box<dyn FaceEncoder>,
     p: EmbedParams,
     dim: usize,
 }
@@ -141,7 +143,7 @@ pub struct FaceEmbedder {
 impl FaceEmbedder {
     /// Loads the encoder weights.
     pub fn load(p: &EmbedParams, cfg: &IResNetConfig) -> Result<Self, String> {
-        Ok(Self { net: model_spec::load_iresnet(&p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features })
+        Ok(Self { net: model_spec::load_iresnet(p.backend, &p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features })
     }
 
     /// Embedding width.

@@ -5,7 +5,9 @@
 //! `FixedSizeList<Float32, n>` tensor columns the operators exchange.
 //!
 //! Plan time only resolves configurations (presets and inline maps need no file; a JSON config
-//! file is read because the output shapes depend on it). Checkpoints are opened in `start()`.
+//! file is read because the output shapes depend on it). Checkpoints are opened in `start()`:
+//! `backend: native` builds the candle models, `backend: onnx` compiles the same checkpoint to
+//! an ONNX graph in memory and runs it on ONNX Runtime (library from `ORT_DYLIB_PATH`).
 
 use crate::batch::column;
 use arrow_array::cast::AsArray;
@@ -14,9 +16,15 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field};
 use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
+use idflow_models::onnx::{
+    compile_iresnet, compile_unet, compile_vq_decoder, CompileOptions, OrtDenoiser, OrtFaceEncoder, OrtFirstStage, OrtRuntime, OrtSession,
+    SessionOptions, UNetExport,
+};
 use idflow_models::schedule::DdpmSchedule;
-use idflow_models::unet::{ConditionalUNet, UNetConfig};
+use idflow_models::traits::{Denoiser, FaceEncoder, FirstStage};
+use idflow_models::unet::UNetConfig;
 use idflow_models::vq::{VqConfig, VqDecoder};
+use idflow_models::ModelError;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,12 +37,11 @@ pub enum Backend {
     /// The candle models of `idflow-models` (CPU).
     #[default]
     Native,
-    /// ONNX Runtime (not wired into the operators yet).
+    /// ONNX Runtime: the checkpoint is compiled to an ONNX graph when the run starts
+    /// (`idflow_models::onnx`) and run on the CPU provider; the library comes from
+    /// `ORT_DYLIB_PATH`.
     Onnx,
 }
-
-/// The config-time message for `backend: onnx`.
-pub const ONNX_NOT_AVAILABLE: &str = "`onnx` is not available in the generation operators yet; use `backend: native`";
 
 /// A model configuration as written in YAML: a preset name, a path to a JSON file, or an
 /// inline map of the configuration fields.
@@ -147,30 +154,84 @@ pub fn check_unet(cfg: &UNetConfig, latent_channels: usize) -> Result<(), String
     Ok(())
 }
 
-/// Loads the denoiser and its schedule (strictly: every key must match).
-pub fn load_unet(path: &Path, cfg: &UNetConfig) -> Result<(ConditionalUNet, DdpmSchedule), String> {
-    let (unet, schedule, _) = idflow_models::pretrained::load_idiff_face(path, cfg, &LoadOptions::default())
-        .map_err(|e| format!("cannot load UNet {}: {e}", path.display()))?;
-    Ok((unet, schedule))
+/// Opens compiled model bytes on ONNX Runtime (CPU provider).
+fn ort_session(bytes: &[u8]) -> Result<OrtSession, String> {
+    let rt = OrtRuntime::new(None).map_err(|e| e.to_string())?;
+    rt.session_from_bytes(bytes, &SessionOptions::default()).map_err(|e| e.to_string())
+}
+
+/// Loads the denoiser and its schedule (strictly: every key must match). `onnx` compiles the
+/// same weights to an ONNX graph (with the empty-context mask input, for guidance).
+pub fn load_denoiser(backend: Backend, path: &Path, cfg: &UNetConfig) -> Result<(Box<dyn Denoiser>, DdpmSchedule), String> {
+    let fail = |e: String| format!("cannot load UNet {}: {e}", path.display());
+    match backend {
+        Backend::Native => {
+            let (unet, schedule, _) =
+                idflow_models::pretrained::load_idiff_face(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
+            Ok((Box::new(unet) as Box<dyn Denoiser>, schedule))
+        }
+        Backend::Onnx => {
+            let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
+            let schedule = DdpmSchedule::from_state_dict_or_linear(&dict, 1000).map_err(|e| fail(e.to_string()))?;
+            let bytes = compile_unet(&dict, cfg, &UNetExport::default(), &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
+            let denoiser = OrtDenoiser::new(ort_session(&bytes).map_err(fail)?).map_err(|e| fail(e.to_string()))?;
+            Ok((Box::new(denoiser), schedule))
+        }
+    }
+}
+
+/// The native first-stage decoder as a [`FirstStage`] (decode only).
+struct NativeDecoder {
+    decoder: VqDecoder,
+    quantize: bool,
+}
+
+impl FirstStage for NativeDecoder {
+    fn encode(&self, _images: &candle_core::Tensor) -> idflow_models::Result<candle_core::Tensor> {
+        Err(ModelError::Config("decode-latent loads the decoder only".into()))
+    }
+
+    fn decode(&self, latents: &candle_core::Tensor) -> idflow_models::Result<candle_core::Tensor> {
+        Ok(self.decoder.decode(latents, !self.quantize)?)
+    }
 }
 
 /// Loads the first-stage decoder (`decoder.*`, `post_quant_conv.*`, `quantize.embedding.weight`)
-/// from IDiff-Face's split decoder file; the codebook size is read from the file.
-pub fn load_vq_decoder(path: &Path, cfg: &VqConfig) -> Result<VqDecoder, String> {
+/// from IDiff-Face's split decoder file; the codebook size is read from the file. `quantize`
+/// snaps latents to the codebook first.
+pub fn load_vq_decoder(backend: Backend, path: &Path, cfg: &VqConfig, quantize: bool) -> Result<Box<dyn FirstStage>, String> {
     let fail = |e: String| format!("cannot load first-stage decoder {}: {e}", path.display());
     let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
+    if backend == Backend::Onnx {
+        let bytes = compile_vq_decoder(&dict, cfg, quantize, &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
+        return Ok(Box::new(OrtFirstStage::new(None, ort_session(&bytes).map_err(fail)?)));
+    }
     let codebook = ["quantize.embedding.weight", "first_stage_model.quantize.embedding.weight"]
         .iter()
         .find_map(|k| dict.get(k))
         .ok_or_else(|| fail("no `quantize.embedding.weight` (codebook)".into()))?;
     let n_embed = codebook.dim(0).map_err(|e| fail(e.to_string()))?;
-    load_model(&dict, &LoadOptions::default(), |vb| VqDecoder::new(cfg, n_embed, vb)).map(|(d, _)| d).map_err(|e| fail(e.to_string()))
+    let decoder = load_model(&dict, &LoadOptions::default(), |vb| VqDecoder::new(cfg, n_embed, vb))
+        .map(|(d, _)| d)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Box::new(NativeDecoder { decoder, quantize }))
 }
 
 /// Loads an ElasticFace / insightface IResNet.
-pub fn load_iresnet(path: &Path, cfg: &IResNetConfig) -> Result<IResNet, String> {
-    idflow_models::pretrained::load_iresnet(path, cfg, &LoadOptions::default())
-        .map_err(|e| format!("cannot load face encoder {}: {e}", path.display()))
+pub fn load_iresnet(backend: Backend, path: &Path, cfg: &IResNetConfig) -> Result<Box<dyn FaceEncoder>, String> {
+    let fail = |e: String| format!("cannot load face encoder {}: {e}", path.display());
+    match backend {
+        Backend::Native => {
+            let net: IResNet =
+                idflow_models::pretrained::load_iresnet(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
+            Ok(Box::new(net))
+        }
+        Backend::Onnx => {
+            let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
+            let bytes = compile_iresnet(&dict, cfg, &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
+            Ok(Box::new(OrtFaceEncoder::new(ort_session(&bytes).map_err(fail)?)))
+        }
+    }
 }
 
 /// A `FixedSizeList<Float32, Π shape>` field with `shape` metadata (e.g. `[3,32,32]`).

@@ -140,7 +140,7 @@ fn context_files_dict_npy_plain_npy_and_parquet() {
         assert!(worst < 1e-6, "plain .npy rows are normalised to the dict's vectors ({worst})");
     }
     // Parquet: the dataset written above is itself a context file
-    let shard = std::fs::read_dir(&dir.path().join("contexts_dict_npy"))
+    let shard = std::fs::read_dir(dir.path().join("contexts_dict_npy"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "parquet"))

@@ -54,12 +54,12 @@ const DIFFUSE: &str = "    sampler: ddim\n    steps: 4\n    eta: 1.0\n    latent
 fn filter_pipeline(out: &Path, wide: &Path, threshold: f32, retries: u32, report: &Path) -> String {
     let generate = format!("{}{}", unet_block(), DIFFUSE);
     format!(
-        "name: filtered\nseed: 8\nworkers: 2\nnodes:\n  ids:\n    op: contexts\n    kind: synthetic-uniform\n    count: 3\n  latents:\n    op: diffuse\n    input: ids\n    samples_per_identity: 4\n    batch: 3\n{generate}  faces:\n    op: decode-latent\n    input: latents\n{vq}  emb:\n    op: embed\n    input: faces\n{enc}  gate:\n    op: filter\n    input: emb\n    threshold: {threshold}\n    max_retries: {retries}\n    report: {report}\n    generate:\n{g2}    decode:\n{d2}{enc2}  out:\n    op: write-records\n    input: gate\n    path: {out}\n    columns: [identity, sample, seed, context, latent, image, embedding, attempt, similarity]\n",
+        "name: filtered\nseed: 8\nworkers: 2\nnodes:\n  ids:\n    op: contexts\n    kind: synthetic-uniform\n    count: 3\n  latents:\n    op: diffuse\n    input: ids\n    samples_per_identity: 4\n    batch: 3\n{generate}  faces:\n    op: decode-latent\n    input: latents\n{vq}  emb:\n    op: embed\n    input: faces\n{enc}  gate:\n    op: filter\n    input: emb\n    threshold: {threshold}\n    max_retries: {retries}\n    report: {report}\n    generate:\n{g2}    decode:\n{d2}    embed:\n{enc2}  out:\n    op: write-records\n    input: gate\n    path: {out}\n    columns: [identity, sample, seed, context, latent, image, embedding, attempt, similarity]\n",
         vq = vq_block(),
         enc = embed_block("encoder", wide, "    "),
         g2 = indent(&generate, "  "),
         d2 = indent(&vq_block(), "  "),
-        enc2 = format!("    embed:\n{}", embed_block("encoder", wide, "      ")),
+        enc2 = embed_block("encoder", wide, "      "),
         report = report.display(),
         out = out.display(),
     )
@@ -186,17 +186,19 @@ fn embed_matches_official_flip_tta_features() {
         std::fs::create_dir_all(&d).unwrap();
         img.save(d.join("0.png")).unwrap();
     }
-    for (flip, key) in [(true, "embedding_flip_tta"), (false, "embedding")] {
-        let out = dir.path().join(format!("out_{flip}"));
+    for (flip, key, backend) in
+        [(true, "embedding_flip_tta", "native"), (false, "embedding", "native"), (true, "embedding_flip_tta", "onnx")]
+    {
+        let out = dir.path().join(format!("out_{flip}_{backend}"));
         let yaml = format!(
-            "name: emb\nnodes:\n  faces:\n    op: read\n    root: {}\n  emb:\n    op: embed\n    input: faces\n    flip: {flip}\n    encoder:\n      checkpoint: {}\n      config: {}\n  out:\n    op: write-records\n    input: emb\n    path: {}\n    columns: [identity, embedding]\n",
+            "name: emb\nnodes:\n  faces:\n    op: read\n    root: {}\n  emb:\n    op: embed\n    input: faces\n    flip: {flip}\n    backend: {backend}\n    encoder:\n      checkpoint: {}\n      config: {}\n  out:\n    op: write-records\n    input: emb\n    path: {}\n    columns: [identity, embedding]\n",
             faces.display(),
             fixture("iresnet_tiny.pth").display(),
             fixture("iresnet_tiny_config.json").display(),
             out.display()
         );
         std::fs::write(dir.path().join("e.yaml"), yaml).unwrap();
-        run_ok(dir.path(), &["run", "e.yaml", "-q"]);
+        run_ok_with_ort(dir.path(), &["run", "e.yaml", "-q"]);
         let want: Vec<Vec<f32>> = io[key].to_vec2().unwrap();
         let mut got = Vec::new();
         for b in read_batches(&out) {
@@ -209,7 +211,7 @@ fn embed_matches_official_flip_tta_features() {
         assert_eq!(got.len(), 2);
         for (g, w) in got.iter().zip(&want) {
             let worst = g.1.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-4, "{key}: max abs diff {worst}");
+            assert!(worst < 1e-4, "{key} ({backend}): max abs diff {worst}");
         }
     }
 }

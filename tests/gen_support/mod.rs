@@ -156,3 +156,25 @@ pub fn read_rows(dir: &Path) -> Vec<GenRow> {
     rows.sort_by_key(|r| (r.identity, r.sample));
     rows
 }
+
+/// The ONNX Runtime library, from `tests/py/ort_env.sh` (which installs the pinned wheel into a
+/// venv on first use; `IDFLOW_ORT_VENV` picks the venv).
+pub fn ort_dylib() -> PathBuf {
+    let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ort_env.sh"));
+    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Runs `idflow` with ONNX Runtime available (`ORT_DYLIB_PATH`) and asserts success.
+pub fn run_ok_with_ort(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_idflow"))
+        .args(args)
+        .current_dir(dir)
+        .env("IDFLOW_LOG", "warn")
+        .env("ORT_DYLIB_PATH", ort_dylib())
+        .output()
+        .expect("run idflow");
+    assert!(out.status.success(), "idflow {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
