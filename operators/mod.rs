@@ -23,6 +23,7 @@ pub mod filter;
 pub mod model_spec;
 pub mod read;
 pub mod toy_faces;
+pub mod train;
 pub mod write_records;
 
 /// An error while an operator runs (bad input data, I/O). Names what failed.
@@ -313,7 +314,7 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info()])
+    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info(), train::info()])
 }
 
 /// Looks an operator up by name.

@@ -46,6 +46,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod torch_file;
 pub mod traits;
+pub mod train_loop;
 pub mod training;
 pub mod unet;
 pub mod vq;

@@ -1,0 +1,16 @@
+//! Training loops for the `train` operator: the model-side half of face-recognition training
+//! (TFace recipe: margin head, SGD with momentum, no weight decay on BatchNorm) and of
+//! IDiff-Face denoiser training (eps-MSE, CPD, Adam, EMA), with checkpointable state.
+//!
+//! * [`backbone`] — an IResNet with configurable widths and input size (toy-world training);
+//! * [`optim`] — SGD (momentum, BN-free weight decay), Adam, gradient clipping;
+//! * [`schedule`] — learning-rate schedules and the EMA warm-up;
+//! * [`state`] — keyed initialisation, EMA, loading state back, safetensors in memory;
+//! * [`face`], [`diffusion`] — one optimiser step of each task plus its checkpoint tensors.
+
+pub mod backbone;
+pub mod diffusion;
+pub mod face;
+pub mod optim;
+pub mod schedule;
+pub mod state;

@@ -1,0 +1,452 @@
+//! `train`: a sink that trains a model on every row it receives and writes checkpoints.
+//!
+//! * `task: face-recognition` — rows with an `image` (encoded bytes, or a decoded tensor
+//!   column) and an `identity`; an IResNet (any width/depth/input size, or the published
+//!   `iresnet18|34|50|100`) or TFace `ir18|34|50|100` with an ArcFace / CosFace /
+//!   ElasticFace-Arc head, SGD (momentum, weight decay off BatchNorm), `steps` / `cosine`
+//!   learning-rate schedules, keyed horizontal flips, optional gradient clipping, periodic
+//!   10-fold verification on `.bin` benchmarks. Writes `checkpoint.safetensors` (weights,
+//!   momentum buffers, epoch, step) every epoch and `backbone.safetensors` (official keys,
+//!   loadable by `embed` for the published topology) at the end.
+//! * `task: diffusion` — rows with a `latent` tensor and (optionally) a `context`; IDiff-Face's
+//!   ConditionalUNet trained on eps-MSE with CPD, Adam + CosineAnnealingWarmRestarts per step,
+//!   EMA. Writes `checkpoint.safetensors` (model, EMA, Adam moments) every epoch and
+//!   `model.safetensors` / `ema_averaged_model.safetensors` in the official wrapper layout
+//!   (`eps_model.*` + schedule buffers), loadable by `diffuse`.
+//!
+//! The node receives all rows on worker 0 (`Routing::Single`), buffers them, puts them into a
+//! canonical order and trains in `finish`. Each epoch emits one row of statistics (`epoch`,
+//! `step`, `loss`, `accuracy`, `lr`, `images_per_s`). `resume: true` continues from the last
+//! checkpoint's epoch with its optimiser state: every random draw is keyed by (seed, epoch,
+//! row) or (seed, step), so a resumed run repeats an uninterrupted one exactly.
+
+mod data;
+mod diffusion;
+mod face;
+
+use super::model_spec::ConfigRef;
+use super::{
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, Started, Task,
+    TaskContext,
+};
+use crate::spec::ConfigError;
+use arrow_array::{Float64Array, RecordBatch, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use idflow_models::train_loop::schedule::{EmaConfig, LrSchedule};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use data::decode_image;
+
+/// Registry entry.
+pub fn info() -> OperatorInfo {
+    OperatorInfo {
+        name: "train",
+        role: Role::Sink,
+        summary: "Train a face recognizer or an identity-conditioned denoiser; checkpoints, resume",
+        params: PARAMS,
+        build,
+    }
+}
+
+const PARAMS: &[ParamDoc] = &[
+    ParamDoc { name: "task", ty: "face-recognition | diffusion", default: "required", doc: "what to train" },
+    ParamDoc { name: "output", ty: "path", default: "required", doc: "directory for checkpoints and final weights" },
+    ParamDoc { name: "epochs", ty: "integer", default: "required", doc: "passes over the rows" },
+    ParamDoc { name: "batch_size", ty: "integer", default: "32", doc: "rows per optimiser step" },
+    ParamDoc { name: "lr", ty: "schedule map", default: "task default", doc: "{type: constant|steps|cosine|warm-restarts, ...}" },
+    ParamDoc { name: "resume", ty: "bool", default: "false", doc: "continue from output/checkpoint.safetensors when present" },
+    ParamDoc {
+        name: "stop_after_epochs",
+        ty: "integer",
+        default: "none",
+        doc: "stop (checkpointed) after this many epochs of the schedule",
+    },
+    ParamDoc { name: "flip", ty: "bool", default: "true", doc: "keyed horizontal flips (images; latents for diffusion)" },
+    ParamDoc { name: "clip_grad_norm", ty: "number", default: "none", doc: "clip the global gradient norm" },
+    ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
+    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition: decoded image side" },
+    ParamDoc {
+        name: "backbone",
+        ty: "name | map",
+        default: "iresnet50",
+        doc: "iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
+    },
+    ParamDoc { name: "head", ty: "map", default: "arcface s 64 m 0.5", doc: "{type: arcface|cosface|elasticface-arc, s, m, std}" },
+    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "SGD momentum" },
+    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "SGD weight decay (not on BatchNorm)" },
+    ParamDoc { name: "eval", ty: "[path]", default: "[]", doc: "verification .bin files, 10-fold accuracy with flip TTA" },
+    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "evaluate every n epochs (and at the end)" },
+    ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
+    ParamDoc { name: "context", ty: "string | null", default: "context", doc: "diffusion: context column (null: unconditional)" },
+    ParamDoc { name: "latent_shape", ty: "[c, h, w]", default: "from field", doc: "diffusion: latent shape" },
+    ParamDoc { name: "cpd", ty: "number", default: "UNet config", doc: "diffusion: contextual partial dropout probability" },
+    ParamDoc { name: "uncond_probability", ty: "number", default: "0", doc: "diffusion: whole-context dropout to the empty context" },
+    ParamDoc { name: "timesteps", ty: "integer", default: "1000", doc: "diffusion: T of the linear schedule" },
+    ParamDoc { name: "ema", ty: "map", default: "{inv_gamma 1, power 0.75, max_value 0.9999}", doc: "diffusion: EMA warm-up" },
+];
+
+/// What to train.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainTask {
+    /// A face recognizer.
+    FaceRecognition,
+    /// An identity-conditioned denoiser.
+    Diffusion,
+}
+
+/// A margin head as written in YAML.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum HeadParams {
+    /// ArcFace `cos(θ + m)` (TFace's threshold variant).
+    Arcface {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Margin.
+        #[serde(default = "m05")]
+        m: f64,
+    },
+    /// CosFace `cos θ − m`.
+    Cosface {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Margin.
+        #[serde(default = "m035")]
+        m: f64,
+    },
+    /// ElasticFace-Arc, margins `N(m, std)` per row.
+    ElasticfaceArc {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Mean margin.
+        #[serde(default = "m05")]
+        m: f64,
+        /// Margin standard deviation.
+        #[serde(default = "std0025")]
+        std: f64,
+    },
+}
+
+fn s64() -> f64 {
+    64.0
+}
+fn m05() -> f64 {
+    0.5
+}
+fn m035() -> f64 {
+    0.35
+}
+fn std0025() -> f64 {
+    0.025
+}
+
+/// A backbone as written in YAML: a name or an inline IResNet shape.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum BackboneParams {
+    /// `iresnet18|34|50|100|200` or `ir18|34|50|100`.
+    Name(String),
+    /// `{layers, widths, num_features, input_size}`.
+    Shape(idflow_models::train_loop::backbone::TrainIResNetConfig),
+}
+
+/// Parameters of the `train` node.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Task.
+    pub task: TrainTask,
+    /// Output directory.
+    pub output: PathBuf,
+    /// Epochs.
+    pub epochs: u64,
+    /// Rows per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub lr: Option<LrSchedule>,
+    /// Resume from the checkpoint.
+    #[serde(default)]
+    pub resume: bool,
+    /// Stop after this many epochs.
+    #[serde(default)]
+    pub stop_after_epochs: Option<u64>,
+    /// Keyed horizontal flips.
+    #[serde(default = "yes")]
+    pub flip: bool,
+    /// Gradient clipping.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// Input column.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Decoded image side.
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Backbone.
+    #[serde(default)]
+    pub backbone: Option<BackboneParams>,
+    /// Head.
+    #[serde(default)]
+    pub head: Option<HeadParams>,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// SGD weight decay.
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    /// Verification benchmarks.
+    #[serde(default)]
+    pub eval: Vec<PathBuf>,
+    /// Evaluation period in epochs.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// UNet configuration.
+    #[serde(default)]
+    pub unet: Option<ConfigRef>,
+    /// Context column (`null`: unconditional).
+    #[serde(default = "default_context")]
+    pub context: Option<String>,
+    /// Latent shape.
+    #[serde(default)]
+    pub latent_shape: Option<Vec<usize>>,
+    /// CPD probability.
+    #[serde(default)]
+    pub cpd: Option<f64>,
+    /// Whole-context dropout.
+    #[serde(default)]
+    pub uncond_probability: f64,
+    /// Diffusion steps.
+    #[serde(default = "default_timesteps")]
+    pub timesteps: usize,
+    /// EMA.
+    #[serde(default)]
+    pub ema: EmaConfig,
+}
+
+fn default_batch() -> usize {
+    32
+}
+fn yes() -> bool {
+    true
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_wd() -> f64 {
+    5e-4
+}
+fn default_eval_every() -> u64 {
+    1
+}
+fn default_context() -> Option<String> {
+    Some("context".into())
+}
+fn default_timesteps() -> usize {
+    1000
+}
+
+impl TrainParams {
+    /// The input column (default `image` / `latent`).
+    pub fn input_column(&self) -> String {
+        self.column.clone().unwrap_or_else(|| match self.task {
+            TrainTask::FaceRecognition => "image".into(),
+            TrainTask::Diffusion => "latent".into(),
+        })
+    }
+}
+
+/// Resolved, validated settings of one node.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// Face recognition.
+    Face(face::FaceSetup),
+    /// Diffusion.
+    Diffusion(diffusion::DiffusionSetup),
+}
+
+fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
+    let p: TrainParams = ctx.node.parse_params()?;
+    let err = |field: &str, msg: String| ctx.node.error(Some(field), msg);
+    if p.epochs == 0 {
+        return Err(err("epochs", "must be at least 1".into()));
+    }
+    if p.batch_size < 2 {
+        return Err(err("batch_size", "must be at least 2 (BatchNorm needs batch statistics)".into()));
+    }
+    if let Some(lr) = &p.lr {
+        lr.validate().map_err(|e| err("lr", e))?;
+    }
+    if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
+        return Err(err("clip_grad_norm", "must be positive".into()));
+    }
+    let resolved = match p.task {
+        TrainTask::FaceRecognition => Resolved::Face(face::FaceSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
+        TrainTask::Diffusion => Resolved::Diffusion(diffusion::DiffusionSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
+    };
+    Ok(Arc::new(Train { p, resolved, seed: ctx.seed, node: ctx.node.id.clone() }))
+}
+
+struct Train {
+    p: TrainParams,
+    resolved: Resolved,
+    seed: u64,
+    node: String,
+}
+
+/// The per-epoch statistics rows `train` emits.
+pub fn stats_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::UInt64, false),
+        Field::new("step", DataType::UInt64, false),
+        Field::new("loss", DataType::Float64, false),
+        Field::new("accuracy", DataType::Float64, true),
+        Field::new("lr", DataType::Float64, false),
+        Field::new("images_per_s", DataType::Float64, false),
+    ]))
+}
+
+/// Statistics of one epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// Epoch number (1-based, counting resumed epochs).
+    pub epoch: u64,
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Training accuracy (face recognition).
+    pub accuracy: Option<f64>,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Training throughput.
+    pub images_per_s: f64,
+}
+
+fn stats_batch(stats: &[EpochStats]) -> OpResult<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        stats_schema(),
+        vec![
+            Arc::new(UInt64Array::from(stats.iter().map(|s| s.epoch).collect::<Vec<_>>())),
+            Arc::new(UInt64Array::from(stats.iter().map(|s| s.step).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(stats.iter().map(|s| s.loss).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(stats.iter().map(|s| s.accuracy).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(stats.iter().map(|s| s.lr).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(stats.iter().map(|s| s.images_per_s).collect::<Vec<_>>())),
+        ],
+    )?)
+}
+
+impl Operator for Train {
+    fn role(&self) -> Role {
+        Role::Sink
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::Single
+    }
+
+    fn required_columns(&self) -> Vec<ColumnReq> {
+        match &self.resolved {
+            Resolved::Face(_) => vec![
+                ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)),
+                ColumnReq::new(
+                    &self.p.input_column(),
+                    if self.p.column.as_deref() == Some("image") || self.p.column.is_none() {
+                        ColumnType::Bytes
+                    } else {
+                        ColumnType::F32Tensor
+                    },
+                ),
+            ],
+            Resolved::Diffusion(_) => {
+                let mut v = vec![ColumnReq::new(&self.p.input_column(), ColumnType::F32Tensor)];
+                if let Some(c) = &self.p.context {
+                    v.push(ColumnReq::new(c, ColumnType::F32Tensor));
+                }
+                v
+            }
+        }
+    }
+
+    fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
+        Ok(stats_schema())
+    }
+
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        std::fs::create_dir_all(&self.p.output)
+            .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.output.display())))?;
+        Ok(Started::Task(Box::new(TrainTaskState {
+            p: self.p.clone(),
+            resolved: self.resolved.clone(),
+            seed: self.seed,
+            node: self.node.clone(),
+            ctx: ctx.clone(),
+            examples: Vec::new(),
+            arrivals: 0,
+        })))
+    }
+}
+
+struct TrainTaskState {
+    p: TrainParams,
+    resolved: Resolved,
+    seed: u64,
+    node: String,
+    ctx: TaskContext,
+    examples: Vec<data::Example>,
+    arrivals: u64,
+}
+
+impl Task for TrainTaskState {
+    fn process(&mut self, _port: usize, batch: RecordBatch, _out: &mut Emit) -> OpResult<()> {
+        let node = &self.node;
+        let column = self.p.input_column();
+        let size = match &self.resolved {
+            Resolved::Face(f) => f.size,
+            Resolved::Diffusion(_) => 0,
+        };
+        let values = data::input_rows(&batch, &column, size).map_err(|e| OpError::new(format!("node `{node}`: column `{column}`: {e}")))?;
+        let extras = match (&self.resolved, &self.p.context) {
+            (Resolved::Diffusion(_), Some(c)) => {
+                data::input_rows(&batch, c, 0).map_err(|e| OpError::new(format!("node `{node}`: column `{c}`: {e}")))?
+            }
+            _ => vec![Vec::new(); batch.num_rows()],
+        };
+        for (i, (values, extra)) in values.into_iter().zip(extras).enumerate() {
+            let (identity, sample) = match data::row_key(&batch, i, self.arrivals) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.ctx.bad_row(OpError::new(format!("node `{node}`: row {i}: {e}")))?;
+                    continue;
+                }
+            };
+            self.arrivals += 1;
+            self.examples.push(data::Example { identity, sample, values, extra });
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Emit) -> OpResult<()> {
+        let examples = std::mem::take(&mut self.examples);
+        if examples.is_empty() && self.ctx.partition.worker != 0 {
+            // rows are routed to worker 0; the other workers have nothing to train
+            return Ok(());
+        }
+        let node = self.node.clone();
+        let stats = match &self.resolved {
+            Resolved::Face(setup) => face::run(setup, &self.p, self.seed, examples),
+            Resolved::Diffusion(setup) => diffusion::run(setup, &self.p, self.seed, examples),
+        }
+        .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
+        out.rows.push(stats_batch(&stats)?);
+        Ok(())
+    }
+}

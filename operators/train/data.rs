@@ -1,0 +1,178 @@
+//! The training set as the `train` sink buffers it: rows collected from every worker, put in a
+//! canonical order (identity, sample, arrival) so training does not depend on how the engine
+//! interleaved batches; images decoded once to normalised CHW floats; keyed per-epoch shuffles
+//! and flips; checkpoint files read and written atomically.
+
+use crate::batch::{binary_column, column, id_value};
+use crate::fsutil::atomic_write;
+use crate::operators::model_spec::tensor_rows;
+use arrow_array::{Array, RecordBatch};
+use candle_core::Tensor;
+use idflow_dataset::rng::KeyedRng;
+use image::{imageops, RgbImage};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Decodes encoded image bytes, resizes to `size`×`size` (bilinear) and normalises
+/// `(x/255 − 0.5)/0.5` into CHW floats.
+pub fn decode_image(bytes: &[u8], size: u32) -> Result<Vec<f32>, String> {
+    let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
+    let img: RgbImage =
+        if img.dimensions() == (size, size) { img } else { imageops::resize(&img, size, size, imageops::FilterType::Triangle) };
+    let plane = (size * size) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (x, y, px) in img.enumerate_pixels() {
+        let i = (y * size + x) as usize;
+        for c in 0..3 {
+            out[c * plane + i] = (px.0[c] as f32 / 255.0 - 0.5) / 0.5;
+        }
+    }
+    Ok(out)
+}
+
+/// One buffered training example.
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// Identity as it arrived.
+    pub identity: u64,
+    /// Sample index (arrival order within the identity when the input has no `sample`).
+    pub sample: u64,
+    /// The input tensor, row-major.
+    pub values: Vec<f32>,
+    /// An extra tensor (the diffusion context), if any.
+    pub extra: Vec<f32>,
+}
+
+/// Reads the identity and sample of row `i` (`sample` is optional).
+pub fn row_key(batch: &RecordBatch, i: usize, arrival: u64) -> Result<(u64, u64), String> {
+    let identity = column(batch, "identity")?;
+    let id = id_value(identity.as_ref(), i).ok_or("column `identity` must be UInt32 or UInt64")?;
+    let sample = match batch.column_by_name("sample") {
+        Some(s) => id_value(s.as_ref(), i).ok_or("column `sample` must be UInt32 or UInt64")?,
+        None => arrival,
+    };
+    Ok((id, sample))
+}
+
+/// The value rows of `name` in `batch`: a tensor column as it is, or (for `Binary`) decoded
+/// images at `size`. Errors name the column and row.
+pub fn input_rows(batch: &RecordBatch, name: &str, size: u32) -> Result<Vec<Vec<f32>>, String> {
+    let col = column(batch, name)?;
+    if matches!(col.data_type(), arrow_schema::DataType::Binary) {
+        let bytes = binary_column(batch, name)?;
+        (0..batch.num_rows())
+            .map(|i| {
+                if bytes.is_null(i) {
+                    return Err(format!("row {i}: `{name}` is null"));
+                }
+                decode_image(bytes.value(i), size).map_err(|e| format!("row {i}: {e}"))
+            })
+            .collect()
+    } else {
+        let (values, width) = tensor_rows(batch, name)?;
+        Ok(values.chunks(width.max(1)).map(|c| c.to_vec()).collect())
+    }
+}
+
+/// Sorts examples into the canonical order and maps identities to dense labels `0..n`.
+pub fn canonical(mut examples: Vec<Example>) -> (Vec<Example>, Vec<u32>, usize) {
+    examples.sort_by_key(|e| (e.identity, e.sample));
+    let mut dense: BTreeMap<u64, u32> = BTreeMap::new();
+    for e in &examples {
+        let next = dense.len() as u32;
+        dense.entry(e.identity).or_insert(next);
+    }
+    let labels = examples.iter().map(|e| dense[&e.identity]).collect();
+    let classes = dense.len();
+    (examples, labels, classes)
+}
+
+/// The example order of `epoch`: a Fisher–Yates shuffle keyed by (seed, epoch).
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = KeyedRng::new(&[seed, 0xe90c, epoch]);
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Whether example `row` is flipped in `epoch` (probability ½, keyed by (seed, epoch, row)).
+pub fn flipped(seed: u64, epoch: u64, row: usize) -> bool {
+    KeyedRng::new(&[seed, 0xf119, epoch, row as u64]).chance(0.5)
+}
+
+/// Mirrors CHW values along the width axis in place.
+pub fn flip_chw(values: &mut [f32], width: usize) {
+    for line in values.chunks_mut(width.max(1)) {
+        line.reverse();
+    }
+}
+
+/// Stacks rows into a `[B, dims...]` tensor.
+pub fn stack(rows: &[&[f32]], dims: &[usize]) -> Result<Tensor, String> {
+    let mut shape = vec![rows.len()];
+    shape.extend_from_slice(dims);
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, shape, &candle_core::Device::Cpu).map_err(|e| e.to_string())
+}
+
+/// Writes named tensors + metadata as safetensors, atomically.
+pub fn write_checkpoint(path: &Path, entries: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<(), String> {
+    let bytes = idflow_models::train_loop::state::encode_safetensors(entries, metadata).map_err(|e| format!("{}: {e}", path.display()))?;
+    atomic_write(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads a checkpoint written by [`write_checkpoint`].
+pub type Checkpoint = (BTreeMap<String, Tensor>, HashMap<String, String>);
+
+/// Reads a safetensors checkpoint with its metadata.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    idflow_models::train_loop::state::decode_safetensors(&bytes, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+/// A metadata value parsed as an integer, naming the file on failure.
+pub fn meta_u64(meta: &HashMap<String, String>, key: &str, path: &Path) -> Result<u64, String> {
+    meta.get(key)
+        .ok_or_else(|| format!("{}: checkpoint metadata has no `{key}`", path.display()))?
+        .parse()
+        .map_err(|e| format!("{}: checkpoint metadata `{key}` is not an integer: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_keyed_permutation() {
+        let a = epoch_order(50, 7, 1);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(50, 7, 1));
+        assert_ne!(a, epoch_order(50, 7, 2));
+    }
+
+    #[test]
+    fn flip_mirrors_each_line() {
+        let mut v = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        flip_chw(&mut v, 3);
+        assert_eq!(v, vec![3.0, 2.0, 1.0, 6.0, 5.0, 4.0]);
+    }
+
+    #[test]
+    fn canonical_order_ignores_arrival() {
+        let ex = |identity, sample| Example { identity, sample, values: vec![identity as f32], extra: vec![] };
+        let (a, la, ca) = canonical(vec![ex(9, 1), ex(3, 0), ex(9, 0)]);
+        let (b, lb, _) = canonical(vec![ex(9, 0), ex(9, 1), ex(3, 0)]);
+        assert_eq!(
+            a.iter().map(|e| (e.identity, e.sample)).collect::<Vec<_>>(),
+            b.iter().map(|e| (e.identity, e.sample)).collect::<Vec<_>>()
+        );
+        assert_eq!(la, vec![0, 1, 1]);
+        assert_eq!(la, lb);
+        assert_eq!(ca, 2);
+    }
+}

@@ -1,0 +1,103 @@
+//! End-to-end tests of `train` with `task: face-recognition`: a small IResNet learns toy-face
+//! identities, checkpoints are written atomically and load back, a stopped-and-resumed run
+//! equals an uninterrupted one, and the final backbone embeds images.
+
+mod common;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt64Type};
+use common::{idflow, read_batches, write_pipeline};
+use std::path::Path;
+
+/// `(epoch, step, loss, accuracy)` rows written by the stats sink.
+fn stats(dir: &Path) -> Vec<(u64, u64, f64, f64)> {
+    let mut rows = Vec::new();
+    for b in read_batches(dir) {
+        let epoch = b.column_by_name("epoch").unwrap().as_primitive::<UInt64Type>();
+        let step = b.column_by_name("step").unwrap().as_primitive::<UInt64Type>();
+        let loss = b.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
+        let acc = b.column_by_name("accuracy").unwrap().as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            rows.push((epoch.value(i), step.value(i), loss.value(i), acc.value(i)));
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+fn pipeline(out: &Path, stats_dir: &Path, epochs: u64, extra: &str) -> String {
+    format!(
+        "name: train-face\nseed: 3\nworkers: 2\nnodes:\n  faces:\n    op: toy-faces\n    identities: 8\n    images_per_identity: 16\n    size: 32\n    batch_rows: 20\n    difficulty: {{rotation: 0.3, yaw: 0.3, pitch: 0.3, translation: 0.3, scale: 0.3, expression: 0.3, lighting: 0.3, background: 0.3, blur: 0.3, noise: 0.3, occlusion: 0.3, jpeg: 0.3}}\n  trained:\n    op: train\n    input: faces\n    task: face-recognition\n    output: {}\n    backbone: {{layers: [1, 1, 1, 1], widths: [16, 32, 64, 128], num_features: 64, input_size: 32}}\n    head: {{type: cosface, s: 16, m: 0.1}}\n    lr: {{type: cosine, lr: 0.1, warmup_steps: 4}}\n    batch_size: 32\n    epochs: {epochs}\n{extra}  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
+        out.display(),
+        stats_dir.display()
+    )
+}
+
+fn run(dir: &Path, name: &str, text: &str) {
+    let p = write_pipeline(dir, name, text);
+    let out = idflow(dir, &["run", p.to_str().unwrap()]);
+    assert!(out.status.success(), "idflow run {name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn iresnet_learns_toy_identities_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    run(dir.path(), "p.yaml", &pipeline(&out, &dir.path().join("stats"), 6, ""));
+    let s = stats(&dir.path().join("stats"));
+    assert_eq!(s.len(), 6);
+    let (first, last) = (s[0], s[s.len() - 1]);
+    assert_eq!(last.1, 6 * 4, "128 rows in batches of 32: 4 steps per epoch");
+    assert!(last.2 < first.2 * 0.5, "loss did not fall: {first:?} -> {last:?}");
+    assert!(last.3 >= 0.9, "training accuracy {:.3} < 0.9 after {} steps: {s:?}", last.3, last.1);
+    // checkpoint: written atomically (no temporary siblings left), loadable, with the state
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "temporary files left: {names:?}");
+    let ckpt = idflow_models::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
+    assert!(ckpt.get("head.kernel").is_some());
+    assert!(ckpt.get("momentum_buffer.conv1.weight").is_some(), "momentum buffers missing");
+    assert!(ckpt.get("momentum_buffer.bn1.running_mean").is_none(), "BatchNorm buffers are not parameters");
+    // the final backbone has exactly the model's keys (no head, no optimiser state)
+    let backbone = idflow_models::checkpoint::StateDict::from_file(out.join("backbone.safetensors")).unwrap();
+    assert!(backbone.keys().all(|k| !k.starts_with("head.") && !k.starts_with("momentum_buffer.")));
+    assert!(backbone.get("layer4.0.conv2.weight").is_some() && backbone.get("features.running_var").is_some());
+}
+
+#[test]
+fn stopped_and_resumed_training_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    run(dir.path(), "a.yaml", &pipeline(&straight, &dir.path().join("s-straight"), 2, ""));
+    let resumed = dir.path().join("resumed");
+    run(dir.path(), "b.yaml", &pipeline(&resumed, &dir.path().join("s-first"), 2, "    resume: true\n    stop_after_epochs: 1\n"));
+    run(dir.path(), "c.yaml", &pipeline(&resumed, &dir.path().join("s-second"), 2, "    resume: true\n"));
+    let a = stats(&dir.path().join("s-straight"));
+    let mut b = stats(&dir.path().join("s-first"));
+    b.extend(stats(&dir.path().join("s-second")));
+    assert_eq!(b.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2], "the second run continues at epoch 2");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.1, y.1);
+        assert!((x.2 - y.2).abs() <= 1e-5 * x.2.abs().max(1.0), "loss differs at epoch {}: {} vs {}", x.0, x.2, y.2);
+        assert_eq!(x.3, y.3, "accuracy differs at epoch {}", x.0);
+    }
+    let wa = idflow_models::checkpoint::StateDict::from_file(straight.join("backbone.safetensors")).unwrap();
+    let wb = idflow_models::checkpoint::StateDict::from_file(resumed.join("backbone.safetensors")).unwrap();
+    for (k, t) in wa.entries() {
+        let u = wb.get(k).unwrap();
+        let d: f32 = (t - u).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(d <= 1e-5, "{k} differs by {d}");
+    }
+}
+
+#[test]
+fn bad_train_parameters_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline(&dir.path().join("m"), &dir.path().join("s"), 2, "    learning_rate: 0.1\n");
+    let p = write_pipeline(dir.path(), "bad.yaml", &text);
+    let out = idflow(dir.path(), &["validate", p.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("learning_rate"));
+    let p = write_pipeline(dir.path(), "bad2.yaml", &pipeline(&dir.path().join("m"), &dir.path().join("s"), 0, ""));
+    let out = idflow(dir.path(), &["validate", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("epochs"), "{err}");
+}
