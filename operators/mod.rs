@@ -210,6 +210,17 @@ impl TaskContext {
     }
 }
 
+/// The next `batch`-sized range of a worker's `len` items, advancing `next`; `None` when done.
+/// Sources that list their work up front hand it out with this.
+pub fn next_chunk(next: &mut usize, len: usize, batch: usize) -> Option<std::ops::Range<usize>> {
+    if *next >= len {
+        return None;
+    }
+    let start = *next;
+    *next = (start + batch.max(1)).min(len);
+    Some(start..*next)
+}
+
 /// A source's per-worker producer.
 pub trait SourceTask {
     /// Total rows this worker will produce, when known (for progress bars).

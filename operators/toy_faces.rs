@@ -4,7 +4,7 @@
 //! `identity_offset + i`, so train and test sets can use disjoint ranges of the same world.
 //! Each worker renders only the identities it owns.
 
-use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, SourceTask, Started, TaskContext};
+use super::{next_chunk, BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, SourceTask, Started, TaskContext};
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -138,12 +138,8 @@ impl SourceTask for ToyTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.work.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.p.batch_rows).min(self.work.len());
-        let rows: Vec<(u32, u32)> = self.work[self.next..end].to_vec();
-        self.next = end;
+        let Some(range) = next_chunk(&mut self.next, self.work.len(), self.p.batch_rows) else { return Ok(None) };
+        let rows: Vec<(u32, u32)> = self.work[range].to_vec();
         let mut images = Vec::with_capacity(rows.len());
         let mut params: Vec<Vec<f32>> = Vec::new();
         for &(identity, sample) in &rows {

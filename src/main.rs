@@ -73,11 +73,51 @@ enum Command {
         /// Show only this operator.
         name: Option<String>,
     },
+    /// Compile a checkpoint and its architecture config into an ONNX file for ONNX Runtime.
+    Compile {
+        /// Which network: unet, vq-encoder, vq-decoder, iresnet, tface-ir.
+        #[arg(long, value_enum)]
+        model: CompileModel,
+        /// The weights (`.ckpt`, `.pt`, `.pth` or `.safetensors`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Architecture: a preset (`idiff-face-ca`, `reference-tiny`, `vq-f4`, `iresnet50`, ...)
+        /// or a JSON file; the model's default preset when omitted.
+        #[arg(long)]
+        config: Option<String>,
+        /// tface-ir: network depth (18, 34, 50, 100).
+        #[arg(long, default_value_t = 50)]
+        depth: usize,
+        /// vq-decoder: decode the latent as it is, without nearest-codeword quantisation.
+        #[arg(long)]
+        no_quantize: bool,
+        /// unet: add the `dropout_mask` input (empty-context rows for classifier-free guidance).
+        #[arg(long)]
+        dropout_mask: bool,
+        /// Output `.onnx` file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Toy-world utilities.
     Toy {
         #[command(subcommand)]
         command: ToyCommand,
     },
+}
+
+/// Networks `idflow compile` can emit.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CompileModel {
+    /// IDiff-Face ConditionalUNet (inputs `x`, `t`, `context`; output `eps`).
+    Unet,
+    /// LDM VQ-f4 encoder + `quant_conv` (input `image`).
+    VqEncoder,
+    /// LDM VQ-f4 quantiser + `post_quant_conv` + decoder (input `z`).
+    VqDecoder,
+    /// ElasticFace IResNet (input `image`).
+    Iresnet,
+    /// TFace IR backbone (input `image`).
+    TfaceIr,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +201,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compile { model, checkpoint, config, depth, no_quantize, dropout_mask, out } => {
+            compile(model, &checkpoint, config, depth, !no_quantize, dropout_mask, &out)?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Toy { command: ToyCommand::Benchmarks { out, size, world } } => {
             let files = idflow_dataset::toy::benchmarks::write_benchmarks(&out, size, world)
                 .with_context(|| format!("cannot write the toy benchmarks to {}", out.display()))?;
@@ -202,4 +247,35 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `idflow compile`: checkpoint + config → ONNX file (written atomically).
+fn compile(
+    model: CompileModel,
+    checkpoint: &std::path::Path,
+    config: Option<String>,
+    depth: usize,
+    quantize: bool,
+    dropout_mask: bool,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use idflow::operators::model_spec::{iresnet_config, unet_config, vq_config, ConfigRef};
+    use idflow_models::onnx::{OnnxModelSpec, TimestepType, UNetExport};
+    let cfg = config.map(ConfigRef::Name);
+    let cfg = cfg.as_ref();
+    let bad = |e: String| anyhow::anyhow!("--config: {e}");
+    let spec = match model {
+        CompileModel::Unet => OnnxModelSpec::Unet {
+            config: unet_config(cfg).map_err(bad)?,
+            export: UNetExport { timestep: TimestepType::Int64, dropout_mask },
+        },
+        CompileModel::VqEncoder => OnnxModelSpec::VqEncoder { config: vq_config(cfg).map_err(bad)? },
+        CompileModel::VqDecoder => OnnxModelSpec::VqDecoder { config: vq_config(cfg).map_err(bad)?, quantize },
+        CompileModel::Iresnet => OnnxModelSpec::IResNet { config: iresnet_config(cfg).map_err(bad)? },
+        CompileModel::TfaceIr => OnnxModelSpec::TFaceIr { depth },
+    };
+    let dict = idflow_models::checkpoint::StateDict::from_file(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?;
+    let bytes = spec.compile(&dict, &Default::default()).with_context(|| format!("cannot compile {}", checkpoint.display()))?;
+    idflow_models::onnx::compile_to_file(&bytes, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `bin`: a verification pair file (LFW, CFP-FP, AgeDB-30, CALFW, CPLFW, or the toy ones):
 //! two rows per pair (`member` 0 and 1), pairs split among workers by pair number.
 
-use crate::operators::{OpResult, Partition, SourceTask};
+use crate::operators::{next_chunk, OpResult, Partition, SourceTask};
 use arrow_array::{ArrayRef, BinaryArray, BooleanArray, RecordBatch, UInt32Array, UInt8Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::verification_bin::read_bin;
@@ -51,12 +51,8 @@ impl SourceTask for BinTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.rows.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_rows).min(self.rows.len());
-        let chunk = &self.rows[self.next..end];
-        self.next = end;
+        let Some(range) = next_chunk(&mut self.next, self.rows.len(), self.batch_rows) else { return Ok(None) };
+        let chunk = &self.rows[range];
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.0))),
             Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| r.1))),

@@ -1,7 +1,7 @@
 //! `contexts`: identity context files (IDiff-Face's dict `.npy`, plain `(N, D)` `.npy`), each
 //! row L2-normalised by the formats layer (the number of rows that needed it is logged).
 
-use crate::operators::{OpResult, Partition, SourceTask};
+use crate::operators::{next_chunk, OpResult, Partition, SourceTask};
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::contexts::read_contexts;
@@ -57,12 +57,8 @@ impl SourceTask for ContextsTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.rows.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_rows).min(self.rows.len());
-        let chunk = &self.rows[self.next..end];
-        self.next = end;
+        let Some(range) = next_chunk(&mut self.next, self.rows.len(), self.batch_rows) else { return Ok(None) };
+        let chunk = &self.rows[range];
         let values: Vec<f32> = chunk.iter().flat_map(|r| r.2.iter().copied()).collect();
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let list = FixedSizeListArray::try_new(item, self.dim as i32, Arc::new(Float32Array::from(values)), None)?;

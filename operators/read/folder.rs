@@ -1,6 +1,6 @@
 //! `image-folder` and `image-list`: files on disk, one row per image.
 
-use crate::operators::{OpError, OpResult, Partition, SourceTask};
+use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::image_folder::{list_image_folder, read_image_list};
@@ -77,12 +77,8 @@ impl SourceTask for FolderTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.entries.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_rows).min(self.entries.len());
-        let chunk = &self.entries[self.next..end];
-        self.next = end;
+        let Some(range) = next_chunk(&mut self.next, self.entries.len(), self.batch_rows) else { return Ok(None) };
+        let chunk = &self.entries[range];
         let mut images = Vec::with_capacity(chunk.len());
         for e in chunk {
             let bytes = std::fs::read(&e.path).map_err(|err| OpError::new(format!("node `{}`: cannot read {}: {err}", self.node, e.path.display())))?;

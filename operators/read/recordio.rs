@@ -1,7 +1,7 @@
 //! `recordio`: insightface's MXNet RecordIO (`train.rec`, `train.idx`, `property`) with random
 //! access through the index; identities are split among workers.
 
-use crate::operators::{OpError, OpResult, Partition, SourceTask};
+use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::recordio::{FaceRecord, RecordIoReader};
@@ -41,19 +41,15 @@ impl SourceTask for RecordIoTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.records.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_rows).min(self.records.len());
+        let Some(range) = next_chunk(&mut self.next, self.records.len(), self.batch_rows) else { return Ok(None) };
         let (mut ids, mut samples, mut images) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &self.records[self.next..end] {
+        for r in &self.records[range] {
             let fail = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
             let (_, image) = self.reader.read_image(r.key).map_err(|e| fail(e.to_string()))?;
             ids.push(u32::try_from(r.identity).map_err(|_| fail(format!("identity {} is not a u32", r.identity)))?);
             samples.push(u32::try_from(r.sample).map_err(|_| fail(format!("sample {} is not a u32", r.sample)))?);
             images.push(image);
         }
-        self.next = end;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(ids)),
             Arc::new(UInt32Array::from(samples)),

@@ -2,7 +2,7 @@
 //! TFace's converted `tfr_name\tidx\toffset\tlabel` index). Records are split among workers by
 //! record number; `identity` is the record's `label` feature (or the converted index's label).
 
-use crate::operators::{OpError, OpResult, Partition, SourceTask};
+use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::tfrecord::{decode_example, read_converted_index, read_index, read_record_at, shard_path};
@@ -86,12 +86,9 @@ impl SourceTask for TfRecordTask {
     }
 
     fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        if self.next >= self.records.len() {
-            return Ok(None);
-        }
-        let end = (self.next + self.batch_rows).min(self.records.len());
+        let Some(range) = next_chunk(&mut self.next, self.records.len(), self.batch_rows) else { return Ok(None) };
         let (mut ids, mut keys, mut images) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &self.records[self.next..end] {
+        for r in &self.records[range] {
             let node = &self.node;
             let fail = |e: String| OpError::new(format!("node `{node}`: {e}"));
             if !self.open.contains_key(&r.shard) {
@@ -107,7 +104,6 @@ impl SourceTask for TfRecordTask {
             keys.push(r.key.clone());
             images.push(ex.image);
         }
-        self.next = end;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(ids)),
             Arc::new(StringArray::from(keys)),
