@@ -9,16 +9,15 @@
 //! every raw feature vector (both views), as `test` reports it.
 //!
 //! Decoding (`embed`'s `FaceEmbedder::prepare`: sizes other than 112×112 are resized
-//! bilinearly) and the `encoder:` fields (`checkpoint`, `config`) are shared with the `embed`
-//! operator; the forward pass is run here because the protocol needs the raw features of both
+//! bilinearly), model loading and the `encoder:` fields (`checkpoint`, `config`, `backend`) are
+//! shared with the `embed` operator; the forward pass is run here because the protocol needs the raw features of both
 //! views (for `xnorm`), which `embed` does not expose.
 
 use crate::operators::embed::FaceEmbedder;
-use crate::operators::model_spec::{self, ConfigRef};
+use crate::operators::model_spec::{self, Backend, ConfigRef};
 use idflow_dataset::formats::verification_bin::read_bin;
 use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
-use idflow_models::checkpoint::LoadOptions;
-use idflow_models::iresnet::{IResNet, IResNetConfig};
+use idflow_models::iresnet::IResNetConfig;
 use idflow_models::traits::FaceEncoder;
 use std::path::{Path, PathBuf};
 
@@ -42,8 +41,8 @@ pub fn column_for(path: &Path) -> String {
     }
 }
 
-/// Encoder settings (`encoder:` in the node): `checkpoint` and `config` as in the `embed`
-/// operator, plus the protocol's `flip` and `batch_size`. The native (candle) IResNet runs it.
+/// Encoder settings (`encoder:` in the node): `checkpoint`, `config` and `backend` as in the
+/// `embed` operator, plus the protocol's `flip` and `batch_size`.
 #[derive(serde::Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderParams {
@@ -53,6 +52,10 @@ pub struct EncoderParams {
     /// `{layers: [a, b, c, d], num_features: n}`, or a JSON file with those fields.
     #[serde(default)]
     pub config: Option<ConfigRef>,
+    /// Inference backend: `native` (candle) or `onnx` (the checkpoint compiled to ONNX and run
+    /// on ONNX Runtime, as in `embed`).
+    #[serde(default)]
+    pub backend: Backend,
     /// Flip test-time augmentation (the protocol's default).
     #[serde(default = "default_true")]
     pub flip: bool,
@@ -81,7 +84,7 @@ impl EncoderParams {
 
 /// A loaded face encoder with the protocol's preprocessing.
 pub struct Encoder {
-    net: IResNet,
+    net: Box<dyn FaceEncoder>,
     flip: bool,
     batch_size: usize,
     name: String,
@@ -94,8 +97,7 @@ impl Encoder {
     /// Loads the checkpoint (strict: every key must match the configuration).
     pub fn load(p: &EncoderParams) -> Result<Self, String> {
         let config = p.config()?;
-        let net = idflow_models::pretrained::load_iresnet(&p.checkpoint, &config, &LoadOptions::default())
-            .map_err(|e| format!("cannot load face encoder {}: {e}", p.checkpoint.display()))?;
+        let net = model_spec::load_iresnet(p.backend, &p.checkpoint, &config)?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
         Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name })
     }
@@ -334,8 +336,10 @@ mod tests {
         let p = parse(serde_json::json!({"checkpoint": "a.pth"}));
         assert_eq!(p.config().unwrap().layers, [3, 4, 14, 3]);
         assert!(p.flip);
-        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100"}));
+        assert_eq!(p.backend, Backend::Native);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100", "backend": "onnx"}));
         assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
+        assert_eq!(p.backend, Backend::Onnx);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": {"layers": [1, 1, 1, 1], "num_features": 16}}));
         assert_eq!(p.config().unwrap().num_features, 16);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "missing.json"}));
