@@ -394,7 +394,7 @@ impl Operator for Diffuse {
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
-    fn start(&self, _ctx: &TaskContext) -> OpResult<Started> {
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         let generator = self
             .generator
             .get_or_init(|| Generator::load(&self.p.sampling, &self.cfg, self.seed).map(Arc::new))
@@ -410,6 +410,7 @@ impl Operator for Diffuse {
             node: self.node.clone(),
             pending: Vec::new(),
             inputs: Vec::new(),
+            resume: ctx.resume.clone(),
         })))
     }
 }
@@ -426,6 +427,8 @@ struct DiffuseTask {
     pending: Vec<(usize, usize, u32)>,
     /// Input batches that still have pending jobs (indexed by `pending.0`).
     inputs: Vec<RecordBatch>,
+    /// Keys already written by an interrupted run of this pipeline.
+    resume: Arc<crate::operators::ResumeSet>,
 }
 
 impl DiffuseTask {
@@ -494,8 +497,14 @@ impl Task for DiffuseTask {
             return Ok(());
         }
         let b = self.inputs.len();
+        let ids = batch.column_by_name("identity").cloned();
         for r in 0..batch.num_rows() {
+            let identity = ids.as_ref().and_then(|c| crate::batch::id_value(c.as_ref(), r));
             for s in 0..self.per {
+                // Samples an interrupted run already wrote are not generated again.
+                if identity.is_some_and(|i| self.resume.is_done(i, s as u64)) {
+                    continue;
+                }
                 self.pending.push((b, r, s));
             }
         }
