@@ -14,3 +14,6 @@ pub mod face;
 pub mod optim;
 pub mod schedule;
 pub mod state;
+
+#[cfg(test)]
+mod tests;
