@@ -287,6 +287,14 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
         return Err(err("clip_grad_norm", "must be positive".into()));
     }
+    if p.task == TrainTask::Diffusion && !p.eval.is_empty() {
+        return Err(err("eval", "verification benchmarks apply to task: face-recognition only".into()));
+    }
+    let mut names: Vec<String> = p.eval.iter().map(|e| benchmark_name(e)).collect();
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(err("eval", "two benchmark files share a file name; their accuracy columns would collide".into()));
+    }
     let resolved = match p.task {
         TrainTask::FaceRecognition => Resolved::Face(face::FaceSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
         TrainTask::Diffusion => Resolved::Diffusion(diffusion::DiffusionSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
@@ -301,16 +309,24 @@ struct Train {
     node: String,
 }
 
-/// The per-epoch statistics rows `train` emits.
-pub fn stats_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+/// The per-epoch statistics rows `train` emits; one `eval_<benchmark>` accuracy column per
+/// verification file (null in epochs without evaluation).
+pub fn stats_schema(eval: &[PathBuf]) -> SchemaRef {
+    let mut fields = vec![
         Field::new("epoch", DataType::UInt64, false),
         Field::new("step", DataType::UInt64, false),
         Field::new("loss", DataType::Float64, false),
         Field::new("accuracy", DataType::Float64, true),
         Field::new("lr", DataType::Float64, false),
         Field::new("images_per_s", DataType::Float64, false),
-    ]))
+    ];
+    fields.extend(eval.iter().map(|p| Field::new(format!("eval_{}", benchmark_name(p)), DataType::Float64, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// A benchmark's name: its file stem.
+pub fn benchmark_name(path: &std::path::Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Statistics of one epoch.
@@ -328,20 +344,23 @@ pub struct EpochStats {
     pub lr: f64,
     /// Training throughput.
     pub images_per_s: f64,
+    /// 10-fold verification accuracy per benchmark (in `eval` order), when evaluated.
+    pub evals: Vec<Option<f64>>,
 }
 
-fn stats_batch(stats: &[EpochStats]) -> OpResult<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        stats_schema(),
-        vec![
-            Arc::new(UInt64Array::from(stats.iter().map(|s| s.epoch).collect::<Vec<_>>())),
-            Arc::new(UInt64Array::from(stats.iter().map(|s| s.step).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(stats.iter().map(|s| s.loss).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(stats.iter().map(|s| s.accuracy).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(stats.iter().map(|s| s.lr).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(stats.iter().map(|s| s.images_per_s).collect::<Vec<_>>())),
-        ],
-    )?)
+fn stats_batch(stats: &[EpochStats], eval: &[PathBuf]) -> OpResult<RecordBatch> {
+    let mut columns: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(UInt64Array::from(stats.iter().map(|s| s.epoch).collect::<Vec<_>>())),
+        Arc::new(UInt64Array::from(stats.iter().map(|s| s.step).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(stats.iter().map(|s| s.loss).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(stats.iter().map(|s| s.accuracy).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(stats.iter().map(|s| s.lr).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(stats.iter().map(|s| s.images_per_s).collect::<Vec<_>>())),
+    ];
+    for k in 0..eval.len() {
+        columns.push(Arc::new(Float64Array::from(stats.iter().map(|s| s.evals.get(k).copied().flatten()).collect::<Vec<_>>())));
+    }
+    Ok(RecordBatch::try_new(stats_schema(eval), columns)?)
 }
 
 impl Operator for Train {
@@ -377,7 +396,7 @@ impl Operator for Train {
     }
 
     fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
-        Ok(stats_schema())
+        Ok(stats_schema(&self.p.eval))
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
@@ -446,7 +465,7 @@ impl Task for TrainTaskState {
             Resolved::Diffusion(setup) => diffusion::run(setup, &self.p, self.seed, examples),
         }
         .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
-        out.rows.push(stats_batch(&stats)?);
+        out.rows.push(stats_batch(&stats, &self.p.eval)?);
         Ok(())
     }
 }

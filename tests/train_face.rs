@@ -6,6 +6,7 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
+use arrow_array::Array;
 use common::{idflow, read_batches, write_pipeline};
 use std::path::Path;
 
@@ -39,11 +40,50 @@ fn run(dir: &Path, name: &str, text: &str) {
     assert!(out.status.success(), "idflow run {name}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A small toy LFW-like benchmark (every 20th pair of `toy_lfw`) at 32 px.
+fn small_benchmark(path: &Path) {
+    use idflow_dataset::toy::benchmarks::{pairs, render_image, Benchmark};
+    let specs: Vec<_> = pairs(Benchmark::Lfw, 0).into_iter().step_by(20).collect();
+    let mut images = Vec::new();
+    for p in &specs {
+        for spec in [&p.a, &p.b] {
+            let img = render_image(spec, 0, 32, &Default::default()).unwrap();
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+            images.push(png);
+        }
+    }
+    let issame: Vec<bool> = specs.iter().map(|p| p.issame).collect();
+    assert!(issame.iter().any(|s| *s) && issame.iter().any(|s| !*s));
+    idflow_dataset::formats::verification_bin::write_bin(path, &images, &issame).unwrap();
+}
+
+/// Per-epoch values of a nullable Float64 stats column.
+fn stats_column(dir: &Path, name: &str) -> Vec<(u64, Option<f64>)> {
+    let mut rows = Vec::new();
+    for b in read_batches(dir) {
+        let epoch = b.column_by_name("epoch").unwrap().as_primitive::<UInt64Type>();
+        let col = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_primitive::<Float64Type>();
+        rows.extend((0..b.num_rows()).map(|i| (epoch.value(i), (!col.is_null(i)).then(|| col.value(i)))));
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
 #[test]
 fn iresnet_learns_toy_identities_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model");
-    run(dir.path(), "p.yaml", &pipeline(&out, &dir.path().join("stats"), 6, ""));
+    let bench = dir.path().join("toy_lfw_small.bin");
+    small_benchmark(&bench);
+    let extra = format!("    eval: [{}]\n    eval_every: 3\n", bench.display());
+    run(dir.path(), "p.yaml", &pipeline(&out, &dir.path().join("stats"), 6, &extra));
+    let evals = stats_column(&dir.path().join("stats"), "eval_toy_lfw_small");
+    assert!(evals[0].1.is_none() && evals[1].1.is_none(), "evaluated only every 3 epochs: {evals:?}");
+    for (epoch, acc) in [evals[2], evals[5]] {
+        let acc = acc.unwrap_or_else(|| panic!("no evaluation at epoch {epoch}"));
+        assert!((0.5..=1.0).contains(&acc), "epoch {epoch}: verification accuracy {acc}");
+    }
     let s = stats(&dir.path().join("stats"));
     assert_eq!(s.len(), 6);
     let (first, last) = (s[0], s[s.len() - 1]);

@@ -151,6 +151,7 @@ pub fn run(setup: &DiffusionSetup, p: &TrainParams, seed: u64, examples: Vec<Exa
             accuracy: None,
             lr,
             images_per_s: seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            evals: Vec::new(),
         };
         tracing::info!(
             "train: epoch {}/{} step {} loss {:.5} lr {:.2e} {:.1} latents/s",

@@ -90,7 +90,7 @@ fn load_benchmarks(paths: &[PathBuf], size: u32) -> Result<Vec<Benchmark>, Strin
                 .enumerate()
                 .map(|(i, b)| data::decode_image(b, size).map_err(|e| format!("{}: image {i}: {e}", path.display())))
                 .collect::<Result<_, _>>()?;
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = super::benchmark_name(path);
             Ok(Benchmark { name, images, issame: bin.issame })
         })
         .collect()
@@ -204,13 +204,14 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
             seen += s.rows;
         }
         let secs = t0.elapsed().as_secs_f64();
-        let stats = EpochStats {
+        let mut stats = EpochStats {
             epoch: epoch + 1,
             step: trainer.step(),
             loss: loss_sum / seen.max(1) as f64,
             accuracy: Some(correct as f64 / seen.max(1) as f64),
             lr,
             images_per_s: seen as f64 / secs.max(1e-9),
+            evals: Vec::new(),
         };
         tracing::info!(
             "train: epoch {}/{} step {} loss {:.4} accuracy {:.3} lr {:.2e} {:.1} images/s",
@@ -226,6 +227,7 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
             for b in &benchmarks {
                 let acc = verify(&trainer, b, size)?;
                 tracing::info!("train: epoch {} {} accuracy {:.4}", epoch + 1, b.name, acc);
+                stats.evals.push(Some(acc));
             }
         }
         data::write_checkpoint(&ckpt_path, &trainer.state(), checkpoint_meta(epoch + 1, trainer.step(), classes, setup))?;
