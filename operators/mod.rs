@@ -18,6 +18,7 @@ pub mod decode;
 pub mod decode_latent;
 pub mod diffuse;
 pub mod embed;
+pub mod encode_latent;
 pub mod evaluate;
 pub mod filter;
 pub mod model_spec;
@@ -325,7 +326,7 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info(), train::info()])
+    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info(), train::info(), encode_latent::info()])
 }
 
 /// Looks an operator up by name.

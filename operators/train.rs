@@ -64,6 +64,12 @@ const PARAMS: &[ParamDoc] = &[
         doc: "stop (checkpointed) after this many epochs of the schedule",
     },
     ParamDoc { name: "flip", ty: "bool", default: "true", doc: "keyed horizontal flips (images; latents for diffusion)" },
+    ParamDoc {
+        name: "random_resized_crop",
+        ty: "number",
+        default: "0",
+        doc: "face-recognition: probability of TFace's RandomResizedCrop(scale 0.2–1) (TFace: 0.2)",
+    },
     ParamDoc { name: "clip_grad_norm", ty: "number", default: "none", doc: "clip the global gradient norm" },
     ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
     ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition: decoded image side" },
@@ -181,6 +187,9 @@ pub struct TrainParams {
     /// Keyed horizontal flips.
     #[serde(default = "yes")]
     pub flip: bool,
+    /// Probability of a random resized crop (face recognition).
+    #[serde(default)]
+    pub random_resized_crop: f64,
     /// Gradient clipping.
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
@@ -283,6 +292,9 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }
     if let Some(lr) = &p.lr {
         lr.validate().map_err(|e| err("lr", e))?;
+    }
+    if !(0.0..=1.0).contains(&p.random_resized_crop) {
+        return Err(err("random_resized_crop", "must be a probability within 0..1".into()));
     }
     if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
         return Err(err("clip_grad_norm", "must be positive".into()));

@@ -107,10 +107,27 @@ fn iresnet_learns_toy_identities_and_checkpoints() {
 fn stopped_and_resumed_training_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
-    run(dir.path(), "a.yaml", &pipeline(&straight, &dir.path().join("s-straight"), 2, ""));
+    run(
+        dir.path(),
+        "a.yaml",
+        &pipeline(&straight, &dir.path().join("s-straight"), 2, "    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n"),
+    );
     let resumed = dir.path().join("resumed");
-    run(dir.path(), "b.yaml", &pipeline(&resumed, &dir.path().join("s-first"), 2, "    resume: true\n    stop_after_epochs: 1\n"));
-    run(dir.path(), "c.yaml", &pipeline(&resumed, &dir.path().join("s-second"), 2, "    resume: true\n"));
+    run(
+        dir.path(),
+        "b.yaml",
+        &pipeline(
+            &resumed,
+            &dir.path().join("s-first"),
+            2,
+            "    resume: true\n    stop_after_epochs: 1\n    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n",
+        ),
+    );
+    run(
+        dir.path(),
+        "c.yaml",
+        &pipeline(&resumed, &dir.path().join("s-second"), 2, "    resume: true\n    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n"),
+    );
     let a = stats(&dir.path().join("s-straight"));
     let mut b = stats(&dir.path().join("s-first"));
     b.extend(stats(&dir.path().join("s-second")));

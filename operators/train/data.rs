@@ -110,6 +110,57 @@ pub fn flip_chw(values: &mut [f32], width: usize) {
     }
 }
 
+/// torchvision's `RandomResizedCrop(scale = (0.2, 1), ratio = (3/4, 4/3))` on a square CHW
+/// image of side `size`, applied with probability `p` (TFace's augmentation), keyed by
+/// (seed, epoch, row): a crop of random area and aspect ratio (10 tries, then the full image)
+/// resized back to `size` with bilinear interpolation (half-pixel centres).
+pub fn random_resized_crop(values: &mut Vec<f32>, size: usize, p: f64, seed: u64, epoch: u64, row: usize) {
+    let mut rng = KeyedRng::new(&[seed, 0xc409, epoch, row as u64]);
+    if p <= 0.0 || !rng.chance(p) {
+        return;
+    }
+    let area = (size * size) as f64;
+    let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let mut crop = (0, 0, size, size);
+    for _ in 0..10 {
+        let target = area * rng.range(0.2, 1.0);
+        let ratio = rng.range(log_lo, log_hi).exp();
+        let w = (target * ratio).sqrt().round() as usize;
+        let h = (target / ratio).sqrt().round() as usize;
+        if w > 0 && h > 0 && w <= size && h <= size {
+            let top = rng.below((size - h + 1) as u64) as usize;
+            let left = rng.below((size - w + 1) as u64) as usize;
+            crop = (top, left, h, w);
+            break;
+        }
+    }
+    let (top, left, h, w) = crop;
+    let plane = size * size;
+    let mut out = vec![0f32; values.len()];
+    let sample = |src: &[f32], y: f64, x: f64| -> f32 {
+        let y = y.clamp(0.0, (h - 1) as f64);
+        let x = x.clamp(0.0, (w - 1) as f64);
+        let (y0, x0) = (y.floor() as usize, x.floor() as usize);
+        let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+        let (fy, fx) = ((y - y0 as f64) as f32, (x - x0 as f64) as f32);
+        let at = |yy: usize, xx: usize| src[(top + yy) * size + left + xx];
+        let a = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+        let b = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+        a * (1.0 - fy) + b * fy
+    };
+    for (c, dst) in out.chunks_mut(plane).enumerate() {
+        let src = &values[c * plane..(c + 1) * plane];
+        for oy in 0..size {
+            let y = (oy as f64 + 0.5) * h as f64 / size as f64 - 0.5;
+            for ox in 0..size {
+                let x = (ox as f64 + 0.5) * w as f64 / size as f64 - 0.5;
+                dst[oy * size + ox] = sample(src, y, x);
+            }
+        }
+    }
+    *values = out;
+}
+
 /// Stacks rows into a `[B, dims...]` tensor.
 pub fn stack(rows: &[&[f32]], dims: &[usize]) -> Result<Tensor, String> {
     let mut shape = vec![rows.len()];
@@ -153,6 +204,23 @@ mod tests {
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         assert_eq!(a, epoch_order(50, 7, 1));
         assert_ne!(a, epoch_order(50, 7, 2));
+    }
+
+    #[test]
+    fn random_resized_crop_is_keyed_and_keeps_constant_images() {
+        let size = 8;
+        let ramp: Vec<f32> = (0..3 * size * size).map(|i| (i % size) as f32).collect();
+        let mut never = ramp.clone();
+        random_resized_crop(&mut never, size, 0.0, 1, 0, 0);
+        assert_eq!(never, ramp);
+        let (mut a, mut b) = (ramp.clone(), ramp.clone());
+        random_resized_crop(&mut a, size, 1.0, 1, 0, 3);
+        random_resized_crop(&mut b, size, 1.0, 1, 0, 3);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|v| (0.0..=7.0).contains(v)), "interpolation stays within the source range");
+        let mut flat = vec![0.25f32; 3 * size * size];
+        random_resized_crop(&mut flat, size, 1.0, 1, 2, 5);
+        assert!(flat.iter().all(|v| (v - 0.25).abs() < 1e-6));
     }
 
     #[test]

@@ -190,6 +190,7 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
                 if p.flip && data::flipped(seed, epoch, i) {
                     data::flip_chw(&mut v, size);
                 }
+                data::random_resized_crop(&mut v, size, p.random_resized_crop, seed, epoch, i);
                 rows.push(v);
             }
             let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();

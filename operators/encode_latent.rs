@@ -1,0 +1,185 @@
+//! `encode-latent`: the VQ first stage's encoder + `quant_conv` over an encoded image column,
+//! producing the `latent` rows `train` (`task: diffusion`) learns from. Each image is decoded,
+//! resized to `size` (bilinear), scaled to `[−1, 1]` (`x/127.5 − 1`, the LDM convention) and
+//! encoded without quantisation (`VQModelInterface.encode`); the latent
+//! `[embed_dim, size/f, size/f]` (f = 2^(levels − 1)) is added as a `FixedSizeList<Float32>`
+//! column with `shape` metadata. Images are encoded one at a time, so a latent does not depend
+//! on how rows were batched.
+
+use super::model_spec::{self, tensor_array, tensor_field, ConfigRef};
+use super::{
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
+};
+use crate::batch::binary_column;
+use crate::spec::ConfigError;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use candle_core::{Device, Tensor};
+use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::vq::{VqConfig, VqEncoder};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// Registry entry.
+pub fn info() -> OperatorInfo {
+    OperatorInfo {
+        name: "encode-latent",
+        role: Role::Transform,
+        summary: "Encode face images into first-stage (VQ-f4) latents",
+        params: PARAMS,
+        build,
+    }
+}
+
+const PARAMS: &[ParamDoc] = &[
+    ParamDoc {
+        name: "first_stage",
+        ty: "{checkpoint, config}",
+        default: "required",
+        doc: "encoder weights (first_stage_encoder_state_dict.pt); config: vq-f4 (default) | reference-tiny | JSON | inline",
+    },
+    ParamDoc { name: "column", ty: "string", default: "image", doc: "encoded image column" },
+    ParamDoc { name: "output", ty: "string", default: "latent", doc: "latent column to add" },
+    ParamDoc { name: "size", ty: "integer", default: "128", doc: "image side fed to the encoder (IDiff-Face: 128)" },
+];
+
+/// The encoder's weights and configuration.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct FirstStageRef {
+    checkpoint: PathBuf,
+    #[serde(default)]
+    config: Option<ConfigRef>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    first_stage: FirstStageRef,
+    #[serde(default = "default_column")]
+    column: String,
+    #[serde(default = "default_output")]
+    output: String,
+    #[serde(default = "default_size")]
+    size: u32,
+}
+
+fn default_column() -> String {
+    "image".into()
+}
+fn default_output() -> String {
+    "latent".into()
+}
+fn default_size() -> u32 {
+    128
+}
+
+fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
+    let p: Params = ctx.node.parse_params()?;
+    let cfg = model_spec::vq_config(p.first_stage.config.as_ref()).map_err(|e| ctx.node.error(Some("first_stage"), e))?;
+    let f = 1usize << cfg.ch_mult.len().saturating_sub(1);
+    if p.size == 0 || !(p.size as usize).is_multiple_of(f) {
+        return Err(ctx.node.error(Some("size"), format!("must be a positive multiple of the downsampling factor {f}")));
+    }
+    let side = p.size as usize / f;
+    let shape = [cfg.embed_dim, side, side];
+    Ok(Arc::new(EncodeLatent { p, cfg, shape, node: ctx.node.id.clone(), encoder: OnceLock::new() }))
+}
+
+struct EncodeLatent {
+    p: Params,
+    cfg: VqConfig,
+    shape: [usize; 3],
+    node: String,
+    encoder: OnceLock<Result<Arc<VqEncoder>, String>>,
+}
+
+fn load_encoder(path: &std::path::Path, cfg: &VqConfig) -> Result<VqEncoder, String> {
+    let fail = |e: String| format!("cannot load first-stage encoder {}: {e}", path.display());
+    let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
+    load_model(&dict, &LoadOptions::default(), |vb| VqEncoder::new(cfg, vb)).map(|(e, _)| e).map_err(|e| fail(e.to_string()))
+}
+
+impl Operator for EncodeLatent {
+    fn role(&self) -> Role {
+        Role::Transform
+    }
+
+    fn required_columns(&self) -> Vec<ColumnReq> {
+        vec![ColumnReq::new(&self.p.column, ColumnType::Bytes)]
+    }
+
+    fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
+        let input = inputs.first().ok_or("encode-latent needs an input")?;
+        if input.field_with_name(&self.p.output).is_ok() {
+            return Err(format!("input already has a column `{}`; choose another `output`", self.p.output));
+        }
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(tensor_field(&self.p.output, &self.shape));
+        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+    }
+
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        let encoder = self
+            .encoder
+            .get_or_init(|| load_encoder(&self.p.first_stage.checkpoint, &self.cfg).map(Arc::new))
+            .clone()
+            .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
+        Ok(Started::Task(Box::new(EncodeTask { encoder, p: self.p.clone(), shape: self.shape, node: self.node.clone(), ctx: ctx.clone() })))
+    }
+}
+
+struct EncodeTask {
+    encoder: Arc<VqEncoder>,
+    p: Params,
+    shape: [usize; 3],
+    node: String,
+    ctx: TaskContext,
+}
+
+impl EncodeTask {
+    fn encode_one(&self, bytes: &[u8]) -> Result<Vec<f32>, String> {
+        // `decode_image` yields (x/255 − 0.5)/0.5 = x/127.5 − 1
+        let s = self.p.size as usize;
+        let values = super::train::decode_image(bytes, self.p.size)?;
+        let x = Tensor::from_vec(values, (1, 3, s, s), &Device::Cpu).map_err(|e| e.to_string())?;
+        let h = self.encoder.encode(&x).map_err(|e| e.to_string())?;
+        if h.dims()[1..] != self.shape {
+            return Err(format!("the encoder produced {:?}, expected {:?}", &h.dims()[1..], self.shape));
+        }
+        h.flatten_all().and_then(|h| h.to_vec1::<f32>()).map_err(|e| e.to_string())
+    }
+}
+
+impl Task for EncodeTask {
+    fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
+        let node = self.node.clone();
+        let images = binary_column(&batch, &self.p.column).map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
+        let width: usize = self.shape.iter().product();
+        let mut latents = Vec::with_capacity(batch.num_rows() * width);
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.encode_one(images.value(i)) };
+            match res {
+                Ok(v) => {
+                    latents.extend(v);
+                    keep.push(true);
+                }
+                Err(e) => {
+                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {}: {e}", super::filter::row_label(&batch, i))))?;
+                    keep.push(false);
+                }
+            }
+        }
+        let batch =
+            if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
+        let schema = batch.schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(tensor_field(&self.p.output, &self.shape));
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        cols.push(Arc::new(tensor_array(latents, width)?));
+        out.rows.push(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)?);
+        Ok(())
+    }
+}
