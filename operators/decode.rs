@@ -105,7 +105,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         }
         None => (h, w),
     };
-    if p.std.iter().any(|s| *s == 0.0) {
+    if p.std.contains(&0.0) {
         return Err(ctx.node.error(Some("std"), "must not contain 0"));
     }
     Ok(Arc::new(Decode { p, resize: (h, w), out: out_hw, node: ctx.node.id.clone() }))

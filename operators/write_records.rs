@@ -409,7 +409,7 @@ impl ShardWriter {
     }
 
     /// Converts an input batch to the on-disk layout.
-    fn to_file_batch(&mut self, batch: &RecordBatch) -> OpResult<RecordBatch> {
+    fn file_batch(&mut self, batch: &RecordBatch) -> OpResult<RecordBatch> {
         if self.file_schema.is_none() {
             self.file_schema = Some(file_schema(&self.p, &batch.schema()).map_err(|e| self.err(e))?);
         }
@@ -472,7 +472,7 @@ fn arrow_cast_binary(c: &ArrayRef) -> Result<ArrayRef, String> {
 impl Task for ShardWriter {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
         let batch = resume::drop_done(batch, &self.resume)?;
-        let file_batch = self.to_file_batch(&batch)?;
+        let file_batch = self.file_batch(&batch)?;
         let mut offset = 0;
         while offset < file_batch.num_rows() {
             if self.open.is_none() {

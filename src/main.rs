@@ -194,7 +194,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 for p in info.params {
                     println!("    {:<20} {:<18} default {:<16} {}", p.name, p.ty, p.default, p.doc);
                 }
-                println!("    {:<20} {:<18} default {:<16} {}", "on_error", "fail | skip", "fail", "what to do with a bad row");
+                println!("    {:<20} {:<18} default {:<16} what to do with a bad row", "on_error", "fail | skip", "fail");
             }
             if !found {
                 anyhow::bail!("no operator named `{}`", name.unwrap_or_default());

@@ -23,7 +23,7 @@ fn toy_rows(dir: &Path) -> Vec<(u32, u32, Vec<u8>, f32)> {
             v.push((id.value(i), sample.value(i), img.value(i).to_vec(), tone.value(i)));
         }
     }
-    v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    v.sort_by_key(|r| (r.0, r.1));
     v
 }
 

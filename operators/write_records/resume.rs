@@ -29,9 +29,12 @@ pub(crate) fn shards_on_disk(dir: &Path) -> Result<Vec<(String, u64)>, String> {
     Ok(out)
 }
 
+/// Keys of written samples.
+pub(crate) type DoneKeys = HashSet<(u64, u64)>;
+
 /// `(identity, sample)` keys of every completed shard, and the highest shard number seen.
 /// Shards without both columns make the output not resumable (an error that says so).
-pub(crate) fn done_keys(dir: &Path) -> Result<(HashSet<(u64, u64)>, Option<usize>), String> {
+pub(crate) fn done_keys(dir: &Path) -> Result<(DoneKeys, Option<usize>), String> {
     let mut keys = HashSet::new();
     let mut max_index = None;
     for (name, _) in shards_on_disk(dir)? {
