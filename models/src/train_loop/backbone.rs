@@ -7,12 +7,18 @@
 //! state-dict keys (`conv1`, `bn1`, `prelu`, `layer1.0.bn1`, …, `bn2`, `fc`, `features`), so with
 //! the published widths and a 112 input the trained weights load unchanged into
 //! [`IResNet`](crate::iresnet::IResNet) (and therefore into `embed`).
+//!
+//! Convolutions are written as im2col (shifted, strided views concatenated on the channel
+//! axis) + a batched matmul rather than candle's `conv2d`: candle's CPU backward pass of
+//! `conv2d` goes through a direct `conv_transpose2d` loop that made a toy training step ~20×
+//! slower than the forward pass; narrow/cat/matmul have cheap backward passes. The weight keeps
+//! PyTorch's `[out, in, kh, kw]` layout and key, so checkpoints are unchanged.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d_no_bias, BatchNorm, PRelu};
+use crate::layers::{BatchNorm, PRelu};
 
 /// BatchNorm epsilon (PyTorch's default, as the official IResNet).
 const BN_EPS: f64 = 1e-5;
@@ -49,16 +55,73 @@ impl TrainIResNetConfig {
     }
 }
 
+/// A bias-free square convolution computed as im2col + matmul (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Im2colConv {
+    weight: Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Im2colConv {
+    /// `Conv2d(c_in, c_out, kernel, stride, padding, bias=False)`; the weight is `weight`
+    /// `[c_out, c_in, kernel, kernel]` under `vb`.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        Ok(Self { weight, kernel, stride, padding })
+    }
+
+    /// Rows `start, start + s, …` (`count` of them) of axis `dim` (2 or 3) of `x`.
+    fn strided(x: &Tensor, dim: usize, start: usize, count: usize, s: usize) -> Result<Tensor> {
+        if s == 1 {
+            return x.narrow(dim, start, count);
+        }
+        // take count·s rows (zero-padding the tail if needed), fold them as [count, s], keep 0
+        let avail = x.dim(dim)? - start;
+        let need = count * s;
+        let mut v = x.narrow(dim, start, avail.min(need))?;
+        if avail < need {
+            v = v.pad_with_zeros(dim, 0, need - avail)?;
+        }
+        let mut shape = v.dims().to_vec();
+        shape[dim] = count;
+        shape.insert(dim + 1, s);
+        v.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+    }
+}
+
+impl Module for Im2colConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let xp = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
+        let mut patches = Vec::with_capacity(k * k);
+        for ky in 0..k {
+            let rows = Self::strided(&xp, 2, ky, oh, s)?;
+            for kx in 0..k {
+                patches.push(Self::strided(&rows, 3, kx, ow, s)?);
+            }
+        }
+        // [B, C, k·k, oh, ow] → [B, C·k·k, oh·ow]: the (c, ky, kx) order of the weight
+        let cols = Tensor::stack(&patches, 2)?.reshape((b, c * k * k, oh * ow))?;
+        let o = self.weight.dim(0)?;
+        let wmat = self.weight.reshape((o, c * k * k))?;
+        wmat.broadcast_left(b)?.matmul(&cols)?.reshape((b, o, oh, ow))
+    }
+}
+
 /// `IBasicBlock`: `bn1 → conv1 → bn2 → prelu → conv2 (stride s) → bn3` + shortcut.
 #[derive(Clone, Debug)]
 struct Block {
     bn1: BatchNorm,
-    conv1: Conv2d,
+    conv1: Im2colConv,
     bn2: BatchNorm,
     prelu: PRelu,
-    conv2: Conv2d,
+    conv2: Im2colConv,
     bn3: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    downsample: Option<(Im2colConv, BatchNorm)>,
 }
 
 fn prelu(channels: usize, vb: VarBuilder) -> Result<PRelu> {
@@ -79,16 +142,16 @@ impl Block {
     fn new(inplanes: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || inplanes != planes {
             let d = vb.pp("downsample");
-            Some((conv2d_no_bias(inplanes, planes, 1, stride, 0, d.pp("0"))?, BatchNorm::new(planes, BN_EPS, true, d.pp("1"))?))
+            Some((Im2colConv::new(inplanes, planes, 1, stride, 0, d.pp("0"))?, BatchNorm::new(planes, BN_EPS, true, d.pp("1"))?))
         } else {
             None
         };
         Ok(Self {
             bn1: BatchNorm::new(inplanes, BN_EPS, true, vb.pp("bn1"))?,
-            conv1: conv2d_no_bias(inplanes, planes, 3, 1, 1, vb.pp("conv1"))?,
+            conv1: Im2colConv::new(inplanes, planes, 3, 1, 1, vb.pp("conv1"))?,
             bn2: BatchNorm::new(planes, BN_EPS, true, vb.pp("bn2"))?,
             prelu: prelu(planes, vb.pp("prelu"))?,
-            conv2: conv2d_no_bias(planes, planes, 3, stride, 1, vb.pp("conv2"))?,
+            conv2: Im2colConv::new(planes, planes, 3, stride, 1, vb.pp("conv2"))?,
             bn3: BatchNorm::new(planes, BN_EPS, true, vb.pp("bn3"))?,
             downsample,
         })
@@ -110,7 +173,7 @@ impl Block {
 /// The trainable IResNet.
 #[derive(Clone, Debug)]
 pub struct TrainIResNet {
-    conv1: Conv2d,
+    conv1: Im2colConv,
     bn1: BatchNorm,
     prelu: PRelu,
     stages: Vec<Vec<Block>>,
@@ -139,7 +202,7 @@ impl TrainIResNet {
         let last = config.widths[3];
         let side = config.final_side();
         Ok(Self {
-            conv1: conv2d_no_bias(3, config.widths[0], 3, 1, 1, vb.pp("conv1"))?,
+            conv1: Im2colConv::new(3, config.widths[0], 3, 1, 1, vb.pp("conv1"))?,
             bn1: BatchNorm::new(config.widths[0], BN_EPS, true, vb.pp("bn1"))?,
             prelu: prelu(config.widths[0], vb.pp("prelu"))?,
             stages,

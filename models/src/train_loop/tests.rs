@@ -188,3 +188,20 @@ fn denoiser_resume_equals_an_uninterrupted_run() {
     }
     assert!(ea.iter().any(|(k, _)| k == "sqrt_alpha_bars") && ea.iter().any(|(k, _)| k.starts_with("eps_model.")));
 }
+
+#[test]
+fn im2col_convolution_equals_candle_conv2d() {
+    use crate::train_loop::backbone::Im2colConv;
+    let dev = Device::Cpu;
+    for (h, k, stride, pad) in [(7, 3, 1, 1), (7, 3, 2, 1), (8, 3, 2, 1), (9, 1, 2, 0), (6, 1, 1, 0)] {
+        let varmap = VarMap::new();
+        let conv = Im2colConv::new(5, 4, k, stride, pad, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let weight = varmap.data().lock().unwrap()["weight"].as_tensor().clone();
+        let x = Tensor::randn(0f32, 1.0, (2, 5, h, h + 1), &dev).unwrap();
+        let got = conv.forward(&x).unwrap();
+        let want = x.conv2d(&weight, pad, stride, 1, 1).unwrap();
+        assert_eq!(got.dims(), want.dims(), "h {h} k {k} stride {stride}");
+        let d: f32 = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(d < 1e-4, "h {h} k {k} stride {stride}: differs by {d}");
+    }
+}
