@@ -13,6 +13,9 @@
 //!   EMA. Writes `checkpoint.safetensors` (model, EMA, Adam moments) every epoch and
 //!   `model.safetensors` / `ema_averaged_model.safetensors` in the official wrapper layout
 //!   (`eps_model.*` + schedule buffers), loadable by `diffuse`.
+//! * `task: autoencoder` — a VQ first stage on face images (reconstruction + commitment, EMA
+//!   codebook), written as IDiff-Face's split `first_stage_encoder_state_dict` /
+//!   `first_stage_decoder_state_dict` files (safetensors) plus a resumable checkpoint.
 //!
 //! The node receives all rows on worker 0 (`Routing::Single`), buffers them, puts them into a
 //! canonical order and trains in `finish`. Each epoch emits one row of statistics (`epoch`,
@@ -20,6 +23,7 @@
 //! checkpoint's epoch with its optimiser state: every random draw is keyed by (seed, epoch,
 //! row) or (seed, step), so a resumed run repeats an uninterrupted one exactly.
 
+mod autoencoder;
 mod data;
 mod diffusion;
 mod face;
@@ -51,7 +55,7 @@ pub fn info() -> OperatorInfo {
 }
 
 const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "task", ty: "face-recognition | diffusion", default: "required", doc: "what to train" },
+    ParamDoc { name: "task", ty: "face-recognition | diffusion | autoencoder", default: "required", doc: "what to train" },
     ParamDoc { name: "output", ty: "path", default: "required", doc: "directory for checkpoints and final weights" },
     ParamDoc { name: "epochs", ty: "integer", default: "required", doc: "passes over the rows" },
     ParamDoc { name: "batch_size", ty: "integer", default: "32", doc: "rows per optimiser step" },
@@ -90,6 +94,15 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "cpd", ty: "number", default: "UNet config", doc: "diffusion: contextual partial dropout probability" },
     ParamDoc { name: "uncond_probability", ty: "number", default: "0", doc: "diffusion: whole-context dropout to the empty context" },
     ParamDoc { name: "timesteps", ty: "integer", default: "1000", doc: "diffusion: T of the linear schedule" },
+    ParamDoc {
+        name: "first_stage",
+        ty: "preset | map | path",
+        default: "vq-f4",
+        doc: "autoencoder: VQ configuration (vq-f4, reference-tiny, JSON, inline)",
+    },
+    ParamDoc { name: "n_embed", ty: "integer", default: "8192", doc: "autoencoder: codebook size" },
+    ParamDoc { name: "beta", ty: "number", default: "0.25", doc: "autoencoder: commitment weight" },
+    ParamDoc { name: "codebook_decay", ty: "number", default: "0.99", doc: "autoencoder: EMA decay of the codebook statistics" },
     ParamDoc { name: "ema", ty: "map", default: "{inv_gamma 1, power 0.75, max_value 0.9999}", doc: "diffusion: EMA warm-up" },
 ];
 
@@ -101,6 +114,8 @@ pub enum TrainTask {
     FaceRecognition,
     /// An identity-conditioned denoiser.
     Diffusion,
+    /// A VQ first stage (toy world).
+    Autoencoder,
 }
 
 /// A margin head as written in YAML.
@@ -238,6 +253,28 @@ pub struct TrainParams {
     /// EMA.
     #[serde(default)]
     pub ema: EmaConfig,
+    /// VQ configuration (autoencoder).
+    #[serde(default)]
+    pub first_stage: Option<ConfigRef>,
+    /// Codebook size (autoencoder).
+    #[serde(default = "default_n_embed")]
+    pub n_embed: usize,
+    /// Commitment weight (autoencoder).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Codebook EMA decay (autoencoder).
+    #[serde(default = "default_codebook_decay")]
+    pub codebook_decay: f64,
+}
+
+fn default_n_embed() -> usize {
+    8192
+}
+fn default_beta() -> f64 {
+    0.25
+}
+fn default_codebook_decay() -> f64 {
+    0.99
 }
 
 fn default_batch() -> usize {
@@ -266,7 +303,7 @@ impl TrainParams {
     /// The input column (default `image` / `latent`).
     pub fn input_column(&self) -> String {
         self.column.clone().unwrap_or_else(|| match self.task {
-            TrainTask::FaceRecognition => "image".into(),
+            TrainTask::FaceRecognition | TrainTask::Autoencoder => "image".into(),
             TrainTask::Diffusion => "latent".into(),
         })
     }
@@ -279,6 +316,8 @@ pub enum Resolved {
     Face(face::FaceSetup),
     /// Diffusion.
     Diffusion(diffusion::DiffusionSetup),
+    /// Autoencoder.
+    Autoencoder(autoencoder::AutoencoderSetup),
 }
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
@@ -299,7 +338,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
         return Err(err("clip_grad_norm", "must be positive".into()));
     }
-    if p.task == TrainTask::Diffusion && !p.eval.is_empty() {
+    if p.task != TrainTask::FaceRecognition && !p.eval.is_empty() {
         return Err(err("eval", "verification benchmarks apply to task: face-recognition only".into()));
     }
     let mut names: Vec<String> = p.eval.iter().map(|e| benchmark_name(e)).collect();
@@ -310,6 +349,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let resolved = match p.task {
         TrainTask::FaceRecognition => Resolved::Face(face::FaceSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
         TrainTask::Diffusion => Resolved::Diffusion(diffusion::DiffusionSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
+        TrainTask::Autoencoder => Resolved::Autoencoder(autoencoder::AutoencoderSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
     };
     Ok(Arc::new(Train { p, resolved, seed: ctx.seed, node: ctx.node.id.clone() }))
 }
@@ -386,7 +426,7 @@ impl Operator for Train {
 
     fn required_columns(&self) -> Vec<ColumnReq> {
         match &self.resolved {
-            Resolved::Face(_) => vec![
+            Resolved::Face(_) | Resolved::Autoencoder(_) => vec![
                 ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)),
                 ColumnReq::new(
                     &self.p.input_column(),
@@ -442,6 +482,7 @@ impl Task for TrainTaskState {
         let column = self.p.input_column();
         let size = match &self.resolved {
             Resolved::Face(f) => f.size,
+            Resolved::Autoencoder(a) => a.size,
             Resolved::Diffusion(_) => 0,
         };
         let values = data::input_rows(&batch, &column, size).map_err(|e| OpError::new(format!("node `{node}`: column `{column}`: {e}")))?;
@@ -475,6 +516,7 @@ impl Task for TrainTaskState {
         let stats = match &self.resolved {
             Resolved::Face(setup) => face::run(setup, &self.p, self.seed, examples),
             Resolved::Diffusion(setup) => diffusion::run(setup, &self.p, self.seed, examples),
+            Resolved::Autoencoder(setup) => autoencoder::run(setup, &self.p, self.seed, examples),
         }
         .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
         out.rows.push(stats_batch(&stats, &self.p.eval)?);

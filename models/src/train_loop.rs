@@ -6,8 +6,10 @@
 //! * [`optim`] — SGD (momentum, BN-free weight decay), Adam, gradient clipping;
 //! * [`schedule`] — learning-rate schedules and the EMA warm-up;
 //! * [`state`] — keyed initialisation, EMA, loading state back, safetensors in memory;
-//! * [`face`], [`diffusion`] — one optimiser step of each task plus its checkpoint tensors.
+//! * [`face`], [`diffusion`], [`autoencoder`] — one optimiser step of each task plus its
+//!   checkpoint tensors.
 
+pub mod autoencoder;
 pub mod backbone;
 pub mod diffusion;
 pub mod face;
