@@ -37,6 +37,7 @@ fn iresnet_gradients_match_finite_differences() {
     for name in ["conv1.weight", "layer2.0.conv2.weight", "layer3.0.prelu.weight", "fc.weight", "layer1.0.bn2.weight"] {
         let var = &vars[name];
         let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(g.iter().any(|v| v.abs() > 1e-8), "{name}: gradient vanishes");
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         for idx in [0, base.len() / 2, base.len() - 1] {
             let h = 1e-5;
@@ -257,4 +258,86 @@ fn vq_autoencoder_learns_to_reconstruct_and_resumes_exactly() {
     c.load_state(&entries, 2, "memory").unwrap();
     lb.extend((0..2).map(|_| c.train_step(&images, 1e-3).unwrap().loss));
     assert_eq!(la, lb);
+}
+
+/// A UNet whose every variable is random (zero-initialised output layers would make the
+/// output, and every gradient but theirs, vanish).
+fn unet_f64(cfg: &UNetConfig, seed: u64) -> (VarMap, crate::unet::ConditionalUNet) {
+    use idflow_dataset::rng::KeyedRng;
+    let varmap = VarMap::new();
+    let unet = crate::unet::ConditionalUNet::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu)).unwrap();
+    for (i, (name, var)) in crate::train_loop::state::named_vars(&varmap).into_iter().enumerate() {
+        let mut rng = KeyedRng::new(&[seed, i as u64]);
+        let dims = var.dims().to_vec();
+        let fan_in: usize = if dims.len() >= 2 { dims[1..].iter().product() } else { 1 };
+        let scale = if dims.len() >= 2 { 1.0 / (fan_in as f64).sqrt() } else { 0.1 };
+        let offset = if dims.len() == 1 && name.ends_with("weight") { 1.0 } else { 0.0 };
+        let v: Vec<f64> = (0..var.elem_count()).map(|_| offset + scale * rng.normal()).collect();
+        var.set(&Tensor::from_vec(v, dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+    }
+    (varmap, unet)
+}
+
+#[test]
+fn cpd_acts_in_training_only_and_p_zero_is_a_no_op() {
+    use idflow_dataset::rng::KeyedRng;
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f64, 1.0, (2, 2, 8, 8), &dev).unwrap();
+    let t = Tensor::new(&[3i64, 40], &dev).unwrap();
+    let ctx = Tensor::randn(0f64, 1.0, (2, 8), &dev).unwrap();
+    let max_diff =
+        |a: &Tensor, b: &Tensor| -> f64 { (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap() };
+    // p = 0.25: training mode draws a mask (keyed), eval mode is deterministic and mask-free
+    let (_, unet) = unet_f64(&tiny_conditional_unet(), 6);
+    let eval_a = unet.forward(&x, &t, Some(&ctx), None).unwrap();
+    let eval_b = unet.forward(&x, &t, Some(&ctx), None).unwrap();
+    assert_eq!(max_diff(&eval_a, &eval_b), 0.0);
+    let train_a = unet.forward_train(&x, &t, Some(&ctx), None, &mut KeyedRng::new(&[1])).unwrap();
+    let train_b = unet.forward_train(&x, &t, Some(&ctx), None, &mut KeyedRng::new(&[1])).unwrap();
+    let train_c = unet.forward_train(&x, &t, Some(&ctx), None, &mut KeyedRng::new(&[2])).unwrap();
+    assert_eq!(max_diff(&train_a, &train_b), 0.0, "the mask is keyed");
+    assert!(max_diff(&train_a, &eval_a) > 1e-6, "CPD p = 0.25 left the training forward unchanged");
+    assert!(max_diff(&train_a, &train_c) > 1e-6, "different keys, same mask");
+    // p = 0: the training forward equals the eval forward
+    let (_, unet0) = unet_f64(&UNetConfig { context_dropout_probability: 0.0, ..tiny_conditional_unet() }, 6);
+    let e0 = unet0.forward(&x, &t, Some(&ctx), None).unwrap();
+    let t0 = unet0.forward_train(&x, &t, Some(&ctx), None, &mut KeyedRng::new(&[1])).unwrap();
+    assert!(max_diff(&e0, &t0) < 1e-12, "p = 0 must be a no-op");
+}
+
+#[test]
+fn unet_gradients_match_finite_differences() {
+    let dev = Device::Cpu;
+    let cfg = UNetConfig { context_dropout_probability: 0.0, ..tiny_conditional_unet() };
+    let (varmap, unet) = unet_f64(&cfg, 9);
+    let x = Tensor::randn(0f64, 1.0, (2, 2, 4, 4), &dev).unwrap();
+    let t = Tensor::new(&[5i64, 70], &dev).unwrap();
+    let ctx = Tensor::randn(0f64, 1.0, (2, 8), &dev).unwrap();
+    let w = Tensor::randn(0f64, 1.0, (2, 2, 4, 4), &dev).unwrap();
+    let loss_of = || unet.forward(&x, &t, Some(&ctx), None).unwrap().mul(&w).unwrap().sum_all().unwrap();
+    let grads = loss_of().backward().unwrap();
+    let vars = varmap.data().lock().unwrap().clone();
+    let mut names: Vec<&String> = vars.keys().filter(|k| k.ends_with("weight") && !k.contains("norm")).collect();
+    names.sort();
+    let picked: Vec<&String> = names.iter().step_by((names.len() / 5).max(1)).take(5).copied().collect();
+    assert!(picked.len() >= 4);
+    for name in picked {
+        let var = &vars[name];
+        let Some(g) = grads.get(var.as_tensor()) else { panic!("no gradient for {name}") };
+        let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(g.iter().any(|v| v.abs() > 1e-8), "{name}: gradient vanishes");
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        for idx in [0, base.len() / 3] {
+            let h = 1e-5;
+            let eval = |delta: f64| {
+                let mut v = base.clone();
+                v[idx] += delta;
+                var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap()).unwrap();
+                loss_of().to_scalar::<f64>().unwrap()
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &dev).unwrap()).unwrap();
+            assert!((fd - g[idx]).abs() <= 1e-5 + 1e-4 * fd.abs(), "{name}[{idx}]: autograd {} vs finite difference {fd}", g[idx]);
+        }
+    }
 }
