@@ -148,6 +148,8 @@ pub struct BuildContext {
     /// Hash of the whole planned pipeline (name, seed, every node's operator, inputs and
     /// parameters after overrides): an output written by a different plan is not resumed.
     pub fingerprint: String,
+    /// How many nodes read this node's output.
+    pub consumers: usize,
 }
 
 /// Work an interrupted earlier run already wrote: its `(identity, sample)` keys. Sources and

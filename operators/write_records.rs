@@ -133,6 +133,9 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         seed: ctx.seed,
         fingerprint: ctx.fingerprint.clone(),
         first_shard: std::sync::Mutex::new(0),
+        kept_shards: std::sync::Mutex::new(Vec::new()),
+        input_schema: std::sync::OnceLock::new(),
+        has_consumers: ctx.consumers > 0,
     }))
 }
 
@@ -145,6 +148,13 @@ struct WriteRecords {
     fingerprint: String,
     /// First shard number of this run (set by `prepare` when resuming).
     first_shard: std::sync::Mutex<usize>,
+    /// Shards kept from an interrupted run (set by `prepare`); their rows are passed on to
+    /// downstream nodes so those see the whole dataset.
+    kept_shards: std::sync::Mutex<Vec<PathBuf>>,
+    /// The input schema (set at plan time).
+    input_schema: std::sync::OnceLock<SchemaRef>,
+    /// Whether any node reads this one's rows.
+    has_consumers: bool,
 }
 
 impl WriteRecords {
@@ -255,6 +265,7 @@ impl Operator for WriteRecords {
         if self.p.format == Format::Parquet {
             file_schema(&self.p, input)?;
         }
+        let _ = self.input_schema.set(input.clone());
         Ok(input.clone())
     }
 
@@ -303,6 +314,8 @@ impl Operator for WriteRecords {
             }
             if resumable {
                 let (keys, max_index) = resume::done_keys(&self.p.path).map_err(err)?;
+                let kept = resume::shards_on_disk(&self.p.path).map_err(err)?.into_iter().map(|(n, _)| self.p.path.join(n)).collect();
+                *self.kept_shards.lock().map_err(|_| err("lock poisoned".into()))? = kept;
                 *self.first_shard.lock().map_err(|_| err("lock poisoned".into()))? = max_index.map_or(0, |m| m + 1);
                 done = Some(ResumeSet::new(keys));
             }
@@ -322,6 +335,12 @@ impl Operator for WriteRecords {
         let task: Box<dyn Task> = match self.p.format {
             Format::Parquet => Box::new(ShardWriter {
                 first_shard: *self.first_shard.lock().map_err(|_| OpError::new("lock poisoned"))?,
+                replay: if self.has_consumers {
+                    self.kept_shards.lock().map_err(|_| OpError::new("lock poisoned"))?.clone()
+                } else {
+                    Vec::new()
+                },
+                input_schema: self.input_schema.get().cloned(),
                 resume: ctx.resume.clone(),
                 p: self.p.clone(),
                 worker: ctx.partition.worker,
@@ -393,6 +412,9 @@ struct OpenShard {
 struct ShardWriter {
     /// Shard numbers of this run start here (after a resumed run's shards).
     first_shard: usize,
+    /// Shards of the interrupted run whose rows go downstream at the end.
+    replay: Vec<PathBuf>,
+    input_schema: Option<SchemaRef>,
     resume: Arc<ResumeSet>,
     p: Params,
     worker: usize,
@@ -493,7 +515,14 @@ impl Task for ShardWriter {
     }
 
     fn finish(&mut self, out: &mut Emit) -> OpResult<()> {
-        self.close_shard(out)
+        self.close_shard(out)?;
+        if let (false, Some(schema)) = (self.replay.is_empty(), &self.input_schema) {
+            let part = crate::operators::Partition { worker: self.worker, peers: self.peers };
+            for shard in std::mem::take(&mut self.replay) {
+                out.rows.extend(resume::replay_rows(&shard, schema, &self.p.image_column, &part).map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(())
     }
 
     fn abort(&mut self) {

@@ -68,6 +68,7 @@ pub fn build(spec: PipelineSpec) -> Result<Plan, ConfigError> {
             seed: spec.seed,
             pipeline_file: spec.file.clone(),
             fingerprint: fingerprint.clone(),
+            consumers: spec.nodes.iter().filter(|n| n.inputs.contains(&node.id)).count(),
         };
         let op = (info.build)(&ctx)?;
         built.push((info, op, inputs));

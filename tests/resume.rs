@@ -35,6 +35,29 @@ fn rendered(dir: &Path, report: &str) -> u64 {
 }
 
 #[test]
+fn nodes_after_a_resumed_sink_see_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out");
+    let images = d.join("images");
+    let text = format!("{}  folder:\n    op: write-records\n    input: out\n    format: image-folder\n    path: {}\n", pipeline(&out), images.display());
+    write_pipeline(d, "p.yaml", &text);
+    let killed = Command::new(bin())
+        .args(["run", "p.yaml", "-q"])
+        .current_dir(d)
+        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
+        .env("IDFLOW_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let again = idflow(d, &["run", "p.yaml", "-q"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(rows(&out).len(), 40);
+    let list = std::fs::read_to_string(images.join("images.lst")).unwrap();
+    assert_eq!(list.lines().count(), 40, "the downstream node received the kept rows too");
+}
+
+#[test]
 fn interrupted_run_resumes_to_the_same_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

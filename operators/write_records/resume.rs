@@ -6,8 +6,10 @@
 //! written and synced, so whatever carries that name is whole.
 
 use crate::batch::id_value;
-use crate::operators::{OpError, OpResult, ResumeSet};
-use arrow_array::{BooleanArray, RecordBatch};
+use crate::operators::{OpError, OpResult, Partition, ResumeSet};
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use std::collections::HashSet;
@@ -61,6 +63,43 @@ pub(crate) fn done_keys(dir: &Path) -> Result<(DoneKeys, Option<usize>), String>
         }
     }
     Ok((keys, max_index))
+}
+
+/// The rows of a kept shard that `part` owns, in the node's input schema (the Hugging Face
+/// image struct becomes bytes again), for the nodes downstream of a resumed sink.
+pub(crate) fn replay_rows(shard: &Path, input: &SchemaRef, image_column: &str, part: &Partition) -> Result<Vec<RecordBatch>, String> {
+    let f = std::fs::File::open(shard).map_err(|e| format!("{}: {e}", shard.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.build()).map_err(|e| format!("{}: {e}", shard.display()))?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| format!("{}: {e}", shard.display()))?;
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(input.fields().len());
+        for f in input.fields() {
+            let c = b.column_by_name(f.name()).ok_or_else(|| {
+                format!(
+                    "{}: column `{}` was not written, so resumed rows cannot be passed to the nodes downstream (write all columns, or start over)",
+                    shard.display(),
+                    f.name()
+                )
+            })?;
+            let c = if f.name() == image_column && matches!(c.data_type(), DataType::Struct(_)) {
+                c.as_struct().column_by_name("bytes").cloned().ok_or_else(|| format!("{}: image struct without bytes", shard.display()))?
+            } else {
+                c.clone()
+            };
+            cols.push(c);
+        }
+        let batch = RecordBatch::try_new(input.clone(), cols).map_err(|e| format!("{}: {e}", shard.display()))?;
+        let ids = batch.column_by_name("identity").cloned();
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|r| Some(ids.as_ref().and_then(|c| id_value(c.as_ref(), r)).is_none_or(|i| part.owns(i))))
+            .collect();
+        let batch = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
+        if batch.num_rows() > 0 {
+            out.push(batch);
+        }
+    }
+    Ok(out)
 }
 
 /// Removes rows whose `(identity, sample)` is already written.
