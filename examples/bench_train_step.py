@@ -1,9 +1,10 @@
 """PyTorch CPU counterpart of `examples/bench_train_step.rs`: the same toy IResNet
-(IBasicBlock, layers [1,1,1,1], widths 16-128, 32 px, 64 features) with a CosFace head and
-SGD(momentum 0.9, weight decay 5e-4), batch 32, and the same tiny denoiser shape is not
-rebuilt here (IDiff-Face's UNet code is not vendored); prints ms per training step.
+(IBasicBlock, layers [1,1,1,1], widths 16-128, 32 px, 64 features, batch 32) and, with
+`--r50`, the published IResNet-50 (112 px, 512 features, batch 8), each with a CosFace head
+and SGD(momentum 0.9, weight decay 5e-4); prints ms per training step. The tiny denoiser is
+not rebuilt here (IDiff-Face's UNet code is not vendored).
 
-    python examples/bench_train_step.py [--steps N]
+    python examples/bench_train_step.py [--steps N] [--r50]
 """
 import argparse
 import math
@@ -33,15 +34,16 @@ class Block(nn.Module):
 
 
 class ToyIResNet(nn.Module):
-    def __init__(self, widths=(16, 32, 64, 128), size=32, features=64):
+    def __init__(self, widths=(16, 32, 64, 128), size=32, features=64, layers=(1, 1, 1, 1)):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.prelu = nn.PReLU(widths[0])
         blocks, inplanes = [], widths[0]
-        for w in widths:
-            blocks.append(Block(inplanes, w, 2))
-            inplanes = w
+        for w, n in zip(widths, layers):
+            for b in range(n):
+                blocks.append(Block(inplanes, w, 2 if b == 0 else 1))
+                inplanes = w
         self.body = nn.Sequential(*blocks)
         self.bn2 = nn.BatchNorm2d(inplanes)
         side = size
@@ -55,16 +57,11 @@ class ToyIResNet(nn.Module):
         return self.features(self.fc(self.bn2(h).flatten(1)))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    net = ToyIResNet()
-    kernel = nn.Parameter(torch.randn(64, 8) * 0.01)
+def bench(name, net, features, size, batch, steps):
+    kernel = nn.Parameter(torch.randn(features, 8) * 0.01)
     opt = torch.optim.SGD(list(net.parameters()) + [kernel], lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(32, 3, 32, 32)
-    y = torch.arange(32) % 8
+    x = torch.randn(batch, 3, size, size)
+    y = torch.arange(batch) % 8
 
     def step():
         cos = F.normalize(net(x)) @ F.normalize(kernel, dim=0)
@@ -76,10 +73,22 @@ def main():
 
     step()
     t0 = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(steps):
         step()
-    s = (time.perf_counter() - t0) / args.steps
-    print(f"torch {torch.__version__} threads {torch.get_num_threads()}: toy IResNet batch 32: {s * 1e3:.1f} ms/step, {32 / s:.1f} images/s")
+    s = (time.perf_counter() - t0) / steps
+    print(f"torch {torch.__version__} threads {torch.get_num_threads()}: {name} batch {batch}: {s * 1e3:.1f} ms/step, {batch / s:.1f} images/s")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--r50", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    bench("toy IResNet [1,1,1,1] w16-128 32px", ToyIResNet(), 64, 32, 32, args.steps)
+    if args.r50:
+        r50 = ToyIResNet(widths=(64, 128, 256, 512), size=112, features=512, layers=(3, 4, 14, 3))
+        bench("IResNet-50 112px", r50, 512, 112, 8, min(args.steps, 2))
 
 
 if __name__ == "__main__":
