@@ -6,7 +6,9 @@
 //! Decoding uses the `image` crate. Area resampling (box averaging with fractional coverage,
 //! OpenCV's INTER_AREA for downscaling) is written here because `image` offers no area filter.
 
-use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext};
+use super::{
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
+};
 use crate::batch::{binary_column, column, str_column};
 use crate::spec::ConfigError;
 use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
@@ -18,7 +20,13 @@ use std::sync::Arc;
 
 /// Registry entry.
 pub fn info() -> OperatorInfo {
-    OperatorInfo { name: "decode", role: Role::Transform, summary: "Decode JPEG/PNG bytes into a normalised RGB tensor column", params: PARAMS, build }
+    OperatorInfo {
+        name: "decode",
+        role: Role::Transform,
+        summary: "Decode JPEG/PNG bytes into a normalised RGB tensor column",
+        params: PARAMS,
+        build,
+    }
 }
 
 const PARAMS: &[ParamDoc] = &[
@@ -89,7 +97,9 @@ fn default_half() -> [f32; 3] {
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let p: Params = ctx.node.parse_params()?;
     let Some(size) = p.size else {
-        return Err(ctx.node.error(Some("size"), "missing: the tensor shape must be known before the run (give `size: 112` or `size: [h, w]`)"));
+        return Err(ctx
+            .node
+            .error(Some("size"), "missing: the tensor shape must be known before the run (give `size: 112` or `size: [h, w]`)"));
     };
     let (h, w) = size.hw();
     if h == 0 || w == 0 {
@@ -224,11 +234,8 @@ impl Task for DecodeTask {
                 }
             }
         }
-        let batch = if keep.iter().all(|k| *k) {
-            batch
-        } else {
-            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?
-        };
+        let batch =
+            if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
         let list = FixedSizeListArray::try_new(
             Arc::new(Field::new("item", DataType::Float32, false)),
             per_row as i32,

@@ -328,7 +328,23 @@ pub struct OperatorInfo {
 /// Every operator idflow knows.
 pub fn registry() -> &'static [OperatorInfo] {
     static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| vec![read::info(), toy_faces::info(), decode::info(), write_records::info(), contexts::info(), contexts::info_from_embeddings(), diffuse::info(), decode_latent::info(), embed::info(), filter::info(), evaluate::info(), train::info(), encode_latent::info()])
+    REGISTRY.get_or_init(|| {
+        vec![
+            read::info(),
+            toy_faces::info(),
+            decode::info(),
+            write_records::info(),
+            contexts::info(),
+            contexts::info_from_embeddings(),
+            diffuse::info(),
+            decode_latent::info(),
+            embed::info(),
+            filter::info(),
+            evaluate::info(),
+            train::info(),
+            encode_latent::info(),
+        ]
+    })
 }
 
 /// Looks an operator up by name.

@@ -31,7 +31,12 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "size", ty: "integer", default: "64", doc: "image side in pixels" },
     ParamDoc { name: "world", ty: "integer", default: "0", doc: "toy-world seed (identity traits depend on it, not on the pipeline seed)" },
     ParamDoc { name: "age", ty: "number", default: "0", doc: "age drift 0..1 (greying, wrinkles, shape drift)" },
-    ParamDoc { name: "difficulty", ty: "map", default: "all 1.0", doc: "nuisance scales: rotation, yaw, pitch, translation, scale, expression, lighting, background, blur, noise, occlusion, jpeg" },
+    ParamDoc {
+        name: "difficulty",
+        ty: "map",
+        default: "all 1.0",
+        doc: "nuisance scales: rotation, yaw, pitch, translation, scale, expression, lighting, background, blur, noise, occlusion, jpeg",
+    },
     ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
 ];
 
@@ -113,13 +118,7 @@ impl Operator for ToyFaces {
             .flat_map(|i| (0..per).map(move |s| (i, s)))
             .filter(|&(i, s)| !ctx.resume.is_done(i as u64, s as u64))
             .collect();
-        Ok(Started::Source(Box::new(ToyTask {
-            p: self.p.clone(),
-            work,
-            next: 0,
-            schema: schema(),
-            node: self.node.clone(),
-        })))
+        Ok(Started::Source(Box::new(ToyTask { p: self.p.clone(), work, next: 0, schema: schema(), node: self.node.clone() })))
     }
 }
 

@@ -12,18 +12,18 @@
 //!   sha256, pipeline and idflow version), itself atomically.
 
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started, Task,
-    TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started,
+    Task, TaskContext,
 };
 
 mod other;
 mod resume;
-pub(crate) use other::file_info;
 use crate::batch::{str_column, u64_column};
 use crate::fsutil::{atomic_write, sha256_file};
 use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+pub(crate) use other::file_info;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -47,10 +47,20 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "format", ty: "string", default: "parquet", doc: "parquet | image-folder | tfrecord | recordio" },
     ParamDoc { name: "path", ty: "path", default: "required", doc: "output directory" },
     ParamDoc { name: "rows_per_shard", ty: "integer", default: "10000", doc: "maximum rows per shard file" },
-    ParamDoc { name: "image_column", ty: "string", default: "image", doc: "encoded-image column stored as the HF image struct (if present)" },
+    ParamDoc {
+        name: "image_column",
+        ty: "string",
+        default: "image",
+        doc: "encoded-image column stored as the HF image struct (if present)",
+    },
     ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "columns to write (others are passed on but not written)" },
     ParamDoc { name: "zstd_level", ty: "integer", default: "3", doc: "zstd compression level (1-22)" },
-    ParamDoc { name: "name", ty: "string", default: "train", doc: "tfrecord: shard and index name (`<name>-00000.tfrecord`, `<name>.index`)" },
+    ParamDoc {
+        name: "name",
+        ty: "string",
+        default: "train",
+        doc: "tfrecord: shard and index name (`<name>-00000.tfrecord`, `<name>.index`)",
+    },
     ParamDoc { name: "image_size", ty: "[h, w]", default: "[112, 112]", doc: "recordio: image size recorded in `property`" },
 ];
 
@@ -220,27 +230,27 @@ fn hf_feature(f: &Field, is_image: bool) -> serde_json::Value {
 
 /// The schema written to disk for an input schema.
 fn file_schema(p: &Params, input: &Schema) -> Result<SchemaRef, String> {
-        let wanted: Vec<&Field> = match &p.columns {
-            Some(cols) => cols
-                .iter()
-                .map(|c| input.field_with_name(c).map_err(|_| format!("`columns` names `{c}`, which the input does not have")))
-                .collect::<Result<_, _>>()?,
-            None => input.fields().iter().map(|f| f.as_ref()).collect(),
-        };
-        let mut features = serde_json::Map::new();
-        let mut fields = Vec::new();
-        for f in wanted {
-            let is_image = f.name() == &p.image_column && matches!(f.data_type(), DataType::Binary | DataType::LargeBinary);
-            features.insert(f.name().clone(), hf_feature(f, is_image));
-            if is_image {
-                fields.push(Field::new(f.name(), hf_image_type(), f.is_nullable()));
-            } else {
-                fields.push(f.clone());
-            }
+    let wanted: Vec<&Field> = match &p.columns {
+        Some(cols) => cols
+            .iter()
+            .map(|c| input.field_with_name(c).map_err(|_| format!("`columns` names `{c}`, which the input does not have")))
+            .collect::<Result<_, _>>()?,
+        None => input.fields().iter().map(|f| f.as_ref()).collect(),
+    };
+    let mut features = serde_json::Map::new();
+    let mut fields = Vec::new();
+    for f in wanted {
+        let is_image = f.name() == &p.image_column && matches!(f.data_type(), DataType::Binary | DataType::LargeBinary);
+        features.insert(f.name().clone(), hf_feature(f, is_image));
+        if is_image {
+            fields.push(Field::new(f.name(), hf_image_type(), f.is_nullable()));
+        } else {
+            fields.push(f.clone());
         }
-        let hf = serde_json::json!({"info": {"features": features}});
-        let meta = HashMap::from([("huggingface".to_string(), hf.to_string())]);
-        Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
+    }
+    let hf = serde_json::json!({"info": {"features": features}});
+    let meta = HashMap::from([("huggingface".to_string(), hf.to_string())]);
+    Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
 }
 
 impl Operator for WriteRecords {
@@ -351,8 +361,16 @@ impl Operator for WriteRecords {
                 node,
             }),
             Format::ImageFolder => Box::new(other::FolderWriter::new(self.p.path.clone(), self.p.image_column.clone(), node)),
-            Format::Tfrecord => Box::new(other::TfWriter::new(self.p.path.clone(), self.p.name.clone(), self.p.rows_per_shard, self.p.image_column.clone(), node)),
-            Format::Recordio => Box::new(other::RecordIoWriter::new(self.p.path.clone(), self.p.image_size, self.p.image_column.clone(), node)),
+            Format::Tfrecord => Box::new(other::TfWriter::new(
+                self.p.path.clone(),
+                self.p.name.clone(),
+                self.p.rows_per_shard,
+                self.p.image_column.clone(),
+                node,
+            )),
+            Format::Recordio => {
+                Box::new(other::RecordIoWriter::new(self.p.path.clone(), self.p.image_size, self.p.image_column.clone(), node))
+            }
         };
         Ok(Started::Task(task))
     }

@@ -50,10 +50,7 @@ impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = serde_bytes::ByteBuf::deserialize(d)?;
         let mut r = StreamReader::try_new(std::io::Cursor::new(bytes.into_vec()), None).map_err(serde::de::Error::custom)?;
-        let b = r
-            .next()
-            .ok_or_else(|| serde::de::Error::custom("empty IPC stream"))?
-            .map_err(serde::de::Error::custom)?;
+        let b = r.next().ok_or_else(|| serde::de::Error::custom("empty IPC stream"))?.map_err(serde::de::Error::custom)?;
         Ok(Batch::new(b))
     }
 }

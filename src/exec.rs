@@ -16,8 +16,8 @@
 //! abort marker on the commit channel.
 
 use crate::batch::Batch;
-use crate::operators::{Emit, OpError, ResumeSet, Routing, SourceTask, Started, Task, TaskContext};
 use crate::operators::Partition;
+use crate::operators::{Emit, OpError, ResumeSet, Routing, SourceTask, Started, Task, TaskContext};
 use crate::plan::Plan;
 use crate::report::{peak_rss_bytes, NodeStats, RunReport};
 use arrow_array::{RecordBatch, StringArray};
@@ -128,7 +128,8 @@ struct SourceSlot {
 fn timely_config(opts: &RunOptions) -> Result<timely::Config, RunError> {
     let communication = if opts.processes > 1 {
         let hostfile = opts.hostfile.as_ref().ok_or_else(|| RunError::Startup("--processes > 1 needs --hostfile".into()))?;
-        let text = std::fs::read_to_string(hostfile).map_err(|e| RunError::Startup(format!("cannot read hostfile {}: {e}", hostfile.display())))?;
+        let text = std::fs::read_to_string(hostfile)
+            .map_err(|e| RunError::Startup(format!("cannot read hostfile {}: {e}", hostfile.display())))?;
         let addresses: Vec<String> =
             text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).take(opts.processes).map(String::from).collect();
         if addresses.len() < opts.processes {
@@ -142,13 +143,7 @@ fn timely_config(opts: &RunOptions) -> Result<timely::Config, RunError> {
         if opts.process_id >= opts.processes {
             return Err(RunError::Startup(format!("--process-id {} must be below --processes {}", opts.process_id, opts.processes)));
         }
-        timely::CommunicationConfig::Cluster {
-            threads: opts.workers,
-            process: opts.process_id,
-            addresses,
-            report: false,
-            zerocopy: false,
-        }
+        timely::CommunicationConfig::Cluster { threads: opts.workers, process: opts.process_id, addresses, report: false, zerocopy: false }
     } else if opts.workers > 1 {
         timely::CommunicationConfig::Process(opts.workers)
     } else {
@@ -172,10 +167,7 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
             let done = n.op.prepare().map_err(|e| RunError::Failed(vec![format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0)]))?;
             if let Some(done) = done {
                 if !resume.is_empty() && !done.is_empty() {
-                    return Err(RunError::Failed(vec![format!(
-                        "node `{}`: only one output of a pipeline can be resumed",
-                        n.spec.id
-                    )]));
+                    return Err(RunError::Failed(vec![format!("node `{}`: only one output of a pipeline can be resumed", n.spec.id)]));
                 }
                 if !done.is_empty() {
                     tracing::info!("node `{}`: resuming; {} samples already written", n.spec.id, done.len());
@@ -393,67 +385,71 @@ fn task_operator<'s>(
     failure: Arc<Failure>,
 ) -> StreamVec<'s, u64, Out> {
     let name = id.clone();
-    merged.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(Exchange::new(move |_: &Tagged| target), &name, move |cap, _info| {
-        let mut held = Some(cap);
-        let mut failed = false;
-        move |(input, frontier), output| {
-            if failure.abort.load(Relaxed) && !failed {
-                failed = true;
-                task.abort();
-            }
-            input.for_each(|icap, data| {
-                let Some(c) = icap.retain_least(0) else { return };
-                let mut session = output.session(&c);
-                for (port, batch) in data.drain(..) {
-                    if failed {
-                        continue;
-                    }
-                    let batch = batch.into_inner();
-                    st.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
-                    let mut emit = Emit::default();
-                    let t0 = Instant::now();
-                    let res = task.process(port as usize, batch, &mut emit);
-                    st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
-                    match res {
-                        Ok(()) => emit_into!(session, emit, st),
-                        Err(e) => {
-                            failed = true;
-                            task.abort();
-                            failure.record(&id, op_name, e);
-                            session.give((true, abort_marker()));
-                        }
-                    }
+    merged.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
+        Exchange::new(move |_: &Tagged| target),
+        &name,
+        move |cap, _info| {
+            let mut held = Some(cap);
+            let mut failed = false;
+            move |(input, frontier), output| {
+                if failure.abort.load(Relaxed) && !failed {
+                    failed = true;
+                    task.abort();
                 }
-            });
-            let f = frontier.frontier();
-            if f.is_empty() {
-                if let Some(c) = held.take() {
+                input.for_each(|icap, data| {
+                    let Some(c) = icap.retain_least(0) else { return };
                     let mut session = output.session(&c);
-                    if failed || failure.abort.load(Relaxed) {
-                        if !failed {
-                            task.abort();
+                    for (port, batch) in data.drain(..) {
+                        if failed {
+                            continue;
                         }
-                        session.give((true, abort_marker()));
-                    } else {
+                        let batch = batch.into_inner();
+                        st.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
                         let mut emit = Emit::default();
                         let t0 = Instant::now();
-                        let res = task.finish(&mut emit);
+                        let res = task.process(port as usize, batch, &mut emit);
                         st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
                         match res {
                             Ok(()) => emit_into!(session, emit, st),
                             Err(e) => {
+                                failed = true;
                                 task.abort();
                                 failure.record(&id, op_name, e);
                                 session.give((true, abort_marker()));
                             }
                         }
                     }
-                }
-            } else if let (Some(c), Some(t)) = (held.as_mut(), f.first()) {
-                if c.time() < t {
-                    c.downgrade(t);
+                });
+                let f = frontier.frontier();
+                if f.is_empty() {
+                    if let Some(c) = held.take() {
+                        let mut session = output.session(&c);
+                        if failed || failure.abort.load(Relaxed) {
+                            if !failed {
+                                task.abort();
+                            }
+                            session.give((true, abort_marker()));
+                        } else {
+                            let mut emit = Emit::default();
+                            let t0 = Instant::now();
+                            let res = task.finish(&mut emit);
+                            st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+                            match res {
+                                Ok(()) => emit_into!(session, emit, st),
+                                Err(e) => {
+                                    task.abort();
+                                    failure.record(&id, op_name, e);
+                                    session.give((true, abort_marker()));
+                                }
+                            }
+                        }
+                    }
+                } else if let (Some(c), Some(t)) = (held.as_mut(), f.first()) {
+                    if c.time() < t {
+                        c.downgrade(t);
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }

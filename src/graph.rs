@@ -28,7 +28,12 @@ pub fn render(plan: &Plan, format: GraphFormat) -> String {
                 for &u in &n.inputs {
                     let up = &plan.nodes[u];
                     let cols: Vec<&str> = up.schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    out.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", escape(&up.spec.id), escape(&n.spec.id), escape(&cols.join(", "))));
+                    out.push_str(&format!(
+                        "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                        escape(&up.spec.id),
+                        escape(&n.spec.id),
+                        escape(&cols.join(", "))
+                    ));
                 }
             }
             out.push_str("}\n");

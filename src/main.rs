@@ -274,7 +274,8 @@ fn compile(
         CompileModel::Iresnet => OnnxModelSpec::IResNet { config: iresnet_config(cfg).map_err(bad)? },
         CompileModel::TfaceIr => OnnxModelSpec::TFaceIr { depth },
     };
-    let dict = idflow_models::checkpoint::StateDict::from_file(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?;
+    let dict =
+        idflow_models::checkpoint::StateDict::from_file(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?;
     let bytes = spec.compile(&dict, &Default::default()).with_context(|| format!("cannot compile {}", checkpoint.display()))?;
     idflow_models::onnx::compile_to_file(&bytes, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())

@@ -56,7 +56,8 @@ pub fn build(spec: PipelineSpec) -> Result<Plan, ConfigError> {
         }
         let mut inputs = Vec::new();
         for up in &node.inputs {
-            let &i = index.get(up.as_str()).ok_or_else(|| node.error(Some(field), format!("input `{up}` is not a node of this pipeline")))?;
+            let &i =
+                index.get(up.as_str()).ok_or_else(|| node.error(Some(field), format!("input `{up}` is not a node of this pipeline")))?;
             if up == &node.id {
                 return Err(node.error(Some(field), "a node cannot read its own output"));
             }

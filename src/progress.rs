@@ -23,13 +23,7 @@ impl Progress {
         }
         let flag = stop.clone();
         let tty = std::io::stderr().is_terminal();
-        let handle = std::thread::spawn(move || {
-            if tty {
-                bars(nodes, flag)
-            } else {
-                lines(nodes, flag)
-            }
-        });
+        let handle = std::thread::spawn(move || if tty { bars(nodes, flag) } else { lines(nodes, flag) });
         Self { stop, handle: Some(handle) }
     }
 
@@ -45,10 +39,9 @@ impl Progress {
 fn bars(nodes: Vec<(String, String, Arc<NodeStats>)>, stop: Arc<AtomicBool>) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let width = nodes.iter().map(|n| n.0.len()).max().unwrap_or(4);
-    let with_len = ProgressStyle::with_template(&format!(
-        "{{prefix:<{width}}} [{{bar:30}}] {{human_pos}}/{{human_len}} rows {{per_sec}} eta {{eta}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let with_len =
+        ProgressStyle::with_template(&format!("{{prefix:<{width}}} [{{bar:30}}] {{human_pos}}/{{human_len}} rows {{per_sec}} eta {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     let without = ProgressStyle::with_template(&format!("{{prefix:<{width}}} {{spinner}} {{human_pos}} rows {{per_sec}}"))
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let pbs: Vec<ProgressBar> = nodes

@@ -50,13 +50,7 @@ impl ConfigError {
 
     /// An error about one node (and optionally one of its fields).
     pub fn node(file: &Path, node: &str, field: Option<&str>, pos: Option<Pos>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            pos,
-            node: Some(node.to_string()),
-            field: field.map(str::to_string),
-            message: message.into(),
-        }
+        Self { file: file.to_path_buf(), pos, node: Some(node.to_string()), field: field.map(str::to_string), message: message.into() }
     }
 }
 
@@ -133,11 +127,7 @@ impl NodeSpec {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             // serde names unknown / missing fields only in the message; recover the field.
-            let field = if path != "." && !path.is_empty() {
-                Some(path)
-            } else {
-                backticked(&inner)
-            };
+            let field = if path != "." && !path.is_empty() { Some(path) } else { backticked(&inner) };
             let top = field.as_deref().map(|f| f.split(['.', '[']).next().unwrap_or(f).to_string());
             let pos = top.as_deref().and_then(|f| self.field_pos.get(f).copied()).or(self.pos);
             ConfigError::node(&self.file, &self.id, field.as_deref(), pos, inner)
@@ -223,12 +213,7 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<PipelineSpec, ConfigE
 }
 
 /// Parses pipeline text (the file name is used in errors only).
-pub fn parse(
-    file: &Path,
-    text: &str,
-    overrides: &[Override],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<PipelineSpec, ConfigError> {
+pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Fn(&str) -> Option<String>) -> Result<PipelineSpec, ConfigError> {
     let raw: RawPipeline = serde_saphyr::from_str(text).map_err(|e| {
         let pos = e.location().and_then(pos_of);
         let msg = e.to_string();

@@ -35,22 +35,51 @@ fn reference_checkpoints_compile_to_loadable_graphs() {
     let runtime = idflow_models::onnx::OrtRuntime::new(Some(&ort_library())).unwrap();
     let cases: Vec<(Vec<String>, Vec<&str>, Vec<&str>)> = vec![
         (
-            vec!["--model".into(), "iresnet".into(), "--checkpoint".into(), fixture("iresnet_tiny.pth").display().to_string(), "--config".into(), fixture("iresnet_tiny_config.json").display().to_string()],
+            vec![
+                "--model".into(),
+                "iresnet".into(),
+                "--checkpoint".into(),
+                fixture("iresnet_tiny.pth").display().to_string(),
+                "--config".into(),
+                fixture("iresnet_tiny_config.json").display().to_string(),
+            ],
             vec!["image"],
             vec!["features"],
         ),
         (
-            vec!["--model".into(), "unet".into(), "--checkpoint".into(), fixture("idiff_unet_tiny.ckpt").display().to_string(), "--config".into(), "reference-tiny".into(), "--dropout-mask".into()],
+            vec![
+                "--model".into(),
+                "unet".into(),
+                "--checkpoint".into(),
+                fixture("idiff_unet_tiny.ckpt").display().to_string(),
+                "--config".into(),
+                "reference-tiny".into(),
+                "--dropout-mask".into(),
+            ],
             vec!["x", "t", "context", "dropout_mask"],
             vec!["eps"],
         ),
         (
-            vec!["--model".into(), "vq-decoder".into(), "--checkpoint".into(), fixture("vq_tiny_first_stage_decoder_state_dict.pt").display().to_string(), "--config".into(), "reference-tiny".into()],
+            vec![
+                "--model".into(),
+                "vq-decoder".into(),
+                "--checkpoint".into(),
+                fixture("vq_tiny_first_stage_decoder_state_dict.pt").display().to_string(),
+                "--config".into(),
+                "reference-tiny".into(),
+            ],
             vec!["z"],
             vec!["image"],
         ),
         (
-            vec!["--model".into(), "vq-encoder".into(), "--checkpoint".into(), fixture("vq_tiny_first_stage_encoder_state_dict.pt").display().to_string(), "--config".into(), "reference-tiny".into()],
+            vec![
+                "--model".into(),
+                "vq-encoder".into(),
+                "--checkpoint".into(),
+                fixture("vq_tiny_first_stage_encoder_state_dict.pt").display().to_string(),
+                "--config".into(),
+                "reference-tiny".into(),
+            ],
             vec!["image"],
             vec!["latent"],
         ),
@@ -75,7 +104,16 @@ fn a_checkpoint_that_does_not_fit_the_config_is_refused() {
     let out_file = dir.path().join("x.onnx");
     let out = compile(
         dir.path(),
-        &["--model", "unet", "--checkpoint", fixture("idiff_unet_tiny.ckpt").to_str().unwrap(), "--config", "idiff-face-ca", "--out", out_file.to_str().unwrap()],
+        &[
+            "--model",
+            "unet",
+            "--checkpoint",
+            fixture("idiff_unet_tiny.ckpt").to_str().unwrap(),
+            "--config",
+            "idiff-face-ca",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

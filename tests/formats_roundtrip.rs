@@ -129,7 +129,14 @@ fn context_files_read_normalised() {
         assert_eq!(n, 5, "{name}");
     }
     // a width mismatch is a clear error naming the file
-    write_pipeline(d, "bad.yaml", &copy_to_parquet(&format!("    op: read\n    format: contexts\n    dim: 128\n    root: {}\n", reference("contexts_plain.npy").display()), &d.join("bad")));
+    write_pipeline(
+        d,
+        "bad.yaml",
+        &copy_to_parquet(
+            &format!("    op: read\n    format: contexts\n    dim: 128\n    root: {}\n", reference("contexts_plain.npy").display()),
+            &d.join("bad"),
+        ),
+    );
     let out = idflow(d, &["run", "bad.yaml", "-q"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
@@ -149,7 +156,11 @@ fn damaged_tfrecord_fails_naming_file_and_offset() {
     let n = bytes.len();
     bytes[n - 10] ^= 0x40; // flip a bit in the last record's payload
     std::fs::write(&shard, bytes).unwrap();
-    write_pipeline(d, "p.yaml", &copy_to_parquet(&format!("    op: read\n    format: tfrecord\n    root: {}\n", tf.display()), &d.join("back")));
+    write_pipeline(
+        d,
+        "p.yaml",
+        &copy_to_parquet(&format!("    op: read\n    format: tfrecord\n    root: {}\n", tf.display()), &d.join("back")),
+    );
     let out = idflow(d, &["run", "p.yaml", "-q"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -40,7 +40,11 @@ fn nodes_after_a_resumed_sink_see_every_row() {
     let d = dir.path();
     let out = d.join("out");
     let images = d.join("images");
-    let text = format!("{}  folder:\n    op: write-records\n    input: out\n    format: image-folder\n    path: {}\n", pipeline(&out), images.display());
+    let text = format!(
+        "{}  folder:\n    op: write-records\n    input: out\n    format: image-folder\n    path: {}\n",
+        pipeline(&out),
+        images.display()
+    );
     write_pipeline(d, "p.yaml", &text);
     let killed = Command::new(bin())
         .args(["run", "p.yaml", "-q"])

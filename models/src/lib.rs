@@ -45,9 +45,9 @@ pub mod pretrained;
 pub mod sampler;
 pub mod schedule;
 pub mod torch_file;
-pub mod traits;
 pub mod train_loop;
 pub mod training;
+pub mod traits;
 pub mod unet;
 pub mod vq;
 

@@ -81,7 +81,8 @@ impl SourceTask for FolderTask {
         let chunk = &self.entries[range];
         let mut images = Vec::with_capacity(chunk.len());
         for e in chunk {
-            let bytes = std::fs::read(&e.path).map_err(|err| OpError::new(format!("node `{}`: cannot read {}: {err}", self.node, e.path.display())))?;
+            let bytes = std::fs::read(&e.path)
+                .map_err(|err| OpError::new(format!("node `{}`: cannot read {}: {err}", self.node, e.path.display())))?;
             images.push(bytes);
         }
         let cols: Vec<ArrayRef> = vec![

@@ -19,9 +19,7 @@ pub fn files(root: &Path) -> Result<Vec<PathBuf>, String> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| format!("cannot list {}: {e} (a Parquet source must exist when the pipeline is planned)", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     v.sort();
     if v.is_empty() {
@@ -117,15 +115,22 @@ impl ParquetTask {
             if matches!(c.data_type(), DataType::Struct(_)) && f.data_type() == &DataType::Binary {
                 let s = c.as_struct();
                 let bytes = s.column_by_name("bytes").ok_or("image struct without bytes")?;
-                let bytes = arrow_select::take::take(bytes.as_ref(), &arrow_array::UInt32Array::from_iter_values(0..b.num_rows() as u32), None)
-                    .map_err(|e| e.to_string())?;
+                let bytes =
+                    arrow_select::take::take(bytes.as_ref(), &arrow_array::UInt32Array::from_iter_values(0..b.num_rows() as u32), None)
+                        .map_err(|e| e.to_string())?;
                 cols.push(if bytes.data_type() == &DataType::Binary {
                     bytes
                 } else {
                     Arc::new(arrow_array::BinaryArray::from_iter(bytes.as_binary::<i64>().iter()))
                 });
             } else if !same_type(c.data_type(), f.data_type()) {
-                return Err(format!("{}: column `{}` is {}, the first file has {}", path.display(), f.name(), c.data_type(), f.data_type()));
+                return Err(format!(
+                    "{}: column `{}` is {}, the first file has {}",
+                    path.display(),
+                    f.name(),
+                    c.data_type(),
+                    f.data_type()
+                ));
             } else if c.data_type() == f.data_type() {
                 cols.push(c.clone());
             } else {
@@ -137,7 +142,8 @@ impl ParquetTask {
             return Ok(batch);
         }
         let ids = batch.column_by_name("identity").ok_or("no identity")?;
-        let keep: BooleanArray = (0..batch.num_rows()).map(|i| crate::batch::id_value(ids.as_ref(), i).map(|v| self.part.owns(v))).collect();
+        let keep: BooleanArray =
+            (0..batch.num_rows()).map(|i| crate::batch::id_value(ids.as_ref(), i).map(|v| self.part.owns(v))).collect();
         arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
     }
 }

@@ -66,7 +66,12 @@ impl TfRecordTask {
             read_converted_index(&index)
                 .map_err(|e| e.to_string())?
                 .into_iter()
-                .map(|e| Rec { shard: dir.join(&e.tfr_name), offset: e.offset, key: format!("{}:{}", e.tfr_name, e.idx), label: Some(e.label) })
+                .map(|e| Rec {
+                    shard: dir.join(&e.tfr_name),
+                    offset: e.offset,
+                    key: format!("{}:{}", e.tfr_name, e.idx),
+                    label: Some(e.label),
+                })
                 .collect()
         } else {
             read_index(&index)
@@ -99,7 +104,8 @@ impl SourceTask for TfRecordTask {
             let payload = read_record_at(file, &r.shard, r.offset).map_err(|e| fail(e.to_string()))?;
             let ex = decode_example(&payload, &r.shard, r.offset).map_err(|e| fail(e.to_string()))?;
             let label = ex.label.or(r.label).ok_or_else(|| fail(format!("{} @ {}: record has no `label`", r.shard.display(), r.offset)))?;
-            let label = u32::try_from(label).map_err(|_| fail(format!("{} @ {}: label {label} is not a u32", r.shard.display(), r.offset)))?;
+            let label =
+                u32::try_from(label).map_err(|_| fail(format!("{} @ {}: label {label} is not a u32", r.shard.display(), r.offset)))?;
             ids.push(label);
             keys.push(r.key.clone());
             images.push(ex.image);

@@ -89,13 +89,17 @@ impl Task for FolderWriter {
             let identity = ids.value(i);
             let sample = self.counter.next(&batch, i, identity);
             let bytes = images.value(i);
-            let ext = image_ext(bytes).ok_or_else(|| fail(format!("identity {identity} sample {sample}: image is neither PNG nor JPEG")))?;
+            let ext =
+                image_ext(bytes).ok_or_else(|| fail(format!("identity {identity} sample {sample}: image is neither PNG nor JPEG")))?;
             let folder = names.map(|n| n.value(i).to_string()).unwrap_or_else(|| format!("{identity:06}"));
             let path = write_image(&self.root, &folder, &format!("{sample:05}"), ext, bytes).map_err(|e| fail(e.to_string()))?;
             paths.push(path.strip_prefix(&self.root).unwrap_or(&path).to_string_lossy().into_owned());
             labels.push(identity);
         }
-        out.commit.push(RecordBatch::try_new(image_list_schema(), vec![Arc::new(StringArray::from(paths)), Arc::new(UInt32Array::from(labels))])?);
+        out.commit.push(RecordBatch::try_new(
+            image_list_schema(),
+            vec![Arc::new(StringArray::from(paths)), Arc::new(UInt32Array::from(labels))],
+        )?);
         out.rows.push(batch);
         Ok(())
     }

@@ -40,14 +40,18 @@ pub(crate) fn done_keys(dir: &Path) -> Result<(DoneKeys, Option<usize>), String>
     let mut keys = HashSet::new();
     let mut max_index = None;
     for (name, _) in shards_on_disk(dir)? {
-        let index: usize = name.trim_start_matches("part-").trim_end_matches(".parquet").parse().map_err(|_| format!("unexpected shard name {name}"))?;
+        let index: usize =
+            name.trim_start_matches("part-").trim_end_matches(".parquet").parse().map_err(|_| format!("unexpected shard name {name}"))?;
         max_index = max_index.max(Some(index));
         let path = dir.join(&name);
         let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("{}: {e}", path.display()))?;
         let schema = builder.schema().clone();
         let (Ok(i), Ok(s)) = (schema.index_of("identity"), schema.index_of("sample")) else {
-            return Err(format!("{}: cannot resume an output without `identity` and `sample` columns; remove the folder to start over", path.display()));
+            return Err(format!(
+                "{}: cannot resume an output without `identity` and `sample` columns; remove the folder to start over",
+                path.display()
+            ));
         };
         let mask = ProjectionMask::roots(builder.parquet_schema(), [i, s]);
         let reader = builder.with_projection(mask).build().map_err(|e| format!("{}: {e}", path.display()))?;
@@ -91,9 +95,8 @@ pub(crate) fn replay_rows(shard: &Path, input: &SchemaRef, image_column: &str, p
         }
         let batch = RecordBatch::try_new(input.clone(), cols).map_err(|e| format!("{}: {e}", shard.display()))?;
         let ids = batch.column_by_name("identity").cloned();
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|r| Some(ids.as_ref().and_then(|c| id_value(c.as_ref(), r)).is_none_or(|i| part.owns(i))))
-            .collect();
+        let keep: BooleanArray =
+            (0..batch.num_rows()).map(|r| Some(ids.as_ref().and_then(|c| id_value(c.as_ref(), r)).is_none_or(|i| part.owns(i)))).collect();
         let batch = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
         if batch.num_rows() > 0 {
             out.push(batch);
