@@ -53,6 +53,10 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
     let model =
         idflow_models::pretrained::load_vq_first_stage(&enc, &dec, &vq(), &LoadOptions::default()).expect("split files load strictly");
     assert_eq!(model.decoder.quantizer().codebook_shape(), (32, 3));
+    // the torch.save split files load strictly too
+    let (enc_pt, dec_pt) = (out.join("first_stage_encoder_state_dict.pt"), out.join("first_stage_decoder_state_dict.pt"));
+    let from_pt = idflow_models::pretrained::load_vq_first_stage(&enc_pt, &dec_pt, &vq(), &LoadOptions::default()).expect(".pt files load");
+    assert_eq!(from_pt.decoder.quantizer().codebook_shape(), (32, 3));
     // the trained encoder drives encode-latent
     let text = format!(
         "name: enc\nseed: 2\nworkers: 1\nnodes:\n{faces}  latents:\n    op: encode-latent\n    input: faces\n    first_stage: {{checkpoint: {}, config: {VQ}}}\n    size: 16\n  out:\n    op: write-records\n    input: latents\n    path: {}\n    columns: [identity, latent]\n",

@@ -53,11 +53,24 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
     let last = (rows[17].1 + rows[18].1 + rows[19].1) / 3.0;
     assert!(last < 0.5 * first, "eps-MSE did not fall well below its initial value: {rows:?}");
     // both weight files load as IDiff-Face checkpoints (schedule buffers + eps_model.*)
-    for name in ["model.safetensors", "ema_averaged_model.safetensors"] {
+    for name in ["model.safetensors", "ema_averaged_model.safetensors", "model.ckpt", "ema_averaged_model.ckpt"] {
         let (_, schedule, report) = idflow_models::pretrained::load_idiff_face(out.join(name), &tiny_unet(), &LoadOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(schedule.len(), 100, "{name}: the schedule buffers of T = 100 are stored");
         let _ = report;
+    }
+    // the torch.save archives hold exactly the safetensors weights
+    for (a, b) in [("model.safetensors", "model.ckpt"), ("ema_averaged_model.safetensors", "ema_averaged_model.ckpt")] {
+        let (x, y) = (
+            idflow_models::checkpoint::StateDict::from_file(out.join(a)).unwrap(),
+            idflow_models::checkpoint::StateDict::from_file(out.join(b)).unwrap(),
+        );
+        assert_eq!(x.keys().count(), y.keys().count(), "{b}");
+        for (k, ta) in x.entries() {
+            let tb = y.get(k).unwrap_or_else(|| panic!("{b}: missing {k}"));
+            let d = (ta - tb).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(d, 0.0, "{b}: {k}");
+        }
     }
     let ckpt = idflow_models::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
     assert!(ckpt.keys().any(|k| k.starts_with("ema.eps_model.")) && ckpt.keys().any(|k| k.starts_with("exp_avg_sq.")));

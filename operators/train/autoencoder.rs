@@ -29,6 +29,12 @@ pub const ENCODER: &str = "first_stage_encoder_state_dict.safetensors";
 /// The decoder file (`decoder.*`, `post_quant_conv.*`, `quantize.embedding.weight`).
 pub const DECODER: &str = "first_stage_decoder_state_dict.safetensors";
 
+/// [`ENCODER`] as a `torch.save` archive.
+pub const ENCODER_PT: &str = "first_stage_encoder_state_dict.pt";
+
+/// [`DECODER`] as a `torch.save` archive.
+pub const DECODER_PT: &str = "first_stage_decoder_state_dict.pt";
+
 impl AutoencoderSetup {
     /// Resolves the parameters; errors name the field.
     pub fn resolve(p: &TrainParams) -> Result<Self, (&'static str, String)> {
@@ -137,5 +143,8 @@ pub fn run(setup: &AutoencoderSetup, p: &TrainParams, seed: u64, examples: Vec<E
     let meta = HashMap::from([("first_stage".to_string(), serde_json::to_string(&setup.vq).unwrap_or_default())]);
     data::write_checkpoint(&p.output.join(ENCODER), &trainer.encoder_state(), meta.clone())?;
     data::write_checkpoint(&p.output.join(DECODER), &trainer.decoder_state(), meta)?;
+    // the same split files as torch.save archives, as the official first stage ships them
+    data::write_torch_state_dict(&p.output.join(ENCODER_PT), &trainer.encoder_state())?;
+    data::write_torch_state_dict(&p.output.join(DECODER_PT), &trainer.decoder_state())?;
     Ok(out)
 }

@@ -175,6 +175,21 @@ pub fn write_checkpoint(path: &Path, entries: &[(String, Tensor)], metadata: Has
     atomic_write(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Writes weights in the `torch.save` zip layout (float32), so the official PyTorch code loads
+/// them with `torch.load`.
+pub fn write_torch_state_dict(path: &Path, entries: &[(String, Tensor)]) -> Result<(), String> {
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, t) in entries {
+        let values = t
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("{}: tensor `{name}`: {e}", path.display()))?;
+        tensors.push((name.clone(), t.dims().to_vec(), values));
+    }
+    idflow_dataset::formats::torch_save::write_state_dict(path, &tensors).map_err(|e| e.to_string())
+}
+
 /// Reads a checkpoint written by [`write_checkpoint`].
 pub type Checkpoint = (BTreeMap<String, Tensor>, HashMap<String, String>);
 

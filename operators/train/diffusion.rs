@@ -34,6 +34,12 @@ pub const MODEL: &str = "model.safetensors";
 /// EMA weights, official wrapper layout.
 pub const EMA_MODEL: &str = "ema_averaged_model.safetensors";
 
+/// [`MODEL`] as a `torch.save` archive (what IDiff-Face's `main.py` writes).
+pub const MODEL_CKPT: &str = "model.ckpt";
+
+/// [`EMA_MODEL`] as a `torch.save` archive.
+pub const EMA_MODEL_CKPT: &str = "ema_averaged_model.ckpt";
+
 impl DiffusionSetup {
     /// Resolves the parameters; errors name the field.
     pub fn resolve(p: &TrainParams) -> Result<Self, (&'static str, String)> {
@@ -171,7 +177,11 @@ pub fn run(setup: &DiffusionSetup, p: &TrainParams, seed: u64, examples: Vec<Exa
         out.push(stats);
     }
     let meta = HashMap::from([("unet".to_string(), serde_json::to_string(&setup.unet).unwrap_or_default())]);
-    data::write_checkpoint(&p.output.join(MODEL), &trainer.model_state().map_err(|e| e.to_string())?, meta.clone())?;
-    data::write_checkpoint(&p.output.join(EMA_MODEL), &trainer.ema_state().map_err(|e| e.to_string())?, meta)?;
+    let (model, ema) = (trainer.model_state().map_err(|e| e.to_string())?, trainer.ema_state().map_err(|e| e.to_string())?);
+    data::write_checkpoint(&p.output.join(MODEL), &model, meta.clone())?;
+    data::write_checkpoint(&p.output.join(EMA_MODEL), &ema, meta)?;
+    // the same weights as torch.save archives, for the official PyTorch code
+    data::write_torch_state_dict(&p.output.join(MODEL_CKPT), &model)?;
+    data::write_torch_state_dict(&p.output.join(EMA_MODEL_CKPT), &ema)?;
     Ok(out)
 }

@@ -15,6 +15,7 @@ pub mod npy;
 pub mod pickle;
 pub mod recordio;
 pub mod tfrecord;
+pub mod torch_save;
 pub mod torch_zip;
 pub mod verification_bin;
 
