@@ -138,12 +138,15 @@ pub struct FaceEmbedder {
     net: Box<dyn FaceEncoder>,
     p: EmbedParams,
     dim: usize,
+    /// Input side of the encoder (the config's `input_size`).
+    side: u32,
 }
 
 impl FaceEmbedder {
     /// Loads the encoder weights.
     pub fn load(p: &EmbedParams, cfg: &IResNetConfig) -> Result<Self, String> {
-        Ok(Self { net: model_spec::load_iresnet(p.backend, &p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features })
+        let side = u32::try_from(cfg.input_size).map_err(|_| format!("input_size {} is too large", cfg.input_size))?;
+        Ok(Self { net: model_spec::load_iresnet(p.backend, &p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features, side })
     }
 
     /// Embedding width.
@@ -152,17 +155,18 @@ impl FaceEmbedder {
     }
 
     /// Decodes and resizes one encoded image to the encoder input.
-    pub fn prepare(bytes: &[u8]) -> Result<RgbImage, String> {
+    pub fn prepare(bytes: &[u8], side: u32) -> Result<RgbImage, String> {
         let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
-        Ok(if img.dimensions() == (INPUT_SIZE, INPUT_SIZE) {
-            img
-        } else {
-            imageops::resize(&img, INPUT_SIZE, INPUT_SIZE, imageops::FilterType::Triangle)
-        })
+        Ok(if img.dimensions() == (side, side) { img } else { imageops::resize(&img, side, side, imageops::FilterType::Triangle) })
+    }
+
+    /// [`FaceEmbedder::prepare`] at this encoder's input size.
+    pub fn prepare_for(&self, bytes: &[u8]) -> Result<RgbImage, String> {
+        Self::prepare(bytes, self.side)
     }
 
     fn tensor(&self, imgs: &[&RgbImage], flip: bool) -> candle_core::Result<Tensor> {
-        let s = INPUT_SIZE as usize;
+        let s = self.side as usize;
         let plane = s * s;
         let mut v = vec![0f32; imgs.len() * 3 * plane];
         for (n, img) in imgs.iter().enumerate() {
@@ -260,7 +264,7 @@ impl Task for EmbedTask {
         let mut prepared = Vec::with_capacity(batch.num_rows());
         let mut keep = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
-            let res = if images.is_null(i) { Err("image is null".to_string()) } else { FaceEmbedder::prepare(images.value(i)) };
+            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.encoder.prepare_for(images.value(i)) };
             match res {
                 Ok(img) => {
                     prepared.push(img);

@@ -377,7 +377,7 @@ impl FilterTask {
             let images = m.decoder.encoded(&latents, shape).map_err(|e| self.err(format!("{}: {e}", what())))?;
             let prepared = images
                 .iter()
-                .map(|b| FaceEmbedder::prepare(b))
+                .map(|b| m.embedder.prepare_for(b))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| self.err(format!("{}: {e}", what())))?;
             let emb = m.embedder.embed_images(&prepared).map_err(|e| self.err(format!("{}: {e}", what())))?;

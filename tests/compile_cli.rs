@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var("IDFLOW_REFERENCE_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference").to_string());
+    let dir = std::env::var("IDFLOW_REFERENCE_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        )
+    });
     let p = Path::new(&dir).join(name);
     assert!(p.exists(), "reference fixture {} is missing", p.display());
     p
@@ -16,7 +20,8 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The ONNX Runtime library, installed by the repository's helper script.
 fn ort_library() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/ort_env.sh");
+    let script = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()))
+        .join("tests/py/ort_env.sh");
     let out = Command::new("bash").arg(script).output().unwrap();
     assert!(out.status.success(), "ort_env.sh: {}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())

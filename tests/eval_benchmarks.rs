@@ -6,9 +6,12 @@ use common::*;
 use std::path::PathBuf;
 
 fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference")));
+    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}/../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ))
+    });
     assert!(dir.join("README.md").is_file(), "reference fixtures not found at {} (set IDFLOW_REFERENCE_DIR)", dir.display());
     dir
 }

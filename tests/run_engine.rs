@@ -176,7 +176,7 @@ fn parquet_opens_in_pyarrow_and_duckdb() {
     let out = dir.path().join("out");
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 2, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q"]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()));
     let env = Command::new("bash").arg(root.join("tests/py/env.sh")).output().unwrap();
     assert!(env.status.success(), "python env: {}", String::from_utf8_lossy(&env.stderr));
     let python = String::from_utf8(env.stdout).unwrap().trim().to_string();

@@ -11,9 +11,12 @@ use common::{idflow, read_batches, write_pipeline};
 use std::path::PathBuf;
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference")))
+    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}/../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ))
+    })
 }
 
 #[test]

@@ -101,6 +101,46 @@ fn iresnet_learns_toy_identities_and_checkpoints() {
     let backbone = idflow_models::checkpoint::StateDict::from_file(out.join("backbone.safetensors")).unwrap();
     assert!(backbone.keys().all(|k| !k.starts_with("head.") && !k.starts_with("momentum_buffer.")));
     assert!(backbone.get("layer4.0.conv2.weight").is_some() && backbone.get("features.running_var").is_some());
+
+    // the toy-sized backbone feeds `embed` directly (inline config with its widths and input size)
+    let emb_dir = dir.path().join("emb");
+    let text = format!(
+        "name: emb\nseed: 3\nnodes:\n  faces:\n    op: toy-faces\n    identities: 8\n    images_per_identity: 2\n    size: 32\n    difficulty: {{rotation: 0.3, yaw: 0.3, pitch: 0.3, translation: 0.3, scale: 0.3, expression: 0.3, lighting: 0.3, background: 0.3, blur: 0.3, noise: 0.3, occlusion: 0.3, jpeg: 0.3}}\n  emb:\n    op: embed\n    input: faces\n    encoder:\n      checkpoint: {}\n      config: {{layers: [1, 1, 1, 1], widths: [16, 32, 64, 128], num_features: 64, input_size: 32}}\n  out:\n    op: write-records\n    input: emb\n    path: {}\n    columns: [identity, sample, embedding]\n",
+        out.join("backbone.safetensors").display(),
+        emb_dir.display()
+    );
+    run(dir.path(), "emb.yaml", &text);
+    let mut rows: Vec<(u32, Vec<f32>)> = Vec::new();
+    for f in std::fs::read_dir(&emb_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let ids = b.column_by_name("identity").unwrap().as_primitive::<arrow_array::types::UInt32Type>().clone();
+            let emb = b.column_by_name("embedding").unwrap().as_fixed_size_list().clone();
+            for i in 0..b.num_rows() {
+                rows.push((ids.value(i), emb.value(i).as_primitive::<arrow_array::types::Float32Type>().values().to_vec()));
+            }
+        }
+    }
+    assert_eq!(rows.len(), 16);
+    assert!(rows.iter().all(|r| r.1.len() == 64));
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let (mut same, mut diff) = (Vec::new(), Vec::new());
+    for i in 0..rows.len() {
+        for j in i + 1..rows.len() {
+            let c = cos(&rows[i].1, &rows[j].1);
+            if rows[i].0 == rows[j].0 {
+                same.push(c)
+            } else {
+                diff.push(c)
+            }
+        }
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!(mean(&same) > mean(&diff) + 0.1, "trained embeddings separate identities: same {} vs different {}", mean(&same), mean(&diff));
 }
 
 #[test]

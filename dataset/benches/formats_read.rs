@@ -116,7 +116,8 @@ fn main() {
     });
 
     let py = venv_python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/formats_read_bench.py");
+    let script = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()))
+        .join("benches/formats_read_bench.py");
     let out = Command::new(&py).arg(&script).arg(root).arg(threads.to_string()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pyres: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -3,7 +3,7 @@
 //! the published RecordIO format. The venv is created on first use (under the cargo target
 //! directory, or at `IDFLOW_PY_VENV`); if it cannot be made the test fails, it never skips.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use idflow_dataset::formats::contexts::read_contexts;
@@ -95,7 +95,8 @@ fn python_readers_and_writers_agree_with_ours() {
     rw.finish().unwrap();
 
     // --- the Python side
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/cross_check.py");
+    let script = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()))
+        .join("tests/py/cross_check.py");
     let out = run(Command::new(&py).arg(&script).arg(dir.path()), "cross_check.py");
     let s: Json = serde_json::from_slice(&out.stdout).unwrap();
 

@@ -10,9 +10,12 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")))
+    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}/../../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ))
+    })
 }
 
 fn read(name: &str) -> Vec<u8> {

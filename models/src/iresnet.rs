@@ -53,12 +53,40 @@ pub struct IResNetConfig {
     pub layers: [usize; 4],
     /// Embedding width (`fc` output, 512 for the published models).
     pub num_features: usize,
+    /// Channel widths of the four stages (`[64, 128, 256, 512]` in the published models;
+    /// smaller for the toy world's recognizers).
+    #[serde(default = "default_widths")]
+    pub widths: [usize; 4],
+    /// Input side in pixels, a multiple of 16 (112 in the published models).
+    #[serde(default = "default_input_size")]
+    pub input_size: usize,
+}
+
+fn default_widths() -> [usize; 4] {
+    WIDTHS
+}
+
+fn default_input_size() -> usize {
+    112
+}
+
+impl Default for IResNetConfig {
+    /// IResNet-50 as published: 512 features, standard widths, 112×112 input.
+    fn default() -> Self {
+        Self { layers: [3, 4, 14, 3], num_features: 512, widths: WIDTHS, input_size: 112 }
+    }
 }
 
 impl IResNetConfig {
     /// The standard configuration for a depth of 18, 34, 50, 100 or 200 with 512 features.
     pub fn depth(depth: usize) -> Option<Self> {
-        iresnet_layers(depth).map(|layers| Self { layers, num_features: 512 })
+        iresnet_layers(depth).map(|layers| Self { layers, ..Self::default() })
+    }
+
+    /// Inputs to the `fc` layer: last width × (input / 16)².
+    pub fn fc_in(&self) -> usize {
+        let side = self.input_size / 16;
+        self.widths[3] * side * side
     }
 }
 
@@ -124,9 +152,10 @@ pub struct IResNet {
 impl IResNet {
     /// Builds the network; keys as in the official state dict (`conv1`, `layer1.0.bn1`, `fc`, …).
     pub fn new(config: &IResNetConfig, vb: VarBuilder) -> Result<Self> {
-        let mut inplanes = 64;
+        let stem = config.widths[0];
+        let mut inplanes = stem;
         let mut stages = Vec::with_capacity(4);
-        for (s, (&blocks, &planes)) in config.layers.iter().zip(WIDTHS.iter()).enumerate() {
+        for (s, (&blocks, &planes)) in config.layers.iter().zip(config.widths.iter()).enumerate() {
             let lvb = vb.pp(format!("layer{}", s + 1));
             let mut stage = Vec::with_capacity(blocks);
             for b in 0..blocks {
@@ -137,12 +166,12 @@ impl IResNet {
             stages.push(stage);
         }
         Ok(Self {
-            conv1: conv2d_no_bias(3, 64, 3, 1, 1, vb.pp("conv1"))?,
-            bn1: BatchNorm::new(64, BN_EPS, true, vb.pp("bn1"))?,
-            prelu: PRelu::new(64, vb.pp("prelu"))?,
+            conv1: conv2d_no_bias(3, stem, 3, 1, 1, vb.pp("conv1"))?,
+            bn1: BatchNorm::new(stem, BN_EPS, true, vb.pp("bn1"))?,
+            prelu: PRelu::new(stem, vb.pp("prelu"))?,
             stages,
-            bn2: BatchNorm::new(512, BN_EPS, true, vb.pp("bn2"))?,
-            fc: candle_nn::linear(512 * 7 * 7, config.num_features, vb.pp("fc"))?,
+            bn2: BatchNorm::new(config.widths[3], BN_EPS, true, vb.pp("bn2"))?,
+            fc: candle_nn::linear(config.fc_in(), config.num_features, vb.pp("fc"))?,
             features: BatchNorm::new(config.num_features, BN_EPS, true, vb.pp("features"))?,
         })
     }

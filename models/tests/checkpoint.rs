@@ -25,7 +25,7 @@ fn write_zip(path: &Path, records: &[(&str, &[u8])]) {
 }
 
 fn tiny_cfg() -> IResNetConfig {
-    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 }
+    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() }
 }
 
 fn tiny_dict() -> StateDict {
@@ -99,7 +99,7 @@ fn strict_loading_reports_missing_unexpected_and_shape_mismatches() {
     assert_eq!(report.unexpected, vec!["head.weight".to_string()]);
 
     // a wrong shape is refused even when not strict
-    let wrong = IResNetConfig { layers: [1, 1, 1, 1], num_features: 32 };
+    let wrong = IResNetConfig { layers: [1, 1, 1, 1], num_features: 32, ..Default::default() };
     let msg = load_model(&dict, &lax, |vb| IResNet::new(&wrong, vb)).unwrap_err().to_string();
     assert!(msg.contains("fc.weight"), "{msg}");
 }

@@ -28,7 +28,10 @@ use idflow_models::vq::{VqConfig, VqDecoder, VqEncoder};
 pub fn ort_dylib() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/py/ort_env.sh"));
+        let script = PathBuf::from(format!(
+            "{}/../tests/py/ort_env.sh",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ));
         let out =
             std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(out.status.success(), "{} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr));
@@ -57,7 +60,7 @@ fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
 // ---------------------------------------------------------------- IResNet
 
 fn iresnet_config() -> IResNetConfig {
-    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 }
+    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() }
 }
 
 fn iresnet_encoder() -> (OrtFaceEncoder, StateDict) {

@@ -21,7 +21,10 @@ use prost::Message;
 fn ort_dylib() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/py/ort_env.sh"));
+        let script = PathBuf::from(format!(
+            "{}/../tests/py/ort_env.sh",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ));
         let out =
             std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
@@ -169,7 +172,7 @@ fn run_rejects_bad_inputs() {
 
 fn iresnet_bytes() -> Vec<u8> {
     let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 };
+    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
     compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap()
 }
 
@@ -226,18 +229,18 @@ fn compile_to_file_is_atomic_and_loadable() {
 fn compile_checks_keys_and_shapes_strictly() {
     let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
     // wrong embedding width → a shape error naming the key
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 512 };
+    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 512, ..Default::default() };
     let err = compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap_err();
     assert!(err.to_string().contains("fc.weight") && err.to_string().contains("iresnet_tiny.pth"), "{err}");
     // a deeper model than the file → a missing key
-    let cfg = IResNetConfig { layers: [2, 1, 1, 1], num_features: 16 };
+    let cfg = IResNetConfig { layers: [2, 1, 1, 1], num_features: 16, ..Default::default() };
     let err = compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap_err();
     assert!(err.to_string().contains("layer1.1."), "{err}");
     // an extra tensor is refused unless allowed
     let mut entries = dict.entries().to_vec();
     entries.push(("extra.weight".into(), candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap()));
     let extended = StateDict::new("extended", entries);
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 };
+    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
     let err = compile_iresnet(&extended, &cfg, &CompileOptions::default()).unwrap_err();
     assert!(err.to_string().contains("extra.weight"), "{err}");
     let lenient = CompileOptions { allow_unused_keys: true, ..Default::default() };
@@ -251,7 +254,7 @@ fn compile_cache_is_keyed_by_checkpoint_and_config() {
     let ckpt = dir.path().join("backbone.pth");
     std::fs::copy(fixture("iresnet_tiny.pth"), &ckpt).unwrap();
     let cache = dir.path().join("cache");
-    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16 } };
+    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
     let o = CompileOptions::default();
     let first = compile_cached(&cache, &ckpt, &spec, &o).unwrap();
     assert!(first.compiled && first.path.is_file());
@@ -272,7 +275,7 @@ fn compile_cache_is_keyed_by_checkpoint_and_config() {
     let edited = compile_cached(&cache, &st, &spec, &o).unwrap();
     assert!(edited.compiled && edited.path != first.path);
     // a bad config fails and leaves nothing behind
-    let bad = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 8 } };
+    let bad = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 8, ..Default::default() } };
     assert!(compile_cached(&cache, &ckpt, &bad, &o).is_err());
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
 }

@@ -154,7 +154,7 @@ impl Encoder {
 /// Decodes one aligned face (resized to 112×112 when needed, as `embed` does) and appends it
 /// as CHW floats `((x/255) − 0.5)/0.5`.
 fn decode_face(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
-    push_chw(FaceEmbedder::prepare(bytes)?.as_raw(), out);
+    push_chw(FaceEmbedder::prepare(bytes, FACE as u32)?.as_raw(), out);
     Ok(())
 }
 
@@ -355,9 +355,12 @@ mod fixture_tests {
     use super::*;
 
     fn reference(name: &str) -> PathBuf {
-        let dir = std::env::var_os("IDFLOW_REFERENCE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference")));
+        let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "{}/../shared/fixtures/reference",
+                std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+            ))
+        });
         let p = dir.join(name);
         assert!(p.is_file(), "missing reference fixture {} (set IDFLOW_REFERENCE_DIR)", p.display());
         p

@@ -11,9 +11,12 @@ use std::process::{Command, Output};
 
 /// The reference fixtures folder (`IDFLOW_REFERENCE_DIR` overrides); panics when absent.
 pub fn fixture_dir() -> PathBuf {
-    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/reference")));
+    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}/../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ))
+    });
     assert!(dir.join("README.md").is_file(), "reference fixtures not found at {} (set IDFLOW_REFERENCE_DIR)", dir.display());
     dir
 }
@@ -160,7 +163,10 @@ pub fn read_rows(dir: &Path) -> Vec<GenRow> {
 /// The ONNX Runtime library, from `tests/py/ort_env.sh` (which installs the pinned wheel into a
 /// venv on first use; `IDFLOW_ORT_VENV` picks the venv).
 pub fn ort_dylib() -> PathBuf {
-    let script = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ort_env.sh"));
+    let script = PathBuf::from(format!(
+        "{}/tests/py/ort_env.sh",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    ));
     let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())

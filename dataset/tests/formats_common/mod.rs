@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub fn reference_dir() -> PathBuf {
     match std::env::var_os("IDFLOW_REFERENCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")),
+        None => PathBuf::from(format!(
+            "{}/../../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        )),
     }
 }
 

@@ -16,20 +16,21 @@ use crate::iresnet::{iresnet_layers, IResNetConfig};
 const BN_EPS: f32 = 1e-5;
 const WIDTHS: [usize; 4] = [64, 128, 256, 512];
 
-fn image_input(g: &mut GraphBuilder) -> Result<Value, OnnxError> {
-    g.input("image", ElemType::F32, &[Dim::Symbol("batch"), Dim::Fixed(3), Dim::Fixed(112), Dim::Fixed(112)])
+fn image_input(g: &mut GraphBuilder, side: i64) -> Result<Value, OnnxError> {
+    g.input("image", ElemType::F32, &[Dim::Symbol("batch"), Dim::Fixed(3), Dim::Fixed(side), Dim::Fixed(side)])
 }
 
 /// Compiles an ElasticFace `IResNet` state dict (e.g. `295672backbone.pth`) to ONNX bytes.
 pub fn compile_iresnet(dict: &StateDict, config: &IResNetConfig, options: &CompileOptions) -> Result<Vec<u8>, OnnxError> {
     let w = Weights::new(dict, options.prefix.as_deref(), "conv1.weight")?;
     let mut g = GraphBuilder::new("iresnet");
-    let x = image_input(&mut g)?;
-    let h = conv2d(&mut g, &w, "conv1", &x, (3, 64, 3), 1, [1; 4], false)?;
-    let h = batch_norm(&mut g, &w, "bn1", &h, 64, BN_EPS, true)?;
-    let mut h = prelu(&mut g, &w, "prelu", &h, 64)?;
-    let mut inplanes = 64;
-    for (s, (&blocks, &planes)) in config.layers.iter().zip(WIDTHS.iter()).enumerate() {
+    let x = image_input(&mut g, config.input_size as i64)?;
+    let stem = config.widths[0];
+    let h = conv2d(&mut g, &w, "conv1", &x, (3, stem, 3), 1, [1; 4], false)?;
+    let h = batch_norm(&mut g, &w, "bn1", &h, stem, BN_EPS, true)?;
+    let mut h = prelu(&mut g, &w, "prelu", &h, stem)?;
+    let mut inplanes = stem;
+    for (s, (&blocks, &planes)) in config.layers.iter().zip(config.widths.iter()).enumerate() {
         for b in 0..blocks {
             let key = format!("layer{}.{b}", s + 1);
             g.set_scope(&key);
@@ -51,9 +52,9 @@ pub fn compile_iresnet(dict: &StateDict, config: &IResNetConfig, options: &Compi
         }
     }
     g.set_scope("head");
-    let h = batch_norm(&mut g, &w, "bn2", &h, 512, BN_EPS, true)?;
+    let h = batch_norm(&mut g, &w, "bn2", &h, config.widths[3], BN_EPS, true)?;
     let h = g.flatten(&h, 1);
-    let h = linear(&mut g, &w, "fc", &h, 512 * 7 * 7, config.num_features)?;
+    let h = linear(&mut g, &w, "fc", &h, config.fc_in(), config.num_features)?;
     let h = batch_norm(&mut g, &w, "features", &h, config.num_features, BN_EPS, true)?;
     g.output(&h, "features", ElemType::F32, &[Dim::Symbol("batch"), Dim::Fixed(config.num_features as i64)])?;
     let config_json = serde_json::to_string(config).map_err(|e| OnnxError::Config(e.to_string()))?;
@@ -73,7 +74,7 @@ pub fn compile_tface_ir(dict: &StateDict, depth: usize, options: &CompileOptions
         .ok_or_else(|| OnnxError::Config(format!("TFace IR backbone: unsupported depth {depth} (18, 34, 50 or 100)")))?;
     let w = Weights::new(dict, options.prefix.as_deref(), "input_layer.0.weight")?;
     let mut g = GraphBuilder::new("tface_ir");
-    let x = image_input(&mut g)?;
+    let x = image_input(&mut g, 112)?;
     let h = conv2d(&mut g, &w, "input_layer.0", &x, (3, 64, 3), 1, [1; 4], false)?;
     let h = batch_norm(&mut g, &w, "input_layer.1", &h, 64, BN_EPS, true)?;
     let mut h = prelu(&mut g, &w, "input_layer.2", &h, 64)?;

@@ -128,8 +128,12 @@ fn published_topology_backbone_loads_into_the_inference_iresnet() {
     let path = dir.path().join("backbone.safetensors");
     std::fs::write(&path, encode_safetensors(&trainer.backbone_state(), HashMap::new()).unwrap()).unwrap();
     // strict load: every key of the official IResNet present, nothing extra
-    let net = crate::pretrained::load_iresnet(&path, &IResNetConfig { layers: [1, 1, 1, 1], num_features: 32 }, &LoadOptions::default())
-        .expect("the trained backbone loads as an ElasticFace IResNet");
+    let net = crate::pretrained::load_iresnet(
+        &path,
+        &IResNetConfig { layers: [1, 1, 1, 1], num_features: 32, ..Default::default() },
+        &LoadOptions::default(),
+    )
+    .expect("the trained backbone loads as an ElasticFace IResNet");
     let x = Tensor::randn(0f32, 1.0, (1, 3, 112, 112), &Device::Cpu).unwrap();
     let a: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let b: Vec<f32> = trainer.embed(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();

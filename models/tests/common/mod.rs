@@ -8,9 +8,12 @@ use candle_core::{DType, Device, Tensor};
 
 /// The reference fixture folder (`IDFLOW_REFERENCE_DIR` overrides the default beside the clone).
 pub fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/reference")))
+    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}/../../shared/fixtures/reference",
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        ))
+    })
 }
 
 /// Path of a fixture file; panics with a clear message when it is missing.
