@@ -18,6 +18,15 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use std::collections::{BTreeMap, HashMap};
 
+/// Deterministic N(0, 1) test data keyed by `key` (unseeded draws made the finite-difference
+/// checks depend on luck).
+fn normal(key: u64, shape: &[usize], dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v = vec![0f32; n];
+    idflow_dataset::rng::KeyedRng::new(&[key]).fill_normal_f32(&mut v);
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+}
+
 fn tiny_backbone() -> TrainIResNetConfig {
     TrainIResNetConfig { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8], num_features: 6, input_size: 16 }
 }
@@ -28,8 +37,8 @@ fn iresnet_gradients_match_finite_differences() {
     let varmap = VarMap::new();
     let net = TrainIResNet::new(&tiny_backbone(), VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
     keyed_init(&varmap, 11).unwrap();
-    let x = Tensor::randn(0f64, 1.0, (4, 3, 16, 16), &dev).unwrap();
-    let w = Tensor::randn(0f64, 1.0, (4, 6), &dev).unwrap();
+    let x = normal(101, &[4, 3, 16, 16], DType::F64);
+    let w = normal(102, &[4, 6], DType::F64);
     let loss_of = |net: &TrainIResNet| net.forward_train(&x).unwrap().mul(&w).unwrap().sum_all().unwrap();
     let grads = loss_of(&net).backward().unwrap();
     let vars = varmap.data().lock().unwrap().clone();
@@ -134,7 +143,7 @@ fn published_topology_backbone_loads_into_the_inference_iresnet() {
         &LoadOptions::default(),
     )
     .expect("the trained backbone loads as an ElasticFace IResNet");
-    let x = Tensor::randn(0f32, 1.0, (1, 3, 112, 112), &Device::Cpu).unwrap();
+    let x = normal(103, &[1, 3, 112, 112], DType::F32);
     let a: Vec<f32> = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let b: Vec<f32> = trainer.embed(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let d = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
@@ -169,9 +178,8 @@ fn denoiser_resume_equals_an_uninterrupted_run() {
         clip_grad_norm: Some(1.0),
         seed: 4,
     };
-    let dev = Device::Cpu;
-    let x0 = Tensor::randn(0f32, 1.0, (3, 2, 8, 8), &dev).unwrap();
-    let ctx = Tensor::randn(0f32, 1.0, (3, 8), &dev).unwrap();
+    let x0 = normal(104, &[3, 2, 8, 8], DType::F32);
+    let ctx = normal(105, &[3, 8], DType::F32);
     let keys: Vec<NoiseKey> = (0..3).map(|i| NoiseKey { seed: 4, identity: i, sample: 0 }).collect();
     let k = 3;
     let mut straight = DiffusionTrainer::new(cfg.clone()).unwrap();
@@ -202,7 +210,7 @@ fn im2col_convolution_equals_candle_conv2d() {
         let varmap = VarMap::new();
         let conv = Im2colConv::new(5, 4, k, stride, pad, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
         let weight = varmap.data().lock().unwrap()["weight"].as_tensor().clone();
-        let x = Tensor::randn(0f32, 1.0, (2, 5, h, h + 1), &dev).unwrap();
+        let x = normal(106, &[2, 5, h, h + 1], DType::F32);
         let got = conv.forward(&x).unwrap();
         let want = x.conv2d(&weight, pad, stride, 1, 1).unwrap();
         assert_eq!(got.dims(), want.dims(), "h {h} k {k} stride {stride}");
@@ -286,9 +294,9 @@ fn unet_f64(cfg: &UNetConfig, seed: u64) -> (VarMap, crate::unet::ConditionalUNe
 fn cpd_acts_in_training_only_and_p_zero_is_a_no_op() {
     use idflow_dataset::rng::KeyedRng;
     let dev = Device::Cpu;
-    let x = Tensor::randn(0f64, 1.0, (2, 2, 8, 8), &dev).unwrap();
+    let x = normal(107, &[2, 2, 8, 8], DType::F64);
     let t = Tensor::new(&[3i64, 40], &dev).unwrap();
-    let ctx = Tensor::randn(0f64, 1.0, (2, 8), &dev).unwrap();
+    let ctx = normal(108, &[2, 8], DType::F64);
     let max_diff =
         |a: &Tensor, b: &Tensor| -> f64 { (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap() };
     // p = 0.25: training mode draws a mask (keyed), eval mode is deterministic and mask-free
@@ -314,10 +322,10 @@ fn unet_gradients_match_finite_differences() {
     let dev = Device::Cpu;
     let cfg = UNetConfig { context_dropout_probability: 0.0, ..tiny_conditional_unet() };
     let (varmap, unet) = unet_f64(&cfg, 9);
-    let x = Tensor::randn(0f64, 1.0, (2, 2, 4, 4), &dev).unwrap();
+    let x = normal(109, &[2, 2, 4, 4], DType::F64);
     let t = Tensor::new(&[5i64, 70], &dev).unwrap();
-    let ctx = Tensor::randn(0f64, 1.0, (2, 8), &dev).unwrap();
-    let w = Tensor::randn(0f64, 1.0, (2, 2, 4, 4), &dev).unwrap();
+    let ctx = normal(110, &[2, 8], DType::F64);
+    let w = normal(111, &[2, 2, 4, 4], DType::F64);
     let loss_of = || unet.forward(&x, &t, Some(&ctx), None).unwrap().mul(&w).unwrap().sum_all().unwrap();
     let grads = loss_of().backward().unwrap();
     let vars = varmap.data().lock().unwrap().clone();
