@@ -199,6 +199,30 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
     idflow_models::train_loop::state::decode_safetensors(&bytes, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
+/// A checkpoint to continue from (`resume: true` and the file exists).
+pub struct ResumePoint {
+    /// The saved tensors (weights and optimiser state).
+    pub entries: BTreeMap<String, Tensor>,
+    /// The saved metadata.
+    pub meta: HashMap<String, String>,
+    /// First epoch still to run.
+    pub epoch: u64,
+    /// Optimiser steps already taken.
+    pub step: u64,
+}
+
+/// Reads the checkpoint at `path` when `resume` is set and it exists; logs where it resumes.
+pub fn resume_point(path: &Path, resume: bool) -> Result<Option<ResumePoint>, String> {
+    if !resume || !path.exists() {
+        return Ok(None);
+    }
+    let (entries, meta) = read_checkpoint(path)?;
+    let epoch = meta_u64(&meta, "epoch", path)?;
+    let step = meta_u64(&meta, "step", path)?;
+    tracing::info!("train: resuming from {} at epoch {epoch}, step {step}", path.display());
+    Ok(Some(ResumePoint { entries, meta, epoch, step }))
+}
+
 /// A metadata value parsed as an integer, naming the file on failure.
 pub fn meta_u64(meta: &HashMap<String, String>, key: &str, path: &Path) -> Result<u64, String> {
     meta.get(key)

@@ -108,12 +108,9 @@ pub fn run(setup: &DiffusionSetup, p: &TrainParams, seed: u64, examples: Vec<Exa
     .map_err(|e| e.to_string())?;
     let ckpt_path = p.output.join(CHECKPOINT);
     let mut start_epoch = 0;
-    if p.resume && ckpt_path.exists() {
-        let (entries, meta) = data::read_checkpoint(&ckpt_path)?;
-        start_epoch = data::meta_u64(&meta, "epoch", &ckpt_path)?;
-        let step = data::meta_u64(&meta, "step", &ckpt_path)?;
-        trainer.load_state(&entries, step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
-        tracing::info!("train: resuming from {} at epoch {start_epoch}, step {step}", ckpt_path.display());
+    if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
+        trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
+        start_epoch = r.epoch;
     }
     let bs = p.batch_size;
     let total_steps = n.div_ceil(bs) as u64 * p.epochs;

@@ -162,16 +162,13 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
     .map_err(|e| e.to_string())?;
     let ckpt_path = p.output.join(CHECKPOINT);
     let mut start_epoch = 0;
-    if p.resume && ckpt_path.exists() {
-        let (entries, meta) = data::read_checkpoint(&ckpt_path)?;
-        let saved_classes = data::meta_u64(&meta, "classes", &ckpt_path)?;
+    if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
+        let saved_classes = data::meta_u64(&r.meta, "classes", &ckpt_path)?;
         if saved_classes as usize != classes {
             return Err(format!("{}: checkpoint has {saved_classes} classes, the input has {classes} identities", ckpt_path.display()));
         }
-        start_epoch = data::meta_u64(&meta, "epoch", &ckpt_path)?;
-        let step = data::meta_u64(&meta, "step", &ckpt_path)?;
-        trainer.load_state(&entries, step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
-        tracing::info!("train: resuming from {} at epoch {start_epoch}, step {step}", ckpt_path.display());
+        trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
+        start_epoch = r.epoch;
     }
     // batches of `batch_size`; a last batch of one row is dropped (BatchNorm needs two)
     let bs = p.batch_size;
