@@ -5,8 +5,8 @@
 mod common;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, UInt64Type};
-use common::{idflow, read_batches, write_pipeline};
+use arrow_array::types::Float32Type;
+use common::{epoch_losses, idflow, read_batches, write_pipeline};
 use idflow_models::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 
@@ -39,13 +39,7 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
     let p = write_pipeline(dir.path(), "train.yaml", &text);
     let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    let mut rows = Vec::new();
-    for b in read_batches(&dir.path().join("stats")) {
-        let e = b.column_by_name("epoch").unwrap().as_primitive::<UInt64Type>();
-        let l = b.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
-        rows.extend((0..b.num_rows()).map(|i| (e.value(i), l.value(i))));
-    }
-    rows.sort_by_key(|r| r.0);
+    let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 12);
     assert!(rows[11].1 < 0.5 * rows[0].1, "reconstruction loss did not halve: {rows:?}");
     let enc = out.join("first_stage_encoder_state_dict.safetensors");

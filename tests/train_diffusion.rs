@@ -4,9 +4,7 @@
 
 mod common;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, UInt64Type};
-use common::{idflow, read_batches, write_pipeline};
+use common::{epoch_losses, idflow, write_pipeline};
 use idflow_models::checkpoint::LoadOptions;
 use idflow_models::unet::{ConditionType, UNetConfig};
 
@@ -41,13 +39,7 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
     let p = write_pipeline(dir.path(), "p.yaml", &text);
     let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
-    let mut rows = Vec::new();
-    for b in read_batches(&dir.path().join("stats")) {
-        let e = b.column_by_name("epoch").unwrap().as_primitive::<UInt64Type>();
-        let l = b.column_by_name("loss").unwrap().as_primitive::<Float64Type>();
-        rows.extend((0..b.num_rows()).map(|i| (e.value(i), l.value(i))));
-    }
-    rows.sort_by_key(|r| r.0);
+    let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 20);
     let first = rows[0].1;
     let last = (rows[17].1 + rows[18].1 + rows[19].1) / 3.0;

@@ -91,3 +91,15 @@ pub fn folder_pipeline(faces: &Path, out: &Path, workers: usize, extra_decode: &
         out.display()
     )
 }
+
+/// `(epoch, loss)` of a training node's stats rows written to `dir`, sorted by epoch.
+pub fn epoch_losses(dir: &Path) -> Vec<(u64, f64)> {
+    let mut rows = Vec::new();
+    for b in read_batches(dir) {
+        let e = b.column_by_name("epoch").unwrap().as_primitive::<arrow_array::types::UInt64Type>().clone();
+        let l = b.column_by_name("loss").unwrap().as_primitive::<arrow_array::types::Float64Type>().clone();
+        rows.extend((0..b.num_rows()).map(|i| (e.value(i), l.value(i))));
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
