@@ -97,15 +97,15 @@ pub struct ParquetTask {
     schema: SchemaRef,
     part: Partition,
     by_identity: bool,
+    batch_rows: usize,
 }
 
 impl ParquetTask {
     /// Prepares to read `root` with the planned `schema`.
     pub fn open(root: &Path, schema: SchemaRef, part: &Partition, batch_rows: usize) -> Result<Self, String> {
-        let _ = batch_rows;
         let files = files(root)?;
         let by_identity = schema.field_with_name("identity").is_ok_and(|f| matches!(f.data_type(), DataType::UInt32 | DataType::UInt64));
-        Ok(Self { files, file_index: 0, reader: None, schema, part: part.clone(), by_identity })
+        Ok(Self { files, file_index: 0, reader: None, schema, part: part.clone(), by_identity, batch_rows })
     }
 
     fn convert(&self, b: RecordBatch, path: &Path) -> Result<RecordBatch, String> {
@@ -159,7 +159,7 @@ impl SourceTask for ParquetTask {
                 let Some(path) = self.files.get(self.file_index) else { return Ok(None) };
                 let f = std::fs::File::open(path).map_err(|e| OpError::new(format!("cannot open {}: {e}", path.display())))?;
                 let r = ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.build())
+                    .and_then(|b| b.with_batch_size(self.batch_rows).build())
                     .map_err(|e| OpError::new(format!("{}: {e}", path.display())))?;
                 self.reader = Some(r);
             }
