@@ -313,6 +313,20 @@ impl Operator for Evaluate {
         Role::Sink
     }
 
+    fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        [
+            ("report", "metrics.json"),
+            ("benchmark table", "benchmarks.md"),
+            ("dataset metrics", "dataset_metrics.md"),
+            ("score histograms", "score_histograms.png"),
+            ("DET curve", "det_curve.png"),
+            ("contact sheet", "contact_sheet.png"),
+        ]
+        .into_iter()
+        .map(|(label, file)| (label, self.p.output.join(file)))
+        .collect()
+    }
+
     fn required_columns(&self) -> Vec<ColumnReq> {
         if self.p.dataset_metrics == Some(true) {
             vec![

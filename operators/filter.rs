@@ -190,6 +190,10 @@ impl Operator for Filter {
         Role::Transform
     }
 
+    fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        self.p.report.iter().map(|r| ("acceptance report", r.clone())).collect()
+    }
+
     fn required_columns(&self) -> Vec<ColumnReq> {
         let mut v = vec![
             ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)),

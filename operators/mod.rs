@@ -66,6 +66,20 @@ pub enum Routing {
     Local,
     /// All rows on worker 0 (operators that need the whole collection, e.g. a final report).
     Single,
+    /// All rows on worker `w` modulo the worker count: like [`Routing::Single`], but lets
+    /// independent whole-collection sinks (two `train` nodes, say) run side by side.
+    Worker(usize),
+}
+
+impl Routing {
+    /// The worker that receives the rows among `peers` workers, or `None` for [`Routing::Local`].
+    pub fn target(self, peers: usize) -> Option<usize> {
+        match self {
+            Routing::Local => None,
+            Routing::Single => Some(0),
+            Routing::Worker(w) => Some(w % peers.max(1)),
+        }
+    }
 }
 
 /// The type a required input column must have.
@@ -295,6 +309,11 @@ pub trait Operator: Send + Sync {
     /// Whether the run has a commit step (so the engine routes commit rows).
     fn has_commit(&self) -> bool {
         false
+    }
+    /// What this node writes, as `(label, path)` pairs (a dataset folder, a report file, a
+    /// plot); `idflow run` lists those that exist when the run finishes.
+    fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        Vec::new()
     }
 }
 

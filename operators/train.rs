@@ -17,7 +17,7 @@
 //!   codebook), written as IDiff-Face's split `first_stage_encoder_state_dict` /
 //!   `first_stage_decoder_state_dict` files (safetensors) plus a resumable checkpoint.
 //!
-//! The node receives all rows on worker 0 (`Routing::Single`), buffers them, puts them into a
+//! The node receives all rows on one worker (`Routing::Worker(worker)`, worker 0 by default), buffers them, puts them into a
 //! canonical order and trains in `finish`. Each epoch emits one row of statistics (`epoch`,
 //! `step`, `loss`, `accuracy`, `lr`, `images_per_s`). `resume: true` continues from the last
 //! checkpoint's epoch with its optimiser state: every random draw is keyed by (seed, epoch,
@@ -88,6 +88,7 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "SGD weight decay (not on BatchNorm)" },
     ParamDoc { name: "eval", ty: "[path]", default: "[]", doc: "verification .bin files, 10-fold accuracy with flip TTA" },
     ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "evaluate every n epochs (and at the end)" },
+    ParamDoc { name: "worker", ty: "integer", default: "0", doc: "worker that trains (mod workers): spread independent train nodes" },
     ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
     ParamDoc { name: "context", ty: "string | null", default: "context", doc: "diffusion: context column (null: unconditional)" },
     ParamDoc { name: "latent_shape", ty: "[c, h, w]", default: "from field", doc: "diffusion: latent shape" },
@@ -232,6 +233,10 @@ pub struct TrainParams {
     /// Evaluation period in epochs.
     #[serde(default = "default_eval_every")]
     pub eval_every: u64,
+    /// The worker that trains (modulo the worker count); give independent `train` nodes of one
+    /// pipeline different workers to train them side by side.
+    #[serde(default)]
+    pub worker: usize,
     /// UNet configuration.
     #[serde(default)]
     pub unet: Option<ConfigRef>,
@@ -420,8 +425,12 @@ impl Operator for Train {
         Role::Sink
     }
 
+    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![("trained model", self.p.output.clone())]
+    }
+
     fn routing(&self) -> Routing {
-        Routing::Single
+        Routing::Worker(self.p.worker)
     }
 
     fn required_columns(&self) -> Vec<ColumnReq> {
@@ -508,8 +517,8 @@ impl Task for TrainTaskState {
 
     fn finish(&mut self, out: &mut Emit) -> OpResult<()> {
         let examples = std::mem::take(&mut self.examples);
-        if examples.is_empty() && self.ctx.partition.worker != 0 {
-            // rows are routed to worker 0; the other workers have nothing to train
+        if examples.is_empty() && Some(self.ctx.partition.worker) != Routing::Worker(self.p.worker).target(self.ctx.partition.peers) {
+            // rows are routed to the training worker; the others have nothing to train
             return Ok(());
         }
         let node = self.node.clone();

@@ -258,6 +258,10 @@ impl Operator for WriteRecords {
         Role::Sink
     }
 
+    fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![("dataset", self.p.path.clone())]
+    }
+
     fn required_columns(&self) -> Vec<ColumnReq> {
         let image = ColumnReq::new(&self.p.image_column, ColumnType::Bytes);
         let identity = ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32));

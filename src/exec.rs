@@ -17,7 +17,7 @@
 
 use crate::batch::Batch;
 use crate::operators::Partition;
-use crate::operators::{Emit, OpError, ResumeSet, Routing, SourceTask, Started, Task, TaskContext};
+use crate::operators::{Emit, OpError, ResumeSet, SourceTask, Started, Task, TaskContext};
 use crate::plan::Plan;
 use crate::report::{peak_rss_bytes, NodeStats, RunReport};
 use arrow_array::{RecordBatch, StringArray};
@@ -266,9 +266,9 @@ fn run_worker(
                         })
                         .collect();
                     let merged: StreamVec<'_, u64, Tagged> = scope.concatenate(tagged);
-                    let target = match node.op.routing() {
-                        Routing::Local => index as u64,
-                        Routing::Single => 0,
+                    let target = match node.op.routing().target(partition.peers) {
+                        None => index as u64,
+                        Some(w) => w as u64,
                     };
                     let out = task_operator(merged, target, task, id.clone(), op_name, st, failure.clone());
                     if node.op.has_commit() {

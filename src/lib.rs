@@ -13,6 +13,7 @@ pub mod graph;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod results;
 pub mod spec;
 
 #[path = "../operators/mod.rs"]

@@ -98,6 +98,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the paper-style results tables of finished runs as Markdown: recognition accuracy
+    /// from `train` statistics folders, dataset metrics from `evaluate` outputs.
+    Table {
+        /// `LABEL=DIR`: a train node's statistics folder (Parquet with `eval_*` columns); one
+        /// row of the recognition table each, in order.
+        #[arg(long = "recognition", value_parser = idflow::results::labelled_path)]
+        recognition: Vec<(String, PathBuf)>,
+        /// `LABEL=PATH`: an evaluate node's `metrics.json` (or its folder); one row of the
+        /// dataset-metrics table each, in order.
+        #[arg(long = "dataset", value_parser = idflow::results::labelled_path)]
+        dataset: Vec<(String, PathBuf)>,
+        /// Write the tables here (atomically) as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Toy-world utilities.
     Toy {
         #[command(subcommand)]
@@ -206,6 +221,29 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Table { recognition, dataset, out } => {
+            if recognition.is_empty() && dataset.is_empty() {
+                anyhow::bail!("give at least one --recognition or --dataset LABEL=PATH");
+            }
+            let mut text = String::new();
+            if !recognition.is_empty() {
+                let rows =
+                    recognition.iter().map(|(label, dir)| idflow::results::recognition_row(label, dir)).collect::<Result<Vec<_>, _>>()?;
+                text.push_str(&idflow::results::recognition_markdown(&rows));
+            }
+            if !dataset.is_empty() {
+                let rows = dataset.iter().map(|(label, path)| idflow::results::dataset_row(label, path)).collect::<Result<Vec<_>, _>>()?;
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&idflow::results::dataset_markdown(&rows));
+            }
+            print!("{text}");
+            if let Some(path) = &out {
+                idflow::fsutil::atomic_write(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Toy { command: ToyCommand::Benchmarks { out, size, world } } => {
             let files = idflow_dataset::toy::benchmarks::write_benchmarks(&out, size, world)
                 .with_context(|| format!("cannot write the toy benchmarks to {}", out.display()))?;
@@ -230,7 +268,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress: !quiet,
                 max_in_flight,
             };
-            let (rep, result) = exec::run(Arc::new(plan), &opts);
+            let plan = Arc::new(plan);
+            let (rep, result) = exec::run(plan.clone(), &opts);
             if let Some(path) = &report_path {
                 let text = serde_json::to_vec_pretty(&rep)?;
                 idflow::fsutil::atomic_write(path, &text).with_context(|| format!("cannot write report {}", path.display()))?;
@@ -239,13 +278,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{}", report::summary_table(&rep));
             }
             match result {
-                Ok(()) => Ok(ExitCode::SUCCESS),
+                Ok(()) => {
+                    print_outputs(&plan);
+                    Ok(ExitCode::SUCCESS)
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
+    }
+}
+
+/// Lists what the run wrote (each node's outputs that exist), one `node label: path` line each.
+fn print_outputs(plan: &plan::Plan) {
+    let written: Vec<String> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| n.op.outputs().into_iter().map(move |(label, path)| (n, label, path)))
+        .filter(|(_, _, path)| path.exists())
+        .map(|(n, label, path)| format!("  {} {label}: {}", n.spec.id, path.display()))
+        .collect();
+    if !written.is_empty() {
+        println!("outputs:\n{}", written.join("\n"));
     }
 }
 

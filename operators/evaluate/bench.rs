@@ -88,10 +88,9 @@ pub struct Encoder {
     flip: bool,
     batch_size: usize,
     name: String,
+    /// Input side of the encoder (112 for the published IResNets, the config's `input_size`).
+    side: usize,
 }
-
-/// Side length of the protocol's aligned faces.
-const FACE: usize = 112;
 
 impl Encoder {
     /// Loads the checkpoint (strict: every key must match the configuration).
@@ -99,7 +98,7 @@ impl Encoder {
         let config = p.config()?;
         let net = model_spec::load_iresnet(p.backend, &p.checkpoint, &config)?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
-        Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name })
+        Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name, side: config.input_size })
     }
 
     /// Name for the table's row (the checkpoint's file stem).
@@ -115,11 +114,11 @@ impl Encoder {
         let (mut norm_sum, mut norm_count) = (0.0f64, 0usize);
         for (chunk_no, chunk) in images.chunks(self.batch_size).enumerate() {
             let first = chunk_no * self.batch_size;
-            let mut pixels = Vec::with_capacity(chunk.len() * 3 * FACE * FACE);
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * self.side * self.side);
             for (k, bytes) in chunk.iter().enumerate() {
-                decode_face(bytes, &mut pixels).map_err(|e| format!("{}: image {}: {e}", what.display(), first + k))?;
+                decode_face(bytes, self.side, &mut pixels).map_err(|e| format!("{}: image {}: {e}", what.display(), first + k))?;
             }
-            let views = if self.flip { vec![flip_width(&pixels), pixels] } else { vec![pixels] };
+            let views = if self.flip { vec![flip_width(&pixels, self.side), pixels] } else { vec![pixels] };
             let mut summed: Option<Vec<f32>> = None;
             for view in views {
                 let feats = self.forward(view, chunk.len())?;
@@ -144,17 +143,18 @@ impl Encoder {
     }
 
     fn forward(&self, pixels: Vec<f32>, n: usize) -> Result<Vec<f32>, String> {
-        let input = candle_core::Tensor::from_vec(pixels, (n, 3, FACE, FACE), &candle_core::Device::Cpu)
+        let input = candle_core::Tensor::from_vec(pixels, (n, 3, self.side, self.side), &candle_core::Device::Cpu)
             .map_err(|e| format!("encoder input: {e}"))?;
         let feats = self.net.embed(&input).map_err(|e| format!("encoder {}: {e}", self.name))?;
         feats.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| format!("encoder {}: {e}", self.name))
     }
 }
 
-/// Decodes one aligned face (resized to 112×112 when needed, as `embed` does) and appends it
-/// as CHW floats `((x/255) − 0.5)/0.5`.
-fn decode_face(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
-    push_chw(FaceEmbedder::prepare(bytes, FACE as u32)?.as_raw(), out);
+/// Decodes one aligned face (resized to `side`×`side` when needed, as `embed` does) and appends
+/// it as CHW floats `((x/255) − 0.5)/0.5`.
+fn decode_face(bytes: &[u8], side: usize, out: &mut Vec<f32>) -> Result<(), String> {
+    let side = u32::try_from(side).map_err(|_| format!("encoder input side {side} is too large"))?;
+    push_chw(FaceEmbedder::prepare(bytes, side)?.as_raw(), out);
     Ok(())
 }
 
@@ -166,9 +166,9 @@ fn push_chw(rgb: &[u8], out: &mut Vec<f32>) {
 }
 
 /// Mirrors NCHW images along the width axis.
-fn flip_width(pixels: &[f32]) -> Vec<f32> {
+fn flip_width(pixels: &[f32], side: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(pixels.len());
-    for row in pixels.chunks_exact(FACE) {
+    for row in pixels.chunks_exact(side) {
         out.extend(row.iter().rev());
     }
     out
@@ -301,6 +301,10 @@ pub fn thresholds_text(per_fold: &[f64]) -> String {
     distinct.iter().map(|(t, n)| format!("{t:.2} ×{n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Side of the reference fixtures' aligned faces.
+#[cfg(test)]
+const FACE: usize = 112;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,9 +329,9 @@ mod tests {
     #[test]
     fn flipping_twice_is_the_identity() {
         let px: Vec<f32> = (0..2 * 3 * FACE * FACE).map(|i| i as f32).collect();
-        let f = flip_width(&px);
+        let f = flip_width(&px, FACE);
         assert_eq!(f[0], (FACE - 1) as f32);
-        assert_eq!(flip_width(&f), px);
+        assert_eq!(flip_width(&f, FACE), px);
     }
 
     #[test]
@@ -403,7 +407,7 @@ mod fixture_tests {
         }
         let enc = tiny_encoder(true);
         let noflip = enc.forward(pixels.clone(), 4).unwrap();
-        let flip = enc.forward(flip_width(&pixels), 4).unwrap();
+        let flip = enc.forward(flip_width(&pixels, FACE), 4).unwrap();
         let (want_noflip, _) = tensor("tiny_verification_expected.safetensors", "features_noflip");
         let (want_flip, _) = tensor("tiny_verification_expected.safetensors", "features_flip");
         for (got, want) in [(noflip, f32s(&want_noflip)), (flip, f32s(&want_flip))] {
