@@ -67,16 +67,25 @@ pub struct Pointwise {
 impl Pointwise {
     /// Loads `Conv1d(in, out, 1)` parameters.
     pub fn conv1d(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get((out_channels, in_channels, 1), "weight")?.squeeze(2)?;
-        let bias = vb.get(out_channels, "bias")?;
+        let weight = vb.get_with_hints((out_channels, in_channels, 1), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?.squeeze(2)?;
+        let bias = vb.get_with_hints(out_channels, "bias", Self::bias_init(in_channels))?;
         Ok(Self { weight, bias: Some(bias) })
     }
 
     /// Loads `Linear(in, out)` parameters, applied on the channel axis.
     pub fn linear(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get((out_channels, in_channels), "weight")?;
-        let bias = vb.get(out_channels, "bias")?;
+        let weight = vb.get_with_hints((out_channels, in_channels), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        let bias = vb.get_with_hints(out_channels, "bias", Self::bias_init(in_channels))?;
         Ok(Self { weight, bias: Some(bias) })
+    }
+
+    /// PyTorch's default bias initialisation `U(±1/√fan_in)`. Fresh (trainable) variables must
+    /// not start constant: a constant weight would be taken for a deliberate constant init
+    /// (BatchNorm / GroupNorm) and kept, and an attention block whose projections are all zero
+    /// receives no gradient at all.
+    fn bias_init(fan_in: usize) -> candle_nn::Init {
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        candle_nn::Init::Uniform { lo: -bound, up: bound }
     }
 }
 

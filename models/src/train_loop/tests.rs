@@ -168,6 +168,42 @@ fn tiny_conditional_unet() -> UNetConfig {
     }
 }
 
+/// A fresh trainer's UNet starts with every weight matrix random (attention projections and
+/// feed-forwards included) and its context reaches the loss: after a few steps the context
+/// projection and the cross-attention have moved, and CPD changes the trajectory.
+#[test]
+fn fresh_denoiser_initialises_every_layer_and_learns_from_its_context() {
+    let cfg = |p: f64| DiffusionTrainConfig {
+        unet: UNetConfig { context_dropout_probability: p, ..tiny_conditional_unet() },
+        timesteps: 50,
+        uncond_probability: 0.0,
+        ema: EmaConfig::default(),
+        clip_grad_norm: None,
+        seed: 5,
+    };
+    let values = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap() };
+    let mut trainer = DiffusionTrainer::new(cfg(0.25)).unwrap();
+    let state = trainer.model_state().unwrap();
+    let before: HashMap<String, Vec<f32>> = state.iter().map(|(k, t)| (k.clone(), values(t))).collect();
+    let ranks: HashMap<String, usize> = state.iter().map(|(k, t)| (k.clone(), t.rank())).collect();
+    for (name, v) in &before {
+        if name.starts_with("eps_model.") && name.ends_with("weight") && ranks[name] >= 2 {
+            assert!(v.iter().any(|x| *x != v[0]), "{name} starts constant");
+        }
+    }
+    let x0 = normal(120, &[4, 2, 8, 8], DType::F32);
+    let ctx = normal(121, &[4, 8], DType::F32);
+    let keys: Vec<NoiseKey> = (0..4).map(|i| NoiseKey { seed: 5, identity: i, sample: 0 }).collect();
+    let with_cpd: Vec<f64> = (0..3).map(|_| trainer.train_step(&x0, Some(&ctx), &keys, 1e-2).unwrap()).collect();
+    for name in ["eps_model.context_emb.weight", "eps_model.middle.attn.cross_attention.to_v.weight", "eps_model.middle.attn.ff.0.weight"] {
+        let after = trainer.model_state().unwrap().into_iter().find(|(k, _)| k == name).map(|(_, t)| values(&t)).unwrap();
+        assert_ne!(after, before[name], "{name} received no gradient");
+    }
+    let mut no_cpd = DiffusionTrainer::new(cfg(0.0)).unwrap();
+    let without: Vec<f64> = (0..3).map(|_| no_cpd.train_step(&x0, Some(&ctx), &keys, 1e-2).unwrap()).collect();
+    assert_ne!(with_cpd, without, "CPD p = 0.25 and p = 0 gave the same losses");
+}
+
 #[test]
 fn denoiser_resume_equals_an_uninterrupted_run() {
     let cfg = DiffusionTrainConfig {
