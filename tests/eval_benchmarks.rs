@@ -30,13 +30,12 @@ fn f64s(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
-/// Both backends: ONNX Runtime (the default) and the native candle encoder give the official
-/// numbers.
+/// The default backend (ONNX Runtime) gives the official numbers. (The native encoder is the
+/// same `load_iresnet` path as `embed`'s, checked against the official features on both
+/// backends in `gen_filter.rs`; running this slow protocol natively too doubled the test time.)
 #[test]
 fn tiny_verification_bin_matches_the_official_pipeline() {
-    for backend in ["onnx", "native"] {
-        check_tiny_verification_bin(backend);
-    }
+    check_tiny_verification_bin("onnx");
 }
 
 fn check_tiny_verification_bin(backend: &str) {
