@@ -8,7 +8,7 @@
 //! not depend on batch composition; `batched` stacks `batch` latents per call.
 
 use super::diffuse::Reproducible;
-use super::model_spec::{self, field_shape, tensor_rows, Backend, ModelRef};
+use super::model_spec::{self, field_shape, tensor_rows, Backend, Inference, ModelRef, Provider};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -40,12 +40,9 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "decoder weights (first_stage_decoder_state_dict.pt); config: vq-f4 (default) | reference-tiny | JSON | inline",
     },
-    ParamDoc {
-        name: "backend",
-        ty: "native | onnx",
-        default: "native",
-        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
-    },
+    model_spec::INFERENCE_PARAMS[0],
+    model_spec::INFERENCE_PARAMS[1],
+    model_spec::INFERENCE_PARAMS[2],
     ParamDoc { name: "column", ty: "string", default: "latent", doc: "input latent column (shape metadata [c,h,w])" },
     ParamDoc {
         name: "quantize",
@@ -111,9 +108,15 @@ pub enum ImageFormat {
 pub struct DecodeParams {
     /// Decoder weights and configuration.
     pub first_stage: ModelRef,
-    /// Backend.
+    /// Backend (default `onnx`).
     #[serde(default)]
     pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Latent column.
     #[serde(default = "default_column")]
     pub column: String,
@@ -168,6 +171,7 @@ pub fn check_decode(node: &NodeSpec, p: &DecodeParams, field: &dyn Fn(&str) -> S
     if cfg.ch_mult.is_empty() {
         return Err(node.error(Some(&*field("first_stage")), "ch_mult must not be empty"));
     }
+    model_spec::check_inference(node, p.threads, field)?;
     if let Some(s) = p.size {
         let (h, w) = s.hw();
         if h == 0 || w == 0 || h > 4096 || w > 4096 {
@@ -199,10 +203,11 @@ pub struct LatentDecoder {
 }
 
 impl LatentDecoder {
-    /// Loads the decoder weights.
-    pub fn load(p: &DecodeParams, cfg: &VqConfig) -> Result<Self, String> {
+    /// Loads the decoder weights (on the node's backend, sized for `workers` local workers).
+    pub fn load(p: &DecodeParams, cfg: &VqConfig, workers: usize) -> Result<Self, String> {
+        let inference = Inference::new(p.backend, p.threads, &p.providers, workers);
         Ok(Self {
-            decoder: model_spec::load_vq_decoder(p.backend, &p.first_stage.checkpoint, cfg, p.quantize)?,
+            decoder: model_spec::load_vq_decoder(&inference, &p.first_stage.checkpoint, cfg, p.quantize)?,
             p: p.clone(),
             embed_dim: cfg.embed_dim,
             factor: 1 << (cfg.ch_mult.len() - 1),
@@ -324,10 +329,10 @@ impl Operator for DecodeLatent {
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
-    fn start(&self, _ctx: &TaskContext) -> OpResult<Started> {
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         let decoder = self
             .decoder
-            .get_or_init(|| LatentDecoder::load(&self.p, &self.cfg).map(Arc::new))
+            .get_or_init(|| LatentDecoder::load(&self.p, &self.cfg, ctx.local_workers).map(Arc::new))
             .clone()
             .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
         Ok(Started::Task(Box::new(DecodeLatentTask { decoder, column: self.p.column.clone(), node: self.node.clone() })))

@@ -16,7 +16,7 @@
 //! `reproducible: batched` stacks `batch` latents per call (faster, especially on GPUs) and is
 //! reproducible only for the same batch composition.
 
-use super::model_spec::{self, tensor_array, tensor_field, tensor_rows, Backend, ModelRef};
+use super::model_spec::{self, tensor_array, tensor_field, tensor_rows, Backend, Inference, ModelRef, Provider};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -51,12 +51,9 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "UNet weights; config: idiff-face-ca (default) | idiff-face-uncond | reference-tiny | JSON file | inline map",
     },
-    ParamDoc {
-        name: "backend",
-        ty: "native | onnx",
-        default: "native",
-        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
-    },
+    model_spec::INFERENCE_PARAMS[0],
+    model_spec::INFERENCE_PARAMS[1],
+    model_spec::INFERENCE_PARAMS[2],
     ParamDoc { name: "samples_per_identity", ty: "integer", default: "required", doc: "latents generated per context row" },
     ParamDoc { name: "sampler", ty: "ddpm | ddim", default: "ddpm", doc: "ancestral DDPM over all T steps, or DDIM" },
     ParamDoc { name: "steps", ty: "integer", default: "50", doc: "DDIM steps (stride T/steps)" },
@@ -116,9 +113,15 @@ pub enum Condition {
 pub struct SamplingParams {
     /// UNet weights and configuration.
     pub model: ModelRef,
-    /// Backend.
+    /// Backend (default `onnx`).
     #[serde(default)]
     pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// DDPM or DDIM.
     #[serde(default = "default_sampler")]
     pub sampler: Sampler,
@@ -187,6 +190,7 @@ struct Params {
 /// `field` maps a parameter name to the YAML field it came from (for nested use in `filter`).
 pub fn check_sampling(node: &crate::spec::NodeSpec, s: &SamplingParams, field: &dyn Fn(&str) -> String) -> Result<UNetConfig, ConfigError> {
     let cfg = model_spec::unet_config(s.model.config.as_ref()).map_err(|e| node.error(Some(&*field("model")), e))?;
+    model_spec::check_inference(node, s.threads, field)?;
     model_spec::check_unet(&cfg, s.latent_shape[0]).map_err(|e| node.error(Some(&*field("latent_shape")), e))?;
     if s.latent_shape.contains(&0) {
         return Err(node.error(Some(&*field("latent_shape")), "dimensions must be positive"));
@@ -271,9 +275,11 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Loads the checkpoint and checks the sampler against its schedule.
-    pub fn load(s: &SamplingParams, cfg: &UNetConfig, seed: u64) -> Result<Self, String> {
-        let (unet, schedule) = model_spec::load_denoiser(s.backend, &s.model.checkpoint, cfg)?;
+    /// Loads the checkpoint (on the node's backend, sized for `workers` local workers) and checks
+    /// the sampler against its schedule.
+    pub fn load(s: &SamplingParams, cfg: &UNetConfig, seed: u64, workers: usize) -> Result<Self, String> {
+        let inference = Inference::new(s.backend, s.threads, &s.providers, workers);
+        let (unet, schedule) = model_spec::load_denoiser(&inference, &s.model.checkpoint, cfg)?;
         if s.sampler == Sampler::Ddim && s.steps > schedule.len() {
             return Err(format!("steps {} exceeds the model's T = {}", s.steps, schedule.len()));
         }
@@ -397,7 +403,7 @@ impl Operator for Diffuse {
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         let generator = self
             .generator
-            .get_or_init(|| Generator::load(&self.p.sampling, &self.cfg, self.seed).map(Arc::new))
+            .get_or_init(|| Generator::load(&self.p.sampling, &self.cfg, self.seed, ctx.local_workers).map(Arc::new))
             .clone()
             .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
         Ok(Started::Task(Box::new(DiffuseTask {

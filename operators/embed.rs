@@ -8,7 +8,7 @@
 //! depend on batch composition (see `diffuse`); `batched` stacks `batch` images.
 
 use super::diffuse::Reproducible;
-use super::model_spec::{self, tensor_array, tensor_field, Backend, ModelRef};
+use super::model_spec::{self, tensor_array, tensor_field, Backend, Inference, ModelRef, Provider};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -41,12 +41,9 @@ const PARAMS: &[ParamDoc] = &[
         default: "required",
         doc: "IResNet weights; config: iresnet50 (default) | iresnet18/34/100/200 | JSON | inline {layers, num_features}",
     },
-    ParamDoc {
-        name: "backend",
-        ty: "native | onnx",
-        default: "native",
-        doc: "candle models, or the checkpoint compiled to ONNX and run on ONNX Runtime (ORT_DYLIB_PATH)",
-    },
+    model_spec::INFERENCE_PARAMS[0],
+    model_spec::INFERENCE_PARAMS[1],
+    model_spec::INFERENCE_PARAMS[2],
     ParamDoc { name: "column", ty: "string", default: "image", doc: "encoded image column" },
     ParamDoc { name: "output", ty: "string", default: "embedding", doc: "embedding column to add" },
     ParamDoc { name: "flip", ty: "bool", default: "false", doc: "flip TTA: normalize(f(x) + f(flip(x)))" },
@@ -70,9 +67,15 @@ pub const INPUT_SIZE: u32 = 112;
 pub struct EmbedParams {
     /// Encoder weights and configuration.
     pub encoder: ModelRef,
-    /// Backend.
+    /// Backend (default `onnx`).
     #[serde(default)]
     pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Image column.
     #[serde(default = "default_column")]
     pub column: String,
@@ -118,6 +121,7 @@ pub fn check_embed(node: &NodeSpec, p: &EmbedParams, field: &dyn Fn(&str) -> Str
     if cfg.num_features == 0 {
         return Err(node.error(Some(&*field("encoder")), "num_features must be positive"));
     }
+    model_spec::check_inference(node, p.threads, field)?;
     if p.std.contains(&0.0) {
         return Err(node.error(Some(&*field("std")), "must not contain 0"));
     }
@@ -143,10 +147,11 @@ pub struct FaceEmbedder {
 }
 
 impl FaceEmbedder {
-    /// Loads the encoder weights.
-    pub fn load(p: &EmbedParams, cfg: &IResNetConfig) -> Result<Self, String> {
+    /// Loads the encoder weights (on the node's backend, sized for `workers` local workers).
+    pub fn load(p: &EmbedParams, cfg: &IResNetConfig, workers: usize) -> Result<Self, String> {
         let side = u32::try_from(cfg.input_size).map_err(|_| format!("input_size {} is too large", cfg.input_size))?;
-        Ok(Self { net: model_spec::load_iresnet(p.backend, &p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features, side })
+        let inference = Inference::new(p.backend, p.threads, &p.providers, workers);
+        Ok(Self { net: model_spec::load_iresnet(&inference, &p.encoder.checkpoint, cfg)?, p: p.clone(), dim: cfg.num_features, side })
     }
 
     /// Embedding width.
@@ -243,7 +248,7 @@ impl Operator for Embed {
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         let encoder = self
             .encoder
-            .get_or_init(|| FaceEmbedder::load(&self.p, &self.cfg).map(Arc::new))
+            .get_or_init(|| FaceEmbedder::load(&self.p, &self.cfg, ctx.local_workers).map(Arc::new))
             .clone()
             .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
         Ok(Started::Task(Box::new(EmbedTask { encoder, p: self.p.clone(), node: self.node.clone(), ctx: ctx.clone() })))

@@ -87,7 +87,7 @@ const PARAMS: &[ParamDoc] = &[
         name: "encoder",
         ty: "map",
         default: "none",
-        doc: "{checkpoint, config: iresnet50 | {layers, num_features} | file.json, backend: native | onnx, flip: true, batch_size: 32}: IResNet for the benchmarks",
+        doc: "{checkpoint, config: iresnet50 | {layers, num_features} | file.json, backend: onnx | native, threads, providers: [cpu], flip: true, batch_size: 32}: IResNet for the benchmarks",
     },
     ParamDoc { name: "n_folds", ty: "integer", default: "10", doc: "folds of the verification protocol" },
     ParamDoc {

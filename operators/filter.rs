@@ -236,16 +236,17 @@ impl Operator for Filter {
         Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
     }
 
-    fn start(&self, _ctx: &TaskContext) -> OpResult<Started> {
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        let workers = ctx.local_workers;
         let loaded = match &self.chain {
             None => None,
             Some(c) => Some(
                 self.loaded
                     .get_or_init(|| {
                         Ok(Arc::new(Loaded {
-                            generator: Generator::load(&c.generate, &c.unet, self.seed)?,
-                            decoder: LatentDecoder::load(&c.decode, &c.vq)?,
-                            embedder: FaceEmbedder::load(&c.embed, &c.iresnet)?,
+                            generator: Generator::load(&c.generate, &c.unet, self.seed, workers)?,
+                            decoder: LatentDecoder::load(&c.decode, &c.vq, workers)?,
+                            embedder: FaceEmbedder::load(&c.embed, &c.iresnet, workers)?,
                         }))
                     })
                     .clone()

@@ -211,6 +211,9 @@ pub struct TaskContext {
     pub counters: Arc<TaskCounters>,
     /// Keys an interrupted earlier run already wrote (empty on a fresh run).
     pub resume: Arc<ResumeSet>,
+    /// Worker threads in this process (model operators size their ONNX Runtime thread pools
+    /// and session counts by it).
+    pub local_workers: usize,
 }
 
 impl TaskContext {

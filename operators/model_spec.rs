@@ -6,9 +6,12 @@
 //!
 //! Plan time only resolves configurations (presets and inline maps need no file; a JSON config
 //! file is read because the output shapes depend on it). Checkpoints are opened in `start()`:
-//! `backend: native` builds the candle models, `backend: onnx` compiles the same checkpoint to
-//! an ONNX graph in memory and runs it on ONNX Runtime (library from `ORT_DYLIB_PATH`).
+//! `backend: native` builds the candle models; `backend: onnx` (the default) compiles the
+//! checkpoint once into the ONNX cache ([`idflow_models::onnx::compile_cached`], folder
+//! [`idflow_models::onnx::default_cache_dir`]) — or takes an `.onnx` checkpoint as it is — and
+//! runs it on ONNX Runtime with one session per worker ([`Inference::session_options`]).
 
+use super::ParamDoc;
 use crate::batch::column;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
@@ -17,8 +20,8 @@ use arrow_schema::{DataType, Field};
 use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::{
-    compile_iresnet, compile_unet, compile_vq_decoder, CompileOptions, OrtDenoiser, OrtFaceEncoder, OrtFirstStage, OrtRuntime, OrtSession,
-    SessionOptions, UNetExport,
+    compile_cached, default_cache_dir, CompileOptions, ExecutionProvider, OnnxError, OnnxModelSpec, OrtDenoiser, OrtFaceEncoder,
+    OrtFirstStage, OrtRuntime, OrtSession, SessionOptions, UNetExport, SCHEDULE_METADATA,
 };
 use idflow_models::schedule::DdpmSchedule;
 use idflow_models::traits::{Denoiser, FaceEncoder, FirstStage};
@@ -35,13 +38,93 @@ use std::sync::Arc;
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// The candle models of `idflow-models` (CPU).
-    #[default]
     Native,
-    /// ONNX Runtime: the checkpoint is compiled to an ONNX graph when the run starts
-    /// (`idflow_models::onnx`) and run on the CPU provider; the library comes from
-    /// `ORT_DYLIB_PATH`.
+    /// ONNX Runtime (default): the checkpoint is compiled once into the ONNX cache
+    /// ([`idflow_models::onnx::default_cache_dir`]) and run on the execution providers asked for;
+    /// an `.onnx` checkpoint runs as it is. The library comes from `ORT_DYLIB_PATH` or the venv of
+    /// `tests/py/ort_env.sh` ([`idflow_models::onnx::find_library`]).
+    #[default]
     Onnx,
 }
+
+/// An ONNX Runtime execution provider as written in YAML: `cpu`, `cuda`, `cuda:<device>`,
+/// `tensorrt`, `tensorrt:<device>`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Provider(pub ExecutionProvider);
+
+impl TryFrom<String> for Provider {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse().map(Provider).map_err(|e: idflow_models::onnx::OnnxError| e.to_string())
+    }
+}
+
+/// How a node runs its model: the backend and, for `onnx`, the YAML's `threads` and `providers`
+/// plus the engine's worker layout.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// The backend.
+    pub backend: Backend,
+    /// Intra-op threads per ONNX Runtime session (`None`: cores / workers, at least 1).
+    pub threads: Option<usize>,
+    /// Execution providers in priority order (empty: CPU).
+    pub providers: Vec<ExecutionProvider>,
+    /// Worker threads of this process (each gets its own session).
+    pub workers: usize,
+}
+
+impl Inference {
+    /// The settings of a node's `backend`, `threads` and `providers` for `workers` local workers.
+    pub fn new(backend: Backend, threads: Option<usize>, providers: &[Provider], workers: usize) -> Self {
+        Self { backend, threads, providers: providers.iter().map(|p| p.0).collect(), workers: workers.max(1) }
+    }
+
+    /// Session options: `threads` intra-op threads (default `cores / workers`, so the workers
+    /// together do not oversubscribe the machine), one session per worker, the providers in
+    /// order; an unavailable GPU provider falls back (logged) only when `cpu` is listed after it.
+    pub fn session_options(&self) -> SessionOptions {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let providers = if self.providers.is_empty() { vec![ExecutionProvider::Cpu] } else { self.providers.clone() };
+        let allow_fallback = providers.len() > 1 && providers.last() == Some(&ExecutionProvider::Cpu);
+        SessionOptions {
+            intra_threads: self.threads.unwrap_or((cores / self.workers).max(1)),
+            providers,
+            allow_fallback,
+            replicas: self.workers,
+        }
+    }
+}
+
+/// Plan-time checks of `threads` (at least 1). `field` maps a parameter name to its YAML field.
+pub fn check_inference(
+    node: &crate::spec::NodeSpec,
+    threads: Option<usize>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(), crate::spec::ConfigError> {
+    if threads == Some(0) {
+        return Err(node.error(Some(&*field("threads")), "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// The `ParamDoc`s of `backend`, `threads` and `providers`, shared by the model operators.
+pub const INFERENCE_PARAMS: [ParamDoc; 3] = [
+    ParamDoc {
+        name: "backend",
+        ty: "onnx | native",
+        default: "onnx",
+        doc: "ONNX Runtime (checkpoint compiled once into $IDFLOW_CACHE/onnx, or an .onnx file as is) or the candle models",
+    },
+    ParamDoc { name: "threads", ty: "integer", default: "cores / workers", doc: "ONNX Runtime intra-op threads per worker (onnx backend)" },
+    ParamDoc {
+        name: "providers",
+        ty: "list",
+        default: "[cpu]",
+        doc: "ONNX Runtime execution providers in order: cpu, cuda[:N], tensorrt[:N]; a trailing cpu allows falling back",
+    },
+];
 
 /// A model configuration as written in YAML: a preset name, a path to a JSON file, or an
 /// inline map of the configuration fields.
@@ -58,7 +141,8 @@ pub enum ConfigRef {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRef {
-    /// The weights file (`.ckpt`, `.pt`, `.pth` or `.safetensors`).
+    /// The weights file (`.ckpt`, `.pt`, `.pth` or `.safetensors`), or with `backend: onnx` a
+    /// compiled `.onnx` file.
     pub checkpoint: PathBuf,
     /// Configuration; each operator documents its presets and default.
     #[serde(default)]
@@ -154,27 +238,96 @@ pub fn check_unet(cfg: &UNetConfig, latent_channels: usize) -> Result<(), String
     Ok(())
 }
 
-/// Opens compiled model bytes on ONNX Runtime (CPU provider).
-fn ort_session(bytes: &[u8]) -> Result<OrtSession, String> {
-    let rt = OrtRuntime::new(None).map_err(|e| e.to_string())?;
-    rt.session_from_bytes(bytes, &SessionOptions::default()).map_err(|e| e.to_string())
+/// Whether a checkpoint path names a compiled ONNX file (extension `.onnx`).
+pub fn is_onnx_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Refuses an `.onnx` checkpoint for the native backend.
+fn native_checkpoint(path: &Path) -> Result<(), String> {
+    if is_onnx_file(path) {
+        return Err(format!("{} is an ONNX file, which only `backend: onnx` can run", path.display()));
+    }
+    Ok(())
+}
+
+/// The ONNX Runtime library, with a hint at the native backend when it is missing.
+fn ort_runtime() -> Result<OrtRuntime, String> {
+    OrtRuntime::new(None).map_err(|e| match e {
+        OnnxError::RuntimeMissing { .. } => format!("{e} (or set `backend: native` on this node)"),
+        other => other.to_string(),
+    })
+}
+
+/// Opens `checkpoint` on ONNX Runtime: an `.onnx` file as it is, anything else compiled once into
+/// the cache (`spec` says what to compile). The library is located first, so a missing runtime
+/// fails before any compilation.
+fn open_onnx(checkpoint: &Path, spec: OnnxModelSpec, inference: &Inference) -> Result<OrtSession, String> {
+    let rt = ort_runtime()?;
+    let file = if is_onnx_file(checkpoint) {
+        checkpoint.to_path_buf()
+    } else {
+        let dir = default_cache_dir().map_err(|e| e.to_string())?;
+        let cached = compile_cached(&dir, checkpoint, &spec, &CompileOptions::default()).map_err(|e| e.to_string())?;
+        if cached.compiled {
+            tracing::info!("compiled {} to {}", checkpoint.display(), cached.path.display());
+        } else {
+            tracing::debug!("{}: compiled model from the cache, {}", checkpoint.display(), cached.path.display());
+        }
+        cached.path
+    };
+    let options = inference.session_options();
+    let session = rt.session_from_file(&file, &options).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "{}: ONNX Runtime {} on {} ({} intra-op threads, up to {} sessions)",
+        file.display(),
+        rt.dylib().display(),
+        session.active_providers().join(", "),
+        options.intra_threads,
+        options.replicas
+    );
+    Ok(session)
+}
+
+/// Checks an ONNX file's recorded configuration (`idflow.config`, when present) against the
+/// node's: a file compiled for another architecture is refused instead of failing mid-run.
+fn check_recorded_config<T: serde::Serialize>(session: &OrtSession, cfg: &T) -> Result<(), String> {
+    let Some(recorded) = session.metadata("idflow.config") else { return Ok(()) };
+    let recorded: serde_json::Value = serde_json::from_str(recorded).map_err(|e| format!("its `idflow.config` metadata: {e}"))?;
+    let wanted = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+    if recorded != wanted {
+        return Err(format!(
+            "the ONNX file was compiled for configuration {recorded} but the node's configuration is {wanted}; give the matching `config`"
+        ));
+    }
+    Ok(())
 }
 
 /// Loads the denoiser and its schedule (strictly: every key must match). `onnx` compiles the
-/// same weights to an ONNX graph (with the empty-context mask input, for guidance).
-pub fn load_denoiser(backend: Backend, path: &Path, cfg: &UNetConfig) -> Result<(Box<dyn Denoiser>, DdpmSchedule), String> {
+/// same weights (with the empty-context mask input, for guidance) and takes the schedule the
+/// compiled file records (`idflow.schedule`), else the linear 1000-step one, like the native
+/// loader for checkpoints without schedule buffers.
+pub fn load_denoiser(inference: &Inference, path: &Path, cfg: &UNetConfig) -> Result<(Box<dyn Denoiser>, DdpmSchedule), String> {
     let fail = |e: String| format!("cannot load UNet {}: {e}", path.display());
-    match backend {
+    match inference.backend {
         Backend::Native => {
+            native_checkpoint(path).map_err(fail)?;
             let (unet, schedule, _) =
                 idflow_models::pretrained::load_idiff_face(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
             Ok((Box::new(unet) as Box<dyn Denoiser>, schedule))
         }
         Backend::Onnx => {
-            let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
-            let schedule = DdpmSchedule::from_state_dict_or_linear(&dict, 1000).map_err(|e| fail(e.to_string()))?;
-            let bytes = compile_unet(&dict, cfg, &UNetExport::default(), &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
-            let denoiser = OrtDenoiser::new(ort_session(&bytes).map_err(fail)?).map_err(|e| fail(e.to_string()))?;
+            let spec = OnnxModelSpec::Unet { config: cfg.clone(), export: UNetExport::default() };
+            let session = open_onnx(path, spec, inference).map_err(fail)?;
+            check_recorded_config(&session, cfg).map_err(fail)?;
+            let schedule = match session.metadata(SCHEDULE_METADATA) {
+                Some(json) => DdpmSchedule::from_json(json, &path.display().to_string()).map_err(|e| fail(e.to_string()))?,
+                None => DdpmSchedule::linear(1000),
+            };
+            let denoiser = OrtDenoiser::new(session).map_err(|e| fail(e.to_string()))?;
+            if denoiser.is_conditional() != cfg.is_context_conditional {
+                return Err(fail("the ONNX graph's conditioning (`context` input) does not match the configuration".into()));
+            }
             Ok((Box::new(denoiser), schedule))
         }
     }
@@ -198,14 +351,21 @@ impl FirstStage for NativeDecoder {
 
 /// Loads the first-stage decoder (`decoder.*`, `post_quant_conv.*`, `quantize.embedding.weight`)
 /// from IDiff-Face's split decoder file; the codebook size is read from the file. `quantize`
-/// snaps latents to the codebook first.
-pub fn load_vq_decoder(backend: Backend, path: &Path, cfg: &VqConfig, quantize: bool) -> Result<Box<dyn FirstStage>, String> {
+/// snaps latents to the codebook first (for an `.onnx` file: the graph must have been compiled
+/// with the same choice).
+pub fn load_vq_decoder(inference: &Inference, path: &Path, cfg: &VqConfig, quantize: bool) -> Result<Box<dyn FirstStage>, String> {
     let fail = |e: String| format!("cannot load first-stage decoder {}: {e}", path.display());
-    let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
-    if backend == Backend::Onnx {
-        let bytes = compile_vq_decoder(&dict, cfg, quantize, &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
-        return Ok(Box::new(OrtFirstStage::new(None, ort_session(&bytes).map_err(fail)?)));
+    if inference.backend == Backend::Onnx {
+        let spec = OnnxModelSpec::VqDecoder { config: cfg.clone(), quantize };
+        let session = open_onnx(path, spec, inference).map_err(fail)?;
+        check_recorded_config(&session, cfg).map_err(fail)?;
+        if let Some(q) = session.metadata("idflow.quantize").filter(|q| *q != quantize.to_string()) {
+            return Err(fail(format!("the ONNX file was compiled with quantize = {q} but the node has `quantize: {quantize}`")));
+        }
+        return Ok(Box::new(OrtFirstStage::new(None, session)));
     }
+    native_checkpoint(path).map_err(fail)?;
+    let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
     let codebook = ["quantize.embedding.weight", "first_stage_model.quantize.embedding.weight"]
         .iter()
         .find_map(|k| dict.get(k))
@@ -218,18 +378,19 @@ pub fn load_vq_decoder(backend: Backend, path: &Path, cfg: &VqConfig, quantize: 
 }
 
 /// Loads an ElasticFace / insightface IResNet.
-pub fn load_iresnet(backend: Backend, path: &Path, cfg: &IResNetConfig) -> Result<Box<dyn FaceEncoder>, String> {
+pub fn load_iresnet(inference: &Inference, path: &Path, cfg: &IResNetConfig) -> Result<Box<dyn FaceEncoder>, String> {
     let fail = |e: String| format!("cannot load face encoder {}: {e}", path.display());
-    match backend {
+    match inference.backend {
         Backend::Native => {
+            native_checkpoint(path).map_err(fail)?;
             let net: IResNet =
                 idflow_models::pretrained::load_iresnet(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
             Ok(Box::new(net))
         }
         Backend::Onnx => {
-            let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
-            let bytes = compile_iresnet(&dict, cfg, &CompileOptions::default()).map_err(|e| fail(e.to_string()))?;
-            Ok(Box::new(OrtFaceEncoder::new(ort_session(&bytes).map_err(fail)?)))
+            let session = open_onnx(path, OnnxModelSpec::IResNet { config: cfg.clone() }, inference).map_err(fail)?;
+            check_recorded_config(&session, cfg).map_err(fail)?;
+            Ok(Box::new(OrtFaceEncoder::new(session)))
         }
     }
 }
@@ -270,4 +431,47 @@ pub fn tensor_rows<'a>(b: &'a RecordBatch, name: &str) -> Result<(&'a [f32], usi
 pub fn field_shape(f: &Field) -> Option<Vec<usize>> {
     let s = f.metadata().get("shape")?;
     s.trim_matches(['[', ']']).split(',').map(|d| d.trim().parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_the_cores_unless_threads_are_given() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let o = Inference::new(Backend::Onnx, None, &[], 1).session_options();
+        assert_eq!(
+            (o.intra_threads, o.replicas, o.providers.as_slice(), o.allow_fallback),
+            (cores, 1, &[ExecutionProvider::Cpu][..], false)
+        );
+        let o = Inference::new(Backend::Onnx, None, &[], 2).session_options();
+        assert_eq!((o.intra_threads, o.replicas), ((cores / 2).max(1), 2));
+        assert!(o.intra_threads * 2 <= cores.max(2), "workers × threads ≤ cores");
+        // more workers than cores: one thread each
+        let o = Inference::new(Backend::Onnx, None, &[], cores * 3).session_options();
+        assert_eq!(o.intra_threads, 1);
+        // an explicit count wins
+        let o = Inference::new(Backend::Onnx, Some(7), &[], 4).session_options();
+        assert_eq!((o.intra_threads, o.replicas), (7, 4));
+    }
+
+    #[test]
+    fn a_trailing_cpu_provider_allows_falling_back() {
+        let p = |s: &str| Provider::try_from(s.to_string()).unwrap();
+        let strict = Inference::new(Backend::Onnx, None, &[p("cuda")], 1).session_options();
+        assert_eq!((strict.providers.as_slice(), strict.allow_fallback), (&[ExecutionProvider::Cuda { device_id: 0 }][..], false));
+        let lenient = Inference::new(Backend::Onnx, None, &[p("tensorrt:1"), p("cuda:1"), p("cpu")], 1).session_options();
+        assert!(lenient.allow_fallback);
+        assert_eq!(lenient.providers[0], ExecutionProvider::TensorRt { device_id: 1 });
+        assert!(Provider::try_from("rocm".to_string()).unwrap_err().contains("rocm"));
+    }
+
+    #[test]
+    fn onnx_files_are_recognised_by_extension() {
+        assert!(is_onnx_file(Path::new("/m/unet.onnx")) && is_onnx_file(Path::new("UNET.ONNX")));
+        assert!(!is_onnx_file(Path::new("unet.ckpt")) && !is_onnx_file(Path::new("onnx")));
+        let err = native_checkpoint(Path::new("m.onnx")).unwrap_err();
+        assert!(err.contains("backend: onnx"), "{err}");
+    }
 }

@@ -178,8 +178,9 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
         let resume = Arc::new(resume);
         let config = timely_config(opts)?;
         let (p, s, f, max_in_flight) = (plan.clone(), stats.clone(), failure.clone(), opts.max_in_flight.max(1) as u64);
-        let guards =
-            timely::execute(config, move |worker| run_worker(worker, &p, &s, &f, &resume, max_in_flight)).map_err(RunError::Startup)?;
+        let local_workers = opts.workers.max(1);
+        let guards = timely::execute(config, move |worker| run_worker(worker, &p, &s, &f, &resume, max_in_flight, local_workers))
+            .map_err(RunError::Startup)?;
         for r in guards.join() {
             if let Err(e) = r {
                 failure.errors.lock().map(|mut v| v.push(format!("worker failed: {e}"))).ok();
@@ -219,6 +220,7 @@ fn run_worker(
     failure: &Arc<Failure>,
     resume: &Arc<ResumeSet>,
     max_in_flight: u64,
+    local_workers: usize,
 ) {
     let index = worker.index();
     let partition = Partition { worker: index, peers: worker.peers() };
@@ -236,6 +238,7 @@ fn run_worker(
                 on_error: node.spec.on_error,
                 counters: st.task.clone(),
                 resume: resume.clone(),
+                local_workers,
             };
             let started = node.op.start(&ctx).unwrap_or_else(|e| {
                 failure.record(&id, op_name, e);

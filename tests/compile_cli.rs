@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     let dir = std::env::var("IDFLOW_REFERENCE_DIR").unwrap_or_else(|_| {
@@ -18,15 +17,6 @@ fn fixture(name: &str) -> PathBuf {
     p
 }
 
-/// The ONNX Runtime library, installed by the repository's helper script.
-fn ort_library() -> PathBuf {
-    let script = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()))
-        .join("tests/py/ort_env.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(out.status.success(), "ort_env.sh: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn compile(dir: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["compile"];
     all.extend_from_slice(args);
@@ -37,7 +27,7 @@ fn compile(dir: &Path, args: &[&str]) -> std::process::Output {
 fn reference_checkpoints_compile_to_loadable_graphs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let runtime = idflow_models::onnx::OrtRuntime::new(Some(&ort_library())).unwrap();
+    let runtime = idflow_models::onnx::OrtRuntime::new(Some(&ort_dylib())).unwrap();
     let cases: Vec<(Vec<String>, Vec<&str>, Vec<&str>)> = vec![
         (
             vec![

@@ -104,28 +104,39 @@ fn ddpm_operator_loop_matches_an_independent_loop() {
     assert!(x.iter().any(|v| v.abs() > 0.1), "non-trivial latent");
 }
 
-/// `backend: onnx` compiles the same checkpoints to ONNX graphs and runs them on ONNX Runtime:
-/// same rows, latents equal to the candle ones up to float rounding.
+/// The pipeline with `backend: native` on `diffuse` and `decode-latent`.
+pub fn native_pipeline(t: &Tiny, out: &std::path::Path) -> String {
+    let yaml = tiny_pipeline(t, out)
+        .replace("    samples_per_identity:", "    backend: native\n    samples_per_identity:")
+        .replace("  faces:\n    op: decode-latent\n", "  faces:\n    op: decode-latent\n    backend: native\n");
+    assert_eq!(yaml.matches("backend: native").count(), 2);
+    yaml
+}
+
+/// The default backend is ONNX Runtime (the checkpoints compiled to ONNX graphs): same rows,
+/// seeds and keys as the native candle models, latents equal up to float rounding, decoded
+/// pixels within 2 levels — for DDIM with guidance and for ancestral DDPM.
 #[test]
-fn onnx_backend_matches_native() {
+fn default_onnx_backend_matches_native() {
     let dir = tempfile::tempdir().unwrap();
-    let native = generate(dir.path(), "native", &Tiny::default());
-    let out = dir.path().join("onnx");
-    let yaml = tiny_pipeline(&Tiny::default(), &out)
-        .replace("    samples_per_identity:", "    backend: onnx\n    samples_per_identity:")
-        .replace("  faces:\n    op: decode-latent\n", "  faces:\n    op: decode-latent\n    backend: onnx\n");
-    assert_eq!(yaml.matches("backend: onnx").count(), 2);
-    std::fs::write(dir.path().join("onnx.yaml"), yaml).unwrap();
-    run_ok_with_ort(dir.path(), &["run", "onnx.yaml", "-q"]);
-    let onnx = read_rows(&out);
-    assert_eq!(onnx.len(), native.len());
-    let mut worst = 0f32;
-    for (a, b) in native.iter().zip(&onnx) {
-        assert_eq!((a.identity, a.sample, a.seed), (b.identity, b.sample, b.seed));
-        worst = a.latent.iter().zip(&b.latent).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
-        let (ia, ib) = (image::load_from_memory(&a.image).unwrap().to_rgb8(), image::load_from_memory(&b.image).unwrap().to_rgb8());
-        let px = ia.as_raw().iter().zip(ib.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
-        assert!(px <= 2, "decoded pixels differ by {px}");
+    let ddpm = Tiny { identities: 1, samples: 2, diffuse_extra: "    sampler: ddpm\n    guidance: 2.0\n".into(), ..Tiny::default() };
+    for (name, t) in [("ddim", Tiny::default()), ("ddpm", ddpm)] {
+        let onnx = generate(dir.path(), &format!("{name}-onnx"), &t);
+        let out = dir.path().join(format!("{name}-native"));
+        std::fs::write(dir.path().join(format!("{name}-native.yaml")), native_pipeline(&t, &out)).unwrap();
+        run_ok(dir.path(), &["run", &format!("{name}-native.yaml"), "-q"]);
+        let native = read_rows(&out);
+        assert_eq!(onnx.len(), t.identities * t.samples);
+        assert_eq!(onnx.len(), native.len());
+        let mut worst = 0f32;
+        for (a, b) in native.iter().zip(&onnx) {
+            assert_eq!((a.identity, a.sample, a.seed), (b.identity, b.sample, b.seed));
+            worst = a.latent.iter().zip(&b.latent).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+            let (ia, ib) = (image::load_from_memory(&a.image).unwrap().to_rgb8(), image::load_from_memory(&b.image).unwrap().to_rgb8());
+            let px = ia.as_raw().iter().zip(ib.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+            assert!(px <= 2, "{name}: decoded pixels differ by {px}");
+        }
+        assert!(worst < 1e-3, "{name}: ONNX latents differ from candle's by {worst}");
+        assert!(onnx.iter().any(|r| r.latent.iter().any(|v| v.abs() > 0.1)), "non-trivial latents");
     }
-    assert!(worst < 1e-3, "ONNX latents differ from candle's by {worst}");
 }

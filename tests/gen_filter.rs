@@ -198,7 +198,7 @@ fn embed_matches_official_flip_tta_features() {
             out.display()
         );
         std::fs::write(dir.path().join("e.yaml"), yaml).unwrap();
-        run_ok_with_ort(dir.path(), &["run", "e.yaml", "-q"]);
+        run_ok(dir.path(), &["run", "e.yaml", "-q"]);
         let want: Vec<Vec<f32>> = io[key].to_vec2().unwrap();
         let mut got = Vec::new();
         for b in read_batches(&out) {
@@ -248,4 +248,60 @@ fn two_stage_pipeline_turns_unconditional_samples_into_identities() {
     assert_ne!(rows[0].context, rows[2].context);
     let n: f32 = rows[0].context.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((n - 1.0).abs() < 1e-5);
+}
+
+/// `backend: native` on every model of [`filter_pipeline`]'s YAML (three nodes, three blocks).
+fn all_native(yaml: &str) -> String {
+    let mut y = yaml.to_string();
+    for (after, indent) in [
+        ("    op: diffuse\n", "    "),
+        ("    op: decode-latent\n", "    "),
+        ("    op: embed\n", "    "),
+        ("    generate:\n", "      "),
+        ("    decode:\n", "      "),
+        ("    embed:\n", "      "),
+    ] {
+        assert_eq!(y.matches(after).count(), 1, "{after:?}");
+        y = y.replace(after, &format!("{after}{indent}backend: native\n"));
+    }
+    y
+}
+
+/// `filter` regenerates rejected samples with its own generation chain; on the default ONNX
+/// Runtime backend it accepts, re-draws and reports exactly as on the native backend, with
+/// embeddings and similarities equal up to float rounding.
+#[test]
+fn filter_chain_on_onnx_matches_native() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = wide_iresnet(dir.path());
+    let probe = dir.path().join("probe");
+    std::fs::write(dir.path().join("p.yaml"), filter_pipeline(&probe, &wide, -1.0, 0, &dir.path().join("p.json"))).unwrap();
+    run_ok(dir.path(), &["run", "p.yaml", "-q"]);
+    let mut sims: Vec<f32> = read_filtered(&probe).iter().map(|r| r.similarity).collect();
+    sims.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let tau = (sims[5] + sims[6]) / 2.0;
+    let mut runs = Vec::new();
+    for backend in ["onnx", "native"] {
+        let out = dir.path().join(format!("out-{backend}"));
+        let report = dir.path().join(format!("{backend}.json"));
+        let yaml = filter_pipeline(&out, &wide, tau, 3, &report);
+        let yaml = if backend == "native" { all_native(&yaml) } else { yaml };
+        std::fs::write(dir.path().join(format!("{backend}.yaml")), yaml).unwrap();
+        run_ok(dir.path(), &["run", &format!("{backend}.yaml"), "-q"]);
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        runs.push((read_filtered(&out), r));
+    }
+    let ((onnx, ro), (native, rn)) = (&runs[0], &runs[1]);
+    assert!(onnx.iter().any(|r| r.attempt > 0), "some samples were re-drawn");
+    for key in ["requested", "accepted", "accepted_first_draw", "draws", "per_identity"] {
+        assert_eq!(ro[key], rn[key], "{key}");
+    }
+    assert_eq!(onnx.len(), native.len());
+    let mut worst = 0f32;
+    for (a, b) in onnx.iter().zip(native) {
+        assert_eq!((a.identity, a.sample, a.attempt, a.seed), (b.identity, b.sample, b.attempt, b.seed));
+        assert!((a.similarity - b.similarity).abs() < 1e-3, "similarity {} vs {}", a.similarity, b.similarity);
+        worst = a.embedding.iter().zip(&b.embedding).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+    }
+    assert!(worst < 1e-2, "embeddings differ by {worst}");
 }

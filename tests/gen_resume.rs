@@ -4,7 +4,6 @@
 
 mod gen_support;
 use gen_support::*;
-use std::process::Command;
 
 #[test]
 fn killed_generation_resumes_to_identical_rows() {
@@ -19,7 +18,7 @@ fn killed_generation_resumes_to_identical_rows() {
 
     let out = d.join("out");
     std::fs::write(d.join("p.yaml"), tiny_pipeline(&t, &out)).unwrap();
-    let killed = Command::new(env!("CARGO_BIN_EXE_idflow"))
+    let killed = idflow_command()
         .args(["run", "p.yaml", "-q"])
         .current_dir(d)
         .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")

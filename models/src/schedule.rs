@@ -138,6 +138,40 @@ impl DdpmSchedule {
         self.betas.is_empty()
     }
 
+    /// The eight buffers as one JSON object keyed by [`SCHEDULE_KEYS`] (how compiled ONNX
+    /// denoisers record their schedule in the `idflow.schedule` metadata). Exact: `serde_json`
+    /// writes each f32 with enough digits to read it back bit for bit.
+    pub fn to_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> =
+            SCHEDULE_KEYS.iter().zip(self.buffers()).map(|(k, b)| (k.to_string(), serde_json::json!(b))).collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// Reads [`DdpmSchedule::to_json`]'s output; `what` names the source in errors.
+    pub fn from_json(text: &str, what: &str) -> Result<Self> {
+        let bad = |reason: String| ModelError::Checkpoint { path: what.into(), reason };
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(format!("schedule metadata is not JSON: {e}")))?;
+        let read = |key: &str| -> Result<Vec<f32>> {
+            serde_json::from_value(v.get(key).cloned().unwrap_or(serde_json::Value::Null))
+                .map_err(|e| bad(format!("schedule metadata `{key}`: {e}")))
+        };
+        let s = Self {
+            betas: read("betas")?,
+            alphas: read("alphas")?,
+            sigmas: read("sigmas")?,
+            sqrt_alphas_inv: read("sqrt_alphas_inv")?,
+            alpha_bars: read("alpha_bars")?,
+            sqrt_alpha_bars: read("sqrt_alpha_bars")?,
+            sqrt_one_minus_alpha_bars: read("sqrt_one_minus_alpha_bars")?,
+            one_minus_alphas_over_sqrt_one_minus_alpha_bars: read("one_minus_alphas_over_sqrt_one_minus_alpha_bars")?,
+        };
+        let n = s.betas.len();
+        if s.buffers().iter().any(|b| b.len() != n) || n == 0 {
+            return Err(bad("schedule buffers have different lengths".into()));
+        }
+        Ok(s)
+    }
+
     /// The eight buffers in [`SCHEDULE_KEYS`] order.
     pub fn buffers(&self) -> [&Vec<f32>; 8] {
         [

@@ -127,6 +127,7 @@ fn cuda_with_the_cpu_wheel_is_an_error_or_a_logged_fallback() {
         intra_threads: 1,
         providers: vec![ExecutionProvider::Cuda { device_id: 0 }, ExecutionProvider::Cpu],
         allow_fallback: false,
+        replicas: 1,
     };
     let err = rt.session_from_bytes(&model, &strict).unwrap_err();
     match &err {
@@ -277,5 +278,62 @@ fn compile_cache_is_keyed_by_checkpoint_and_config() {
     // a bad config fails and leaves nothing behind
     let bad = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 8, ..Default::default() } };
     assert!(compile_cached(&cache, &ckpt, &bad, &o).is_err());
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
+    let names: Vec<String> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".onnx")).count(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".onnx") || n.ends_with(".onnx.lock")), "no temporary files left: {names:?}");
+}
+
+/// Workers of one process (threads) and separate processes compiling the same entry at once:
+/// one compiles, the others wait on the entry's lock and read the finished file.
+#[test]
+fn concurrent_cache_lookups_compile_once() {
+    use idflow_models::onnx::{compile_cached, OnnxModelSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
+    let ckpt = fixture("iresnet_tiny.pth");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..4).map(|_| s.spawn(|| compile_cached(&cache, &ckpt, &spec, &CompileOptions::default()).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.compiled).count(), 1, "{results:?}");
+    assert!(results.iter().all(|r| r.path == results[0].path));
+    assert_eq!(std::fs::read(&results[0].path).unwrap(), iresnet_bytes());
+}
+
+/// A session pool with `replicas: 2` serves concurrent callers with at most two sessions, and
+/// every run gives the reference output.
+#[test]
+fn session_pool_serves_concurrent_runs() {
+    let options = SessionOptions { replicas: 2, ..SessionOptions::cpu(1) };
+    let session = runtime().session_from_bytes(&small_graph(), &options).unwrap();
+    assert_eq!((session.replicas(), session.sessions_created(), session.intra_threads()), (2, 1, 1));
+    std::thread::scope(|s| {
+        for k in 0..4 {
+            let session = &session;
+            s.spawn(move || {
+                for i in 0..25 {
+                    let x: Vec<f32> = (0..12).map(|j| ((j + i + k) as f32 * 0.37).sin()).collect();
+                    let (_, y) = session.run_f32(&[("x", TensorInput::F32(&[1, 4, 3, 1], &x))], "y").unwrap();
+                    let want = small_graph_reference(&x, 1);
+                    let worst = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "{worst}");
+                }
+            });
+        }
+    });
+    assert!((1..=2).contains(&session.sessions_created()), "{}", session.sessions_created());
+}
+
+/// Without `ORT_DYLIB_PATH` the library is found in the venv `tests/py/ort_env.sh` made.
+#[test]
+fn the_library_is_found_in_the_ort_env_venv() {
+    use idflow_models::onnx::runtime::library_in_venv;
+    let lib = ort_dylib();
+    // <venv>/lib/python3.X/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0
+    let venv = lib.ancestors().nth(6).unwrap();
+    assert_eq!(library_in_venv(venv).map(|p| p.canonicalize().unwrap()), Some(lib.canonicalize().unwrap()));
+    assert_eq!(library_in_venv(&venv.join("lib")), None);
+    assert_eq!(library_in_venv(Path::new("/nonexistent/venv")), None);
 }

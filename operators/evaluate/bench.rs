@@ -14,7 +14,7 @@
 //! views (for `xnorm`), which `embed` does not expose.
 
 use crate::operators::embed::FaceEmbedder;
-use crate::operators::model_spec::{self, Backend, ConfigRef};
+use crate::operators::model_spec::{self, Backend, ConfigRef, Inference, Provider};
 use idflow_dataset::formats::verification_bin::read_bin;
 use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
 use idflow_models::iresnet::IResNetConfig;
@@ -52,10 +52,17 @@ pub struct EncoderParams {
     /// `{layers: [a, b, c, d], num_features: n}`, or a JSON file with those fields.
     #[serde(default)]
     pub config: Option<ConfigRef>,
-    /// Inference backend: `native` (candle) or `onnx` (the checkpoint compiled to ONNX and run
-    /// on ONNX Runtime, as in `embed`).
+    /// Inference backend: `onnx` (default; the checkpoint compiled once to ONNX and run on ONNX
+    /// Runtime, as in `embed`) or `native` (candle).
     #[serde(default)]
     pub backend: Backend,
+    /// ONNX Runtime intra-op threads (default: all cores — the benchmarks run on one worker
+    /// after the input has been consumed).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Flip test-time augmentation (the protocol's default).
     #[serde(default = "default_true")]
     pub flip: bool,
@@ -75,8 +82,8 @@ impl EncoderParams {
     /// The network configuration, or why it cannot be resolved.
     pub fn config(&self) -> Result<IResNetConfig, String> {
         let cfg = model_spec::iresnet_config(self.config.as_ref())?;
-        if cfg.num_features == 0 || self.batch_size == 0 {
-            return Err("`num_features` and `batch_size` must be at least 1".into());
+        if cfg.num_features == 0 || self.batch_size == 0 || self.threads == Some(0) {
+            return Err("`num_features`, `batch_size` and `threads` must be at least 1".into());
         }
         Ok(cfg)
     }
@@ -96,7 +103,9 @@ impl Encoder {
     /// Loads the checkpoint (strict: every key must match the configuration).
     pub fn load(p: &EncoderParams) -> Result<Self, String> {
         let config = p.config()?;
-        let net = model_spec::load_iresnet(p.backend, &p.checkpoint, &config)?;
+        // One worker runs the benchmarks, at the end of the run: one session, all cores.
+        let inference = Inference::new(p.backend, p.threads, &p.providers, 1);
+        let net = model_spec::load_iresnet(&inference, &p.checkpoint, &config)?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
         Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name, side: config.input_size })
     }
@@ -336,14 +345,22 @@ mod tests {
 
     #[test]
     fn encoder_configs_resolve_like_embed() {
+        use idflow_models::onnx::ExecutionProvider;
         let parse = |yaml: serde_json::Value| serde_json::from_value::<EncoderParams>(yaml).unwrap();
         let p = parse(serde_json::json!({"checkpoint": "a.pth"}));
         assert_eq!(p.config().unwrap().layers, [3, 4, 14, 3]);
         assert!(p.flip);
-        assert_eq!(p.backend, Backend::Native);
-        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100", "backend": "onnx"}));
-        assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
         assert_eq!(p.backend, Backend::Onnx);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100", "backend": "native"}));
+        assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
+        assert_eq!(p.backend, Backend::Native);
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "providers": ["cuda:1", "cpu"], "threads": 3}));
+        assert_eq!(p.providers, [Provider(ExecutionProvider::Cuda { device_id: 1 }), Provider(ExecutionProvider::Cpu)]);
+        assert_eq!(p.threads, Some(3));
+        let bad = serde_json::from_value::<EncoderParams>(serde_json::json!({"checkpoint": "a.pth", "providers": ["rocm"]}));
+        assert!(bad.unwrap_err().to_string().contains("rocm"));
+        let p = parse(serde_json::json!({"checkpoint": "a.pth", "threads": 0}));
+        assert!(p.config().is_err());
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": {"layers": [1, 1, 1, 1], "num_features": 16}}));
         assert_eq!(p.config().unwrap().num_features, 16);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "missing.json"}));

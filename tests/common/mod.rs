@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: image folders, running the binary, reading the
-//! Parquet output back.
+//! Helpers shared by the integration tests: image folders, running the binary (with ONNX
+//! Runtime available), reading the Parquet output back.
 #![allow(dead_code)]
 
 use arrow_array::cast::AsArray;
@@ -7,16 +7,20 @@ use arrow_array::types::UInt32Type;
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod ort;
+#[allow(unused_imports)]
+pub use ort::{idflow_command, ort_dylib, test_cache};
 
 /// Path of the built `idflow` binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_idflow"))
 }
 
-/// Runs `idflow` with `args` in `dir`.
+/// Runs `idflow` with `args` in `dir` (with ONNX Runtime available, see [`idflow_command`]).
 pub fn idflow(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).args(args).current_dir(dir).env("IDFLOW_LOG", "warn").output().expect("run idflow")
+    idflow_command().args(args).current_dir(dir).output().expect("run idflow")
 }
 
 /// Writes `n_ids` identities × `per_id` JPEG/PNG images of distinct content under `root`.

@@ -7,7 +7,12 @@ use arrow_array::types::{Float32Type, UInt32Type, UInt64Type};
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+#[path = "../common/ort.rs"]
+mod ort;
+#[allow(unused_imports)]
+pub use ort::{idflow_command, ort_dylib, test_cache};
 
 /// The reference fixtures folder (`IDFLOW_REFERENCE_DIR` overrides); panics when absent.
 pub fn fixture_dir() -> PathBuf {
@@ -28,9 +33,9 @@ pub fn fixture(name: &str) -> PathBuf {
     p
 }
 
-/// Runs the `idflow` binary in `dir`.
+/// Runs the `idflow` binary in `dir` (with ONNX Runtime available, see [`idflow_command`]).
 pub fn idflow(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_idflow")).args(args).current_dir(dir).env("IDFLOW_LOG", "warn").output().expect("run idflow")
+    idflow_command().args(args).current_dir(dir).output().expect("run idflow")
 }
 
 /// Runs `idflow` and asserts success.
@@ -158,29 +163,4 @@ pub fn read_rows(dir: &Path) -> Vec<GenRow> {
     }
     rows.sort_by_key(|r| (r.identity, r.sample));
     rows
-}
-
-/// The ONNX Runtime library, from `tests/py/ort_env.sh` (which installs the pinned wheel into a
-/// venv on first use; `IDFLOW_ORT_VENV` picks the venv).
-pub fn ort_dylib() -> PathBuf {
-    let script = PathBuf::from(format!(
-        "{}/tests/py/ort_env.sh",
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-    ));
-    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Runs `idflow` with ONNX Runtime available (`ORT_DYLIB_PATH`) and asserts success.
-pub fn run_ok_with_ort(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_idflow"))
-        .args(args)
-        .current_dir(dir)
-        .env("IDFLOW_LOG", "warn")
-        .env("ORT_DYLIB_PATH", ort_dylib())
-        .output()
-        .expect("run idflow");
-    assert!(out.status.success(), "idflow {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
 }

@@ -3,8 +3,12 @@
 //!
 //! File name: `<kind>-<first 16 hex of sha256(checkpoint)>-<first 16 hex of sha256(spec)>.onnx`,
 //! where the spec fingerprint covers the model kind, its configuration (JSON), the export flags,
-//! the compile options and [`EMITTER_VERSION`]. Files are written atomically, so concurrent
-//! workers compiling the same model at most duplicate work.
+//! the compile options and [`EMITTER_VERSION`]. Files are written atomically (temporary file +
+//! rename), and compilation holds an exclusive lock on `<file>.lock`, so concurrent workers or
+//! processes asking for the same model compile it once: the others wait and then read it.
+//!
+//! The cache folder engine code uses is [`default_cache_dir`]: `$IDFLOW_CACHE/onnx`, else
+//! `$XDG_CACHE_HOME/idflow/onnx`, else `$HOME/.cache/idflow/onnx`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use crate::unet::UNetConfig;
 use crate::vq::VqConfig;
 
 /// Version of the emitters' output; bump when a graph changes so stale cache entries are not reused.
-pub const EMITTER_VERSION: u32 = 1;
+pub const EMITTER_VERSION: u32 = 2;
 
 /// What to compile from a checkpoint.
 #[derive(Clone, Debug)]
@@ -121,6 +125,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Environment variable for the root of idflow's cache (ONNX files go to its `onnx/` folder).
+pub const CACHE_ENV: &str = "IDFLOW_CACHE";
+
+/// The ONNX cache folder: `$IDFLOW_CACHE/onnx`, else `$XDG_CACHE_HOME/idflow/onnx`, else
+/// `$HOME/.cache/idflow/onnx` (empty variables count as unset). Fails when none is set.
+pub fn default_cache_dir() -> Result<PathBuf, OnnxError> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(root) = var(CACHE_ENV) {
+        return Ok(root.join("onnx"));
+    }
+    if let Some(xdg) = var("XDG_CACHE_HOME") {
+        return Ok(xdg.join("idflow").join("onnx"));
+    }
+    if let Some(home) = var("HOME") {
+        return Ok(home.join(".cache").join("idflow").join("onnx"));
+    }
+    Err(OnnxError::Config(format!("no cache folder for compiled ONNX models: set {CACHE_ENV} (or XDG_CACHE_HOME or HOME)")))
+}
+
 /// A cache lookup's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedModel {
@@ -140,6 +163,18 @@ pub fn compile_cached(
     let weights = file_sha256(checkpoint)?;
     let spec_hash = hex(&Sha256::digest(spec.fingerprint(options)?.as_bytes()));
     let path = cache_dir.join(format!("{}-{}-{}.onnx", spec.kind(), &weights[..16], &spec_hash[..16]));
+    if path.is_file() {
+        return Ok(CachedModel { path, compiled: false });
+    }
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| OnnxError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(cache_dir).map_err(io(cache_dir))?;
+    // One compiler per entry: whoever holds the lock compiles, the others find the file after it.
+    let lock_path = path.with_extension("onnx.lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
     if path.is_file() {
         return Ok(CachedModel { path, compiled: false });
     }

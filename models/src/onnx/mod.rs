@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 pub use backends::{OrtDenoiser, OrtFaceEncoder, OrtFirstStage};
-pub use cache::{compile_cached, CachedModel, OnnxModelSpec};
+pub use cache::{compile_cached, default_cache_dir, CachedModel, OnnxModelSpec};
 pub use iresnet::{compile_iresnet, compile_tface_ir};
-pub use runtime::{ExecutionProvider, OrtRuntime, OrtSession, SessionOptions, TensorInput, TensorOutput};
-pub use unet::{compile_unet, TimestepType, UNetExport};
+pub use runtime::{find_library, ExecutionProvider, OrtRuntime, OrtSession, SessionOptions, TensorInput, TensorOutput};
+pub use unet::{compile_unet, TimestepType, UNetExport, SCHEDULE_METADATA};
 pub use vq::{compile_vq_decoder, compile_vq_encoder};
 
 /// Largest serialised model protobuf permits (2 GiB − 1); bigger models need external data.
@@ -152,7 +152,11 @@ pub fn compile_to_file(bytes: &[u8], path: impl AsRef<Path>) -> Result<(), OnnxE
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
     let file_name = path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    // Unique per process and call, so concurrent writers (threads or processes) never share a
+    // temporary file; the last rename wins and every rename installs a complete file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{}.{n}.tmp", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -2,9 +2,10 @@
 //!
 //! The library comes from the PyPI wheel `onnxruntime==1.32.0`
 //! (`onnxruntime/capi/libonnxruntime.so.1.32.0`; the repository's `tests/py/ort_env.sh` installs it
-//! and prints the path). [`OrtRuntime::new`] takes that path or reads `ORT_DYLIB_PATH`; a missing
-//! library is an [`OnnxError::RuntimeMissing`] that says how to get it — never a panic (`ort::init()`
-//! would panic lazily, so `ort::init_from` is used).
+//! and prints the path). [`OrtRuntime::new`] takes that path or finds it with [`find_library`]
+//! (`ORT_DYLIB_PATH`, else the venv `tests/py/ort_env.sh` creates); a missing library is an
+//! [`OnnxError::RuntimeMissing`] that says how to get it — never a panic (`ort::init()` would panic
+//! lazily, so `ort::init_from` is used).
 //!
 //! ONNX Runtime allows one environment per process: the first successful [`OrtRuntime::new`]
 //! creates it, later calls share it (and must name the same library).
@@ -14,11 +15,16 @@
 //! not offer (CUDA with the CPU wheel) is an error, or — with [`SessionOptions::allow_fallback`] —
 //! a logged fallback recorded in [`OrtSession::fallbacks`]; [`OrtSession::active_providers`] names
 //! the providers actually registered.
+//!
+//! `session.run` needs exclusive access to an ONNX Runtime session, so an [`OrtSession`] is a small
+//! pool: up to [`SessionOptions::replicas`] sessions of the same model, created on demand, one per
+//! concurrent caller (e.g. one per engine worker), each with `intra_threads` threads.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use ort::environment::Environment;
 use ort::ep::ExecutionProvider as _;
@@ -30,7 +36,65 @@ use super::builder::ElemType;
 use super::OnnxError;
 
 /// How to obtain the ONNX Runtime library, quoted by [`OnnxError::RuntimeMissing`].
-pub const RUNTIME_HINT: &str = "Install it with `pip install onnxruntime==1.32.0` (or run `bash tests/py/ort_env.sh` in the idflow repository, which creates a venv and prints the path) and set ORT_DYLIB_PATH to the absolute path of onnxruntime/capi/libonnxruntime.so.1.32.0";
+pub const RUNTIME_HINT: &str = "Run `bash tests/py/ort_env.sh` in the idflow repository (it creates a venv with the wheel and prints the library path), or `pip install onnxruntime==1.32.0`; then set ORT_DYLIB_PATH to the absolute path of onnxruntime/capi/libonnxruntime.so.1.32.0";
+
+/// Environment variable naming the ONNX Runtime library file.
+pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+/// Environment variable naming the venv of `tests/py/ort_env.sh` (searched when
+/// [`DYLIB_ENV`] is unset).
+pub const VENV_ENV: &str = "IDFLOW_ORT_VENV";
+
+/// The venvs searched for the library when `ORT_DYLIB_PATH` is unset, in order: `$IDFLOW_ORT_VENV`;
+/// else `$CARGO_TARGET_DIR/ort-venv`; else `ort-venv` in the folder above and two folders above
+/// the running executable (a cargo-built `idflow` lives in `<target>/debug/` or
+/// `<target>/release/`, test executables in `<target>/debug/deps/`) — the places
+/// `tests/py/ort_env.sh` installs to.
+pub fn venv_candidates() -> Vec<PathBuf> {
+    if let Some(v) = std::env::var_os(VENV_ENV).filter(|v| !v.is_empty()) {
+        return vec![PathBuf::from(v)];
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        return vec![PathBuf::from(t).join("ort-venv")];
+    }
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent().map(Path::to_path_buf);
+        for _ in 0..2 {
+            dir = dir.and_then(|d| d.parent().map(Path::to_path_buf));
+            if let Some(d) = &dir {
+                out.push(d.join("ort-venv"));
+            }
+        }
+    }
+    out
+}
+
+/// `onnxruntime/capi/libonnxruntime.so.<ORT_VERSION>` inside a venv (`lib/python3*/site-packages`).
+pub fn library_in_venv(venv: &Path) -> Option<PathBuf> {
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(venv.join("lib")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    libs.sort();
+    libs.into_iter()
+        .map(|py| py.join("site-packages/onnxruntime/capi").join(format!("libonnxruntime.so.{ORT_VERSION}")))
+        .find(|p| p.is_file())
+}
+
+/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set (it must exist), else the
+/// library in the first of [`venv_candidates`] that has one. The error lists what was tried.
+pub fn find_library() -> Result<PathBuf, OnnxError> {
+    if let Some(p) = std::env::var_os(DYLIB_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let venvs = venv_candidates();
+    if let Some(lib) = venvs.iter().find_map(|v| library_in_venv(v)) {
+        return Ok(lib);
+    }
+    let tried: Vec<String> = venvs.iter().map(|v| v.display().to_string()).collect();
+    Err(OnnxError::RuntimeMissing {
+        reason: format!("{DYLIB_ENV} is not set and no onnxruntime {ORT_VERSION} venv was found (looked in: {})", tried.join(", ")),
+        hint: RUNTIME_HINT,
+    })
+}
 
 /// The ONNX Runtime release idflow is tested against.
 pub const ORT_VERSION: &str = "1.32.0";
@@ -116,11 +180,15 @@ pub struct SessionOptions {
     pub providers: Vec<ExecutionProvider>,
     /// Whether an unavailable provider is skipped with a warning instead of failing.
     pub allow_fallback: bool,
+    /// How many sessions of the model an [`OrtSession`] may hold, i.e. how many callers can run
+    /// it at the same time (`0` counts as 1). Sessions beyond the first are created on first
+    /// concurrent use; each holds its own copy of the weights.
+    pub replicas: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { intra_threads: 0, providers: vec![ExecutionProvider::Cpu], allow_fallback: false }
+        Self { intra_threads: 0, providers: vec![ExecutionProvider::Cpu], allow_fallback: false, replicas: 1 }
     }
 }
 
@@ -145,19 +213,11 @@ impl std::fmt::Debug for OrtRuntime {
 }
 
 impl OrtRuntime {
-    /// Loads ONNX Runtime from `dylib`, or from `ORT_DYLIB_PATH` when `None`.
+    /// Loads ONNX Runtime from `dylib`, or from [`find_library`]'s choice when `None`.
     pub fn new(dylib: Option<&Path>) -> Result<Self, OnnxError> {
         let path = match dylib {
             Some(p) => p.to_path_buf(),
-            None => match std::env::var_os("ORT_DYLIB_PATH") {
-                Some(p) if !p.is_empty() => PathBuf::from(p),
-                _ => {
-                    return Err(OnnxError::RuntimeMissing {
-                        reason: "no library path given and ORT_DYLIB_PATH is not set".into(),
-                        hint: RUNTIME_HINT,
-                    })
-                }
-            },
+            None => find_library()?,
         };
         if !path.is_file() {
             return Err(OnnxError::RuntimeMissing {
@@ -208,21 +268,52 @@ impl OrtRuntime {
             .collect()
     }
 
-    /// Creates a session from serialised model bytes.
+    /// Creates a session from serialised model bytes (kept in memory when `replicas > 1`, to
+    /// create the further sessions).
     pub fn session_from_bytes(&self, model: &[u8], options: &SessionOptions) -> Result<OrtSession, OnnxError> {
-        let (builder, active, fallbacks) = self.builder(options)?;
-        let mut builder = builder;
-        let session = builder.commit_from_memory(model).map_err(|e| OnnxError::Runtime(format!("cannot create a session: {e}")))?;
-        Ok(OrtSession::new(session, active, fallbacks))
+        let source = if options.replicas > 1 { Some(ModelSource::Bytes(Arc::from(model))) } else { None };
+        let (session, active, fallbacks) = self.commit(options, |b| b.commit_from_memory(model))?;
+        Ok(OrtSession::new(self.clone(), source, options.clone(), session, active, fallbacks))
     }
 
     /// Creates a session from an `.onnx` file.
     pub fn session_from_file(&self, path: impl AsRef<Path>, options: &SessionOptions) -> Result<OrtSession, OnnxError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
-        self.session_from_bytes(&bytes, options).map_err(|e| match e {
+        let (session, active, fallbacks) = Self::with_path(path, self.commit_file(path, options))?;
+        let source = Some(ModelSource::File(path.to_path_buf()));
+        Ok(OrtSession::new(self.clone(), source, options.clone(), session, active, fallbacks))
+    }
+
+    fn with_path<T>(path: &Path, r: Result<T, OnnxError>) -> Result<T, OnnxError> {
+        r.map_err(|e| match e {
             OnnxError::Runtime(msg) => OnnxError::Runtime(format!("{}: {msg}", path.display())),
             other => other,
+        })
+    }
+
+    fn commit_file(&self, path: &Path, options: &SessionOptions) -> Result<Committed, OnnxError> {
+        if !path.is_file() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+            return Err(OnnxError::Io { path: path.to_path_buf(), source });
+        }
+        self.commit(options, |b| b.commit_from_file(path))
+    }
+
+    fn commit(
+        &self,
+        options: &SessionOptions,
+        f: impl FnOnce(&mut SessionBuilder) -> ort::Result<Session>,
+    ) -> Result<Committed, OnnxError> {
+        let (mut builder, active, fallbacks) = self.builder(options)?;
+        let session = f(&mut builder).map_err(|e| OnnxError::Runtime(format!("cannot create a session: {e}")))?;
+        Ok((session, active, fallbacks))
+    }
+
+    fn replica(&self, source: &ModelSource, options: &SessionOptions) -> Result<Session, OnnxError> {
+        let quiet = SessionOptions { allow_fallback: true, ..options.clone() };
+        Ok(match source {
+            ModelSource::Bytes(b) => self.commit(&quiet, |s| s.commit_from_memory(b))?.0,
+            ModelSource::File(p) => Self::with_path(p, self.commit_file(p, &quiet))?.0,
         })
     }
 
@@ -257,16 +348,50 @@ impl OrtRuntime {
                 if !options.allow_fallback {
                     return Err(OnnxError::Provider { requested: p.ort_name().into(), reason, available: self.available_providers() });
                 }
-                let note = format!("{} unavailable ({reason}); falling back", p.ort_name());
-                tracing::warn!("{note}");
-                fallbacks.push(note);
+                fallbacks.push(format!("{} unavailable ({reason}); falling back", p.ort_name()));
             }
         }
         if !active.iter().any(|a| a == ort::ep::CPU::NAME) {
             active.push(ort::ep::CPU::NAME.to_string());
         }
+        for note in &fallbacks {
+            tracing::warn!("{note}; running on {}", active.join(", "));
+        }
         tracing::info!("ONNX Runtime session: execution providers {active:?}");
         Ok((builder, active, fallbacks))
+    }
+}
+
+/// A session plus the providers registered for it and the ones skipped.
+type Committed = (Session, Vec<String>, Vec<String>);
+
+/// Where further sessions of a pool are created from.
+#[derive(Clone, Debug)]
+enum ModelSource {
+    Bytes(Arc<[u8]>),
+    File(PathBuf),
+}
+
+/// The idle sessions of a pool and how many exist.
+struct Pool {
+    idle: Vec<Session>,
+    created: usize,
+}
+
+/// A session checked out of the pool; returned on drop.
+struct Lease<'a> {
+    owner: &'a OrtSession,
+    session: Option<Session>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let mut pool = self.owner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.idle.push(s);
+            drop(pool);
+            self.owner.returned.notify_one();
+        }
     }
 }
 
@@ -299,9 +424,15 @@ impl TensorOutput {
     }
 }
 
-/// An ONNX Runtime session, usable from several threads (runs are serialised).
+/// An ONNX Runtime model, usable from several threads: a pool of up to
+/// [`SessionOptions::replicas`] sessions, so that many runs proceed at once (more callers wait).
 pub struct OrtSession {
-    session: Mutex<Session>,
+    runtime: OrtRuntime,
+    source: Option<ModelSource>,
+    options: SessionOptions,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    metadata: HashMap<String, String>,
     inputs: Vec<String>,
     input_info: Vec<(Option<ElemType>, Vec<Option<usize>>)>,
     outputs: Vec<String>,
@@ -315,6 +446,7 @@ impl std::fmt::Debug for OrtSession {
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)
             .field("active_providers", &self.active)
+            .field("replicas", &self.options.replicas.max(1))
             .finish()
     }
 }
@@ -324,7 +456,22 @@ fn shape_of(shape: &[i64]) -> Vec<usize> {
 }
 
 impl OrtSession {
-    fn new(session: Session, active: Vec<String>, fallbacks: Vec<String>) -> Self {
+    fn new(
+        runtime: OrtRuntime,
+        source: Option<ModelSource>,
+        options: SessionOptions,
+        session: Session,
+        active: Vec<String>,
+        fallbacks: Vec<String>,
+    ) -> Self {
+        let metadata = session
+            .metadata()
+            .ok()
+            .map(|m| {
+                let keys = m.custom_keys().unwrap_or_default();
+                keys.into_iter().filter_map(|k| m.custom(&k).map(|v| (k, v))).collect()
+            })
+            .unwrap_or_default();
         let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let input_info = session
             .inputs()
@@ -344,7 +491,51 @@ impl OrtSession {
             })
             .collect();
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        Self { session: Mutex::new(session), inputs, input_info, outputs, active, fallbacks }
+        let pool = Mutex::new(Pool { idle: vec![session], created: 1 });
+        Self { runtime, source, options, pool, returned: Condvar::new(), metadata, inputs, input_info, outputs, active, fallbacks }
+    }
+
+    /// A custom metadata value of the model (`idflow.model`, `idflow.config`, …).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The intra-op threads of each session (`0` = ONNX Runtime's default).
+    pub fn intra_threads(&self) -> usize {
+        self.options.intra_threads
+    }
+
+    /// The most sessions this pool holds (concurrent runs).
+    pub fn replicas(&self) -> usize {
+        self.options.replicas.max(1)
+    }
+
+    /// Sessions created so far (1 ..= [`OrtSession::replicas`]).
+    pub fn sessions_created(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).created
+    }
+
+    /// Takes an idle session, creates one when fewer than `replicas` exist, else waits.
+    fn checkout(&self) -> Result<Lease<'_>, OnnxError> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(s) = pool.idle.pop() {
+                return Ok(Lease { owner: self, session: Some(s) });
+            }
+            if let Some(source) = self.source.as_ref().filter(|_| pool.created < self.replicas()) {
+                pool.created += 1;
+                drop(pool);
+                return match self.runtime.replica(source, &self.options) {
+                    Ok(s) => Ok(Lease { owner: self, session: Some(s) }),
+                    Err(e) => {
+                        self.pool.lock().unwrap_or_else(|p| p.into_inner()).created -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Graph input names, in graph order.
@@ -410,7 +601,8 @@ impl OrtSession {
             };
             values.push((Cow::Owned((*name).to_string()), v));
         }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lease = self.checkout()?;
+        let session = lease.session.as_mut().ok_or_else(|| OnnxError::Runtime("session pool is empty".into()))?;
         let outputs = session.run(values).map_err(rt)?;
         let mut result = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.iter() {

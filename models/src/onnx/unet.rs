@@ -12,13 +12,21 @@
 //! `[B·heads, ch, L]` layout with `Reshape` targets that copy (`0`) or infer (`−1`) the dynamic
 //! sizes, so batch and spatial size stay free; the CA block's shared `x_norm` is one set of
 //! initializers used three times.
+//!
+//! Metadata: `idflow.model`, `idflow.config` (the UNet configuration as JSON),
+//! `idflow.dropout_mask_input`, and — when the checkpoint carries its diffusion schedule —
+//! [`SCHEDULE_METADATA`] ([`DdpmSchedule::to_json`]).
 
 use super::builder::{Dim, ElemType, GraphBuilder, Value};
 use super::layers::{conv2d_same, group_norm, group_norm_params, linear, pointwise};
 use super::weights::Weights;
 use super::{finish_model, CompileOptions, OnnxError};
 use crate::checkpoint::StateDict;
+use crate::schedule::DdpmSchedule;
 use crate::unet::{ConditionType, UNetConfig};
+
+/// Metadata key of the diffusion schedule a compiled denoiser carries.
+pub const SCHEDULE_METADATA: &str = "idflow.schedule";
 
 const GN_EPS: f32 = 1e-5;
 const GN_GROUPS: usize = 32;
@@ -369,15 +377,14 @@ pub fn compile_unet(dict: &StateDict, cfg: &UNetConfig, export: &UNetExport, opt
     e.g.output(&h, "eps", ElemType::F32, &xdims)?;
     let config_json = serde_json::to_string(cfg).map_err(|e| OnnxError::Config(e.to_string()))?;
     let g = e.g;
-    finish_model(
-        g,
-        &w,
-        options,
-        "IDiff-Face ConditionalUNet denoiser (eval mode): eps(x, t, context)",
-        &[
-            ("idflow.model", "conditional_unet".into()),
-            ("idflow.config", config_json),
-            ("idflow.dropout_mask_input", mask.is_some().to_string()),
-        ],
-    )
+    let mut metadata = vec![
+        ("idflow.model", "conditional_unet".to_string()),
+        ("idflow.config", config_json),
+        ("idflow.dropout_mask_input", mask.is_some().to_string()),
+    ];
+    // The checkpoint's diffusion schedule, so a compiled file samples like its checkpoint.
+    if let Some(schedule) = DdpmSchedule::from_state_dict(dict)? {
+        metadata.push((SCHEDULE_METADATA, schedule.to_json()));
+    }
+    finish_model(g, &w, options, "IDiff-Face ConditionalUNet denoiser (eval mode): eps(x, t, context)", &metadata)
 }
