@@ -1,7 +1,9 @@
 //! Seconds of the greedy `max_similarity` spread on synthetic-uniform contexts: the screened
 //! int8 walk (`auto` = AVX-512 VNNI where present, `portable`) against the previous
 //! implementation (`candle`: f32 candle matrix products per block of 1,024, kept here as the
-//! peer), all in the same process, with a check that the kept sets are equal.
+//! peer), all in the same process, with a check that the kept sets are equal. Reports wall
+//! seconds and CPU seconds of the process (all threads, from `/proc/self/stat`): on a shared
+//! machine the CPU time is the comparable number.
 //!
 //! `cargo run --release --example bench_spread -- [--n 100000] [--dim 512] [--tau 0.3] [--impls auto,portable,candle]`
 
@@ -49,6 +51,17 @@ fn candle_greedy(values: &[f32], dim: usize, tau: f32) -> candle_core::Result<Ve
     Ok(kept)
 }
 
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // fields after the parenthesised command name; utime and stime are fields 14 and 15
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
@@ -62,20 +75,20 @@ fn main() -> anyhow::Result<()> {
     println!("{n} × {dim} synthetic-uniform candidates, tau {tau}");
     let mut results: Vec<(String, Vec<usize>, f64)> = Vec::new();
     for which in impls.split(',') {
-        let t = Instant::now();
+        let (t, cpu0) = (Instant::now(), cpu_seconds());
         let kept = match which {
             "auto" => greedy_max_similarity_with(&set.values, dim, tau, None, ScreenKernel::Auto).map_err(anyhow::Error::msg)?,
             "portable" => greedy_max_similarity_with(&set.values, dim, tau, None, ScreenKernel::Portable).map_err(anyhow::Error::msg)?,
             "candle" => candle_greedy(&set.values, dim, tau)?,
             other => anyhow::bail!("unknown implementation {other} (auto, portable, candle)"),
         };
-        let secs = t.elapsed().as_secs_f64();
-        println!("{which:>9}: {} kept in {secs:.2} s", kept.len());
+        let (wall, secs) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        println!("{which:>9}: {} kept in {wall:.2} s wall, {secs:.2} s CPU", kept.len());
         results.push((which.to_string(), kept, secs));
     }
     if let Some((first, kept, secs)) = results.first() {
         for (name, other, s) in &results[1..] {
-            println!("{name} / {first}: {:.2}× the time, kept sets {}", s / secs, if other == kept { "equal" } else { "DIFFER" });
+            println!("{name} / {first}: {:.2}× the CPU time, kept sets {}", s / secs, if other == kept { "equal" } else { "DIFFER" });
         }
     }
     Ok(())

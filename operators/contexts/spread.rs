@@ -130,8 +130,10 @@ fn exact_cos(values: &[f32], dim: usize, j: usize, k: usize) -> f32 {
     dot as f32
 }
 
+/// Exact integer dot product: each product is at most 127², so the sum fits an i32 for any
+/// width below 133,000 (wrapping adds let the loop vectorise also with overflow checks on).
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+    a.iter().zip(b).fold(0i32, |acc, (&x, &y)| acc.wrapping_add(x as i32 * y as i32))
 }
 
 /// Kept rows packed for the tile kernel: per panel of up to [`NR`] rows, for each group of 4
@@ -284,6 +286,9 @@ fn parallel_rows<T: Send>(rows: usize, per_row: usize, out: &mut [T], work: impl
 pub(super) fn greedy(values: &[f32], dim: usize, tau: f32, limit: Option<usize>, screen: ScreenKernel) -> Result<Vec<usize>, String> {
     if dim == 0 || !values.len().is_multiple_of(dim) {
         return Err(format!("{} values do not form rows of width {dim}", values.len()));
+    }
+    if dim > 130_000 {
+        return Err(format!("rows of width {dim} are too wide for the int8 screen (at most 130000)"));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(format!("row {}: value is not finite", i / dim));
