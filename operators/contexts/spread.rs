@@ -251,8 +251,8 @@ fn for_each_tile(
                     // bytes per row and `p.bytes` is `dp × NR` bytes.
                     unsafe { vnni::tile(cand[r * q.dp..].as_ptr(), q.dp, p.bytes.as_ptr(), &mut tile) };
                     for rr in 0..MR {
-                        for c in 0..p.rows.len() {
-                            tile[rr * NR + c] -= 128 * p.colsum[c];
+                        for (c, &sum) in p.colsum[..p.rows.len()].iter().enumerate() {
+                            tile[rr * NR + c] -= 128 * sum;
                         }
                     }
                 }
