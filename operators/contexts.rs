@@ -11,7 +11,7 @@
 //!
 //! Both accept `max_similarity: τ`: a context is kept only if its cosine to every context kept
 //! before it is ≤ τ (greedy, in candidate order), computed with blocked matrix products
-//! ([`greedy_max_similarity`]); and `limit`, the most contexts kept. Kept contexts are numbered
+//! ([`greedy_max_similarity`], screened with exact integer products); and `limit`, the most contexts kept. Kept contexts are numbered
 //! densely (`identity` 0, 1, …). The filter needs every candidate, so the source computes the
 //! same kept set on every worker (once per process) and then emits only the identities its
 //! worker owns.
@@ -27,12 +27,14 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use candle_core::{Device, Tensor};
 use idflow_dataset::formats::contexts::{normalise_rows, read_contexts};
 use idflow_dataset::rng::KeyedRng;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+pub mod spread;
+pub use spread::ScreenKernel;
 
 /// Key of the random stream of synthetic contexts ("context" in ASCII), so it never collides
 /// with the noise streams keyed (seed, identity, sample, step).
@@ -92,7 +94,7 @@ const PARAMS_EMB: &[ParamDoc] = &[
         name: "max_similarity",
         ty: "number",
         default: "none",
-        doc: "greedy spread as in `contexts`; gathers all rows on worker 0 and renumbers",
+        doc: "greedy spread as in `contexts`; gathers all rows on worker 0, renumbers, and sends each identity to its owner",
     },
     ParamDoc { name: "limit", ty: "integer", default: "all", doc: "keep at most this many (gathers on worker 0 and renumbers)" },
 ];
@@ -282,62 +284,26 @@ fn read_parquet_contexts(path: &Path) -> Result<ContextSet, String> {
     Ok(set)
 }
 
-/// Candidate rows per block of [`greedy_max_similarity`].
-const BLOCK: usize = 1024;
-
 /// Greedy spread: walks the rows in order and keeps row `j` when `cos(j, k) ≤ tau` for every
-/// kept `k` (rows must be unit-norm, so the cosine is the dot product); stops after `limit`
-/// kept rows. Returns the kept row indices.
+/// kept `k` (rows should be unit-norm, so the cosine is the dot product: the f64 sum of the
+/// f32 products, rounded to f32); stops after `limit` kept rows. Returns the kept row indices.
 ///
-/// Blocked: each block of [`BLOCK`] candidates is compared against every earlier kept row with
-/// one matrix product per earlier block, then resolved in order with the block's own Gram
-/// matrix — the result equals the row-by-row greedy walk.
+/// Screened with exact int8 products and a rigorous error bound, pairs near `tau` recomputed
+/// exactly ([`spread`]): the result equals the row-by-row walk.
 pub fn greedy_max_similarity(values: &[f32], dim: usize, tau: f32, limit: Option<usize>) -> Result<Vec<usize>, String> {
-    if dim == 0 || !values.len().is_multiple_of(dim) {
-        return Err(format!("{} values do not form rows of width {dim}", values.len()));
-    }
-    let n = values.len() / dim;
-    let limit = limit.unwrap_or(usize::MAX);
-    let err = |e: candle_core::Error| format!("similarity products: {e}");
-    let dev = Device::Cpu;
-    // kept rows, one transposed [dim, k] tensor per processed block
-    let mut kept_blocks: Vec<Tensor> = Vec::new();
-    let mut kept = Vec::new();
-    let mut start = 0;
-    while start < n && kept.len() < limit {
-        let end = (start + BLOCK).min(n);
-        let rows = end - start;
-        let cand = Tensor::from_slice(&values[start * dim..end * dim], (rows, dim), &dev).map_err(err)?;
-        let mut rejected = vec![false; rows];
-        for kb in &kept_blocks {
-            let best = cand.matmul(kb).map_err(err)?.max(1).map_err(err)?.to_vec1::<f32>().map_err(err)?;
-            for (r, b) in rejected.iter_mut().zip(best) {
-                *r |= b > tau;
-            }
-        }
-        let gram = cand.matmul(&cand.t().map_err(err)?).map_err(err)?.to_vec2::<f32>().map_err(err)?;
-        let mut in_block: Vec<usize> = Vec::new();
-        for j in 0..rows {
-            if kept.len() >= limit {
-                break;
-            }
-            if rejected[j] || in_block.iter().any(|&k| gram[j][k] > tau) {
-                continue;
-            }
-            in_block.push(j);
-            kept.push(start + j);
-        }
-        if !in_block.is_empty() {
-            let mut v = Vec::with_capacity(in_block.len() * dim);
-            for &j in &in_block {
-                v.extend_from_slice(&values[(start + j) * dim..(start + j + 1) * dim]);
-            }
-            let t = Tensor::from_vec(v, (in_block.len(), dim), &dev).and_then(|t| t.t()?.contiguous()).map_err(err)?;
-            kept_blocks.push(t);
-        }
-        start = end;
-    }
-    Ok(kept)
+    spread::greedy(values, dim, tau, limit, ScreenKernel::Auto)
+}
+
+/// [`greedy_max_similarity`] with a chosen screening kernel (the result is the same; tests and
+/// benchmarks compare them).
+pub fn greedy_max_similarity_with(
+    values: &[f32],
+    dim: usize,
+    tau: f32,
+    limit: Option<usize>,
+    kernel: ScreenKernel,
+) -> Result<Vec<usize>, String> {
+    spread::greedy(values, dim, tau, limit, kernel)
 }
 
 struct ContextsSource {
@@ -492,8 +458,9 @@ impl Operator for FromEmbeddings {
         }
     }
 
-    fn start(&self, _ctx: &TaskContext) -> OpResult<Started> {
+    fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         Ok(Started::Task(Box::new(FromEmbeddingsTask {
+            peers: ctx.partition.peers,
             p: self.p.clone(),
             gather: self.gathers(),
             node: self.node.clone(),
@@ -504,6 +471,8 @@ impl Operator for FromEmbeddings {
 }
 
 struct FromEmbeddingsTask {
+    /// Workers of the run (the kept identities go back to their owners).
+    peers: usize,
     p: EmbParams,
     gather: bool,
     node: String,
@@ -533,8 +502,16 @@ impl FromEmbeddingsTask {
     }
 
     fn emit(&self, rows: &[(u32, u32, Vec<f32>)], identities: Vec<u32>, out: &mut Emit) -> OpResult<()> {
+        if let Some(b) = self.batch(rows, identities)? {
+            out.rows.push(b);
+        }
+        Ok(())
+    }
+
+    /// Context rows for `rows`, numbered `identities` (`None` when empty).
+    fn batch(&self, rows: &[(u32, u32, Vec<f32>)], identities: Vec<u32>) -> OpResult<Option<RecordBatch>> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let set = ContextSet {
             names: rows.iter().map(|(i, s, _)| format!("{i}_{s}")).collect(),
@@ -542,8 +519,7 @@ impl FromEmbeddingsTask {
             values: rows.iter().flat_map(|r| r.2.iter().copied()).collect(),
         };
         let idx: Vec<u32> = (0..rows.len() as u32).collect();
-        out.rows.push(context_batch(&set, &idx, &identities)?);
-        Ok(())
+        Ok(Some(context_batch(&set, &idx, &identities)?))
     }
 }
 
@@ -581,10 +557,18 @@ impl Task for FromEmbeddingsTask {
                 .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?,
             None => (0..rows.len().min(self.p.limit.unwrap_or(usize::MAX))).collect(),
         };
-        let kept: Vec<(u32, u32, Vec<f32>)> = keep.iter().map(|&k| rows[k].clone()).collect();
-        for (chunk_start, chunk) in kept.chunks(256).enumerate().map(|(c, ch)| (c * 256, ch)) {
-            let ids = (chunk_start as u32..(chunk_start + chunk.len()) as u32).collect();
-            self.emit(chunk, ids, out)?;
+        // Renumbered densely, then sent back to the workers that own the new identities, so
+        // the nodes after this one run on every worker again.
+        let peers = self.peers.max(1);
+        for owner in 0..peers {
+            let mine: Vec<usize> = (owner..keep.len()).step_by(peers).collect();
+            for chunk in mine.chunks(256) {
+                let rows: Vec<(u32, u32, Vec<f32>)> = chunk.iter().map(|&i| rows[keep[i]].clone()).collect();
+                let ids = chunk.iter().map(|&i| i as u32).collect();
+                if let Some(b) = self.batch(&rows, ids)? {
+                    out.rows_to.push((owner, b));
+                }
+            }
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 //! reproducible only for the same batch composition.
 
 use super::model_spec::{self, tensor_array, tensor_field, tensor_rows, Backend, Inference, ModelRef, Provider};
+use super::pending::PendingWork;
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -416,7 +417,8 @@ impl Operator for Diffuse {
             node: self.node.clone(),
             pending: Vec::new(),
             inputs: Vec::new(),
-            resume: ctx.resume.clone(),
+            pending_work: PendingWork::new(ctx.resume.keys()),
+            next_job: 0,
         })))
     }
 }
@@ -433,8 +435,11 @@ struct DiffuseTask {
     pending: Vec<(usize, usize, u32)>,
     /// Input batches that still have pending jobs (indexed by `pending.0`).
     inputs: Vec<RecordBatch>,
-    /// Keys already written by an interrupted run of this pipeline.
-    resume: Arc<crate::operators::ResumeSet>,
+    /// Planned jobs minus the keys an interrupted run of this pipeline already wrote (a
+    /// differential antijoin, see [`crate::operators::pending`]).
+    pending_work: PendingWork,
+    /// Job number of the next planned job.
+    next_job: u64,
 }
 
 impl DiffuseTask {
@@ -503,16 +508,22 @@ impl Task for DiffuseTask {
             return Ok(());
         }
         let b = self.inputs.len();
-        let ids = batch.column_by_name("identity").cloned();
-        for r in 0..batch.num_rows() {
-            let identity = ids.as_ref().and_then(|c| crate::batch::id_value(c.as_ref(), r));
-            for s in 0..self.per {
-                // Samples an interrupted run already wrote are not generated again.
-                if identity.is_some_and(|i| self.resume.is_done(i, s as u64)) {
-                    continue;
-                }
-                self.pending.push((b, r, s));
-            }
+        let ids = u32_column(&batch, "identity").map_err(|e| self.err(e))?;
+        // The plan of this batch: every (identity, sample) with a job number in generation
+        // order; the antijoin with the done keys says which ones are still to do, so samples
+        // an interrupted run already wrote are not generated again.
+        let base = self.next_job;
+        let per = self.per as u64;
+        let planned: Vec<((u64, u64), u64)> = (0..batch.num_rows() as u64)
+            .flat_map(|r| {
+                let identity = ids.value(r as usize) as u64;
+                (0..per).map(move |s| ((identity, s), base + r * per + s))
+            })
+            .collect();
+        self.next_job += batch.num_rows() as u64 * per;
+        for job in self.pending_work.pending(planned) {
+            let offset = job - base;
+            self.pending.push((b, (offset / per) as usize, (offset % per) as u32));
         }
         self.inputs.push(batch);
         while self.pending.len() >= self.batch {

@@ -22,6 +22,7 @@ pub mod encode_latent;
 pub mod evaluate;
 pub mod filter;
 pub mod model_spec;
+pub mod pending;
 pub mod read;
 pub mod toy_faces;
 pub mod train;
@@ -183,6 +184,10 @@ impl ResumeSet {
     pub fn is_done(&self, identity: u64, sample: u64) -> bool {
         self.done.contains(&(identity, sample))
     }
+    /// Every done key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.done.iter().copied()
+    }
     /// Number of done keys.
     pub fn len(&self) -> usize {
         self.done.len()
@@ -259,6 +264,10 @@ pub trait SourceTask {
 pub struct Emit {
     /// Rows for downstream nodes.
     pub rows: Vec<RecordBatch>,
+    /// Rows for downstream nodes that continue on the given worker (a cluster-wide index
+    /// below [`Partition::peers`]), e.g. the owner of their identities. Downstream nodes with
+    /// [`Routing::Single`] still receive them on worker 0.
+    pub rows_to: Vec<(usize, RecordBatch)>,
     /// Rows for the commit step.
     pub commit: Vec<RecordBatch>,
 }

@@ -4,8 +4,10 @@
 //! one operator that calls the node's [`Task`] on each arriving batch (inputs are concatenated
 //! and tagged with their port). Sources emit only the identities their worker owns, so rows
 //! stay where their identity lives and the output does not depend on the worker count; nodes
-//! with [`Routing::Single`] receive everything on worker 0. Sink commit rows travel to worker 0,
-//! whose commit step runs once every worker has finished.
+//! with [`Routing::Single`] receive everything on worker 0. A task may also hand rows to a
+//! given worker ([`Emit::rows_to`]): a node that gathered everything on worker 0 sends each
+//! identity back to the worker that owns it, so the nodes after it run on every worker again.
+//! Sink commit rows travel to worker 0, whose commit step runs once every worker has finished.
 //!
 //! Memory is bounded: each source batch is its own timestamp (epoch), and a source may run at
 //! most `max_in_flight` epochs ahead of what the whole dataflow has finished.
@@ -66,23 +68,32 @@ pub enum RunError {
     Failed(Vec<String>),
 }
 
-type Tagged = (u32, Batch);
+/// Where a batch on an edge goes: [`HERE`] (the worker that made it, or worker 0 for
+/// [`Routing::Single`] nodes), [`COMMIT`] (the node's commit step), or a worker index.
+type Dest = u64;
+/// The batch stays on the worker that made it.
+const HERE: Dest = u64::MAX - 1;
+/// A commit row.
+const COMMIT: Dest = u64::MAX;
+
+type Tagged = (u32, Dest, Batch);
 
 /// Gives an [`Emit`]'s rows (counted) and commit rows to an output session.
 macro_rules! emit_into {
     ($session:expr, $emit:expr, $st:expr) => {{
         let emit: Emit = $emit;
-        for b in emit.rows {
+        let routed = emit.rows.into_iter().map(|b| (HERE, b)).chain(emit.rows_to.into_iter().map(|(w, b)| (w as Dest, b)));
+        for (dest, b) in routed {
             $st.rows_out.fetch_add(b.num_rows() as u64, Relaxed);
             $st.batches_out.fetch_add(1, Relaxed);
-            $session.give((false, Batch::new(b)));
+            $session.give((dest, Batch::new(b)));
         }
         for b in emit.commit {
-            $session.give((true, Batch::new(b)));
+            $session.give((COMMIT, Batch::new(b)));
         }
     }};
 }
-type Out = (bool, Batch);
+type Out = (Dest, Batch);
 
 /// Column name of the abort marker sent on commit channels.
 const ABORT_MARKER: &str = "__idflow_abort__";
@@ -228,7 +239,7 @@ fn run_worker(
     let mut sources: Vec<SourceSlot> = Vec::new();
 
     worker.dataflow::<u64, _, _>(|scope| {
-        let mut streams: Vec<Option<StreamVec<'_, u64, Batch>>> = vec![None; plan.nodes.len()];
+        let mut streams: Vec<Option<StreamVec<'_, u64, (Dest, Batch)>>> = vec![None; plan.nodes.len()];
         for &i in &plan.order {
             let node = &plan.nodes[i];
             let (id, op_name) = (node.spec.id.clone(), node.info.name);
@@ -256,7 +267,7 @@ fn run_worker(
                     }
                     let (handle, stream) = scope.new_input::<Vec<Batch>>();
                     sources.push(SourceSlot { node: i, handle: Some(handle), task, epoch: 0 });
-                    stream
+                    stream.map(|b| (HERE, b))
                 }
                 Started::Task(task) => {
                     let tagged: Vec<StreamVec<'_, u64, Tagged>> = node
@@ -265,13 +276,15 @@ fn run_worker(
                         .enumerate()
                         .map(|(port, &up)| {
                             let s = streams[up].clone().expect("inputs are built first");
-                            s.map(move |b| (port as u32, b))
+                            s.map(move |(dest, b)| (port as u32, dest, b))
                         })
                         .collect();
                     let merged: StreamVec<'_, u64, Tagged> = scope.concatenate(tagged);
-                    let target = match node.op.routing().target(partition.peers) {
-                        None => index as u64,
-                        Some(w) => w as u64,
+                    let fixed = node.op.routing().target(partition.peers).map(|w| w as u64);
+                    let target = move |dest: Dest| match (fixed, dest) {
+                        (Some(w), _) => w,
+                        (None, HERE) => index as u64,
+                        (None, w) => w,
                     };
                     let out = task_operator(merged, target, task, id.clone(), op_name, st, failure.clone());
                     if node.op.has_commit() {
@@ -279,7 +292,7 @@ fn run_worker(
                         let fail = failure.clone();
                         let (cid, cop) = (id.clone(), op_name);
                         out.clone()
-                            .flat_map(|(is_commit, b)| is_commit.then_some(b))
+                            .flat_map(|(dest, b)| (dest == COMMIT).then_some(b))
                             .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
                                 Exchange::new(|_: &Batch| 0u64),
                                 &format!("{id}/commit"),
@@ -312,7 +325,7 @@ fn run_worker(
                             )
                             .probe_with(&probe);
                     }
-                    out.flat_map(|(is_commit, b)| (!is_commit).then_some(b))
+                    out.flat_map(|(dest, b)| (dest != COMMIT).then_some((dest, b)))
                 }
             };
             if node.consumers.is_empty() {
@@ -380,7 +393,7 @@ impl SourceTask for EmptySource {
 /// The timely operator around one [`Task`].
 fn task_operator<'s>(
     merged: StreamVec<'s, u64, Tagged>,
-    target: u64,
+    target: impl Fn(Dest) -> u64 + 'static,
     mut task: Box<dyn Task>,
     id: String,
     op_name: &'static str,
@@ -389,7 +402,7 @@ fn task_operator<'s>(
 ) -> StreamVec<'s, u64, Out> {
     let name = id.clone();
     merged.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
-        Exchange::new(move |_: &Tagged| target),
+        Exchange::new(move |t: &Tagged| target(t.1)),
         &name,
         move |cap, _info| {
             let mut held = Some(cap);
@@ -402,7 +415,7 @@ fn task_operator<'s>(
                 input.for_each(|icap, data| {
                     let Some(c) = icap.retain_least(0) else { return };
                     let mut session = output.session(&c);
-                    for (port, batch) in data.drain(..) {
+                    for (port, _dest, batch) in data.drain(..) {
                         if failed {
                             continue;
                         }
@@ -418,7 +431,7 @@ fn task_operator<'s>(
                                 failed = true;
                                 task.abort();
                                 failure.record(&id, op_name, e);
-                                session.give((true, abort_marker()));
+                                session.give((COMMIT, abort_marker()));
                             }
                         }
                     }
@@ -431,7 +444,7 @@ fn task_operator<'s>(
                             if !failed {
                                 task.abort();
                             }
-                            session.give((true, abort_marker()));
+                            session.give((COMMIT, abort_marker()));
                         } else {
                             let mut emit = Emit::default();
                             let t0 = Instant::now();
@@ -442,7 +455,7 @@ fn task_operator<'s>(
                                 Err(e) => {
                                     task.abort();
                                     failure.record(&id, op_name, e);
-                                    session.give((true, abort_marker()));
+                                    session.give((COMMIT, abort_marker()));
                                 }
                             }
                         }

@@ -5,7 +5,7 @@
 mod gen_support;
 use gen_support::*;
 
-use idflow::operators::contexts::{greedy_max_similarity, synthetic_uniform};
+use idflow::operators::contexts::{greedy_max_similarity, greedy_max_similarity_with, synthetic_uniform, ScreenKernel};
 use idflow_dataset::rng::KeyedRng;
 
 /// Unit rows of width `dim`, keyed by `seed`.
@@ -49,6 +49,78 @@ fn greedy_spread_equals_brute_force() {
         assert_eq!(fast, slow, "tau {tau} limit {limit}");
     }
     assert!(greedy_max_similarity(&v[..10], 3, 0.5, None).is_err(), "ragged rows are refused");
+    for (tau, limit) in [(0.5f32, usize::MAX), (-0.05, usize::MAX), (0.3, 40)] {
+        let portable = greedy_max_similarity_with(&v, dim, tau, (limit != usize::MAX).then_some(limit), ScreenKernel::Portable).unwrap();
+        assert_eq!(portable, brute_force(&v, dim, tau, limit), "portable kernel, tau {tau} limit {limit}");
+    }
+    let mut bad = v[..64].to_vec();
+    bad[5] = f32::NAN;
+    assert!(greedy_max_similarity(&bad, dim, 0.5, None).unwrap_err().contains("row 0"), "non-finite values are refused");
+}
+
+/// `a` scaled by `c` plus `w` (orthogonal to `a`) scaled by `sqrt(1 − c²)`, normalised in f64.
+fn at_cosine(a: &[f32], w: &[f32], c: f64) -> Vec<f32> {
+    let aw: f64 = a.iter().zip(w).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let perp: Vec<f64> = a.iter().zip(w).map(|(&x, &y)| y as f64 - aw * x as f64).collect();
+    let pn = perp.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let s = (1.0 - c * c).sqrt();
+    let row: Vec<f64> = a.iter().zip(&perp).map(|(&x, &p)| c * x as f64 + s * p / pn).collect();
+    let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+    row.iter().map(|x| (x / n) as f32).collect()
+}
+
+/// Pairs placed right at the threshold (cosines within a few f32 ulps of τ, on both sides),
+/// and rows that quantise badly (one large coordinate sets the int8 scale), go through the
+/// exact re-check: both kernels still equal the one-by-one walk.
+#[test]
+fn screening_is_exact_at_the_threshold() {
+    let (dim, tau) = (64, 0.3f32);
+    let base = unit_rows(11, 400, dim);
+    let mut v: Vec<f32> = Vec::new();
+    let mut near = 0;
+    for i in 0..200 {
+        let a = &base[i * dim..(i + 1) * dim];
+        v.extend_from_slice(a);
+        // a partner at cos ≈ τ ± a few 1e-8 to the row just pushed
+        let w = &base[(200 + i) * dim..(201 + i) * dim];
+        let c = tau as f64 + (i as f64 - 100.0) * 1.5e-8;
+        v.extend_from_slice(&at_cosine(a, w, c));
+        near += 1;
+    }
+    // a one-hot row: max |v| = 1 makes the quantisation of every other row coarse
+    let mut one_hot = vec![0f32; dim];
+    one_hot[3] = 1.0;
+    v.extend_from_slice(&one_hot);
+    v.extend_from_slice(&unit_rows(12, 300, dim));
+    let n = v.len() / dim;
+    let cos = |j: usize, k: usize| (0..dim).map(|d| v[j * dim + d] as f64 * v[k * dim + d] as f64).sum::<f64>() as f32;
+    let (mut above, mut at_or_below) = (0, 0);
+    for i in 0..near {
+        let c = cos(2 * i + 1, 2 * i);
+        assert!((c - tau).abs() < 4e-6, "pair {i} is near the threshold: {c}");
+        if c > tau {
+            above += 1;
+        } else {
+            at_or_below += 1;
+        }
+    }
+    assert!(above > 20 && at_or_below > 20, "both sides of τ are exercised ({above} above, {at_or_below} at or below)");
+    let slow = brute_force(&v, dim, tau, usize::MAX);
+    assert!(slow.len() < n, "some rows are rejected");
+    for kernel in [ScreenKernel::Auto, ScreenKernel::Portable] {
+        assert_eq!(greedy_max_similarity_with(&v, dim, tau, None, kernel).unwrap(), slow, "{kernel:?}");
+    }
+    // odd widths (padded to whole groups of 4) and a negative threshold
+    let odd = unit_rows(13, 700, 7);
+    for kernel in [ScreenKernel::Auto, ScreenKernel::Portable] {
+        for tau in [0.2f32, -0.2, 0.9] {
+            assert_eq!(
+                greedy_max_similarity_with(&odd, 7, tau, None, kernel).unwrap(),
+                brute_force(&odd, 7, tau, usize::MAX),
+                "{kernel:?} {tau}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -117,6 +189,55 @@ fn spread_contexts_are_the_same_for_one_and_three_workers() {
                 assert!(dot <= 0.5 + 1e-6);
             }
         }
+    }
+}
+
+/// `contexts-from-embeddings` with a spread gathers on worker 0, then hands every kept identity
+/// back to the worker that owns it: the shards of a 3-worker run come from all workers, each
+/// holding only its own identities, and the rows equal a 1-worker run's.
+#[test]
+fn spread_from_embeddings_is_redistributed_to_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for w in [1, 3] {
+        let out = dir.path().join(format!("emb{w}"));
+        let yaml = format!(
+            "name: emb\nseed: 4\nworkers: {w}\nnodes:\n  seeds:\n    op: contexts\n    kind: synthetic-uniform\n    count: 300\n    dim: 16\n    batch_rows: 8\n  ids:\n    op: contexts-from-embeddings\n    input: seeds\n    column: context\n    max_similarity: 0.5\n    limit: 40\n  out:\n    op: write-records\n    input: ids\n    path: {}\n    rows_per_shard: 4\n",
+            out.display()
+        );
+        std::fs::write(dir.path().join("e.yaml"), yaml).unwrap();
+        run_ok(dir.path(), &["run", "e.yaml", "-q"]);
+        if w == 3 {
+            use arrow_array::cast::AsArray;
+            use arrow_array::types::UInt32Type;
+            let mut writers = std::collections::BTreeSet::new();
+            for e in std::fs::read_dir(&out).unwrap() {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let Some(index) = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")) else { continue };
+                let worker = index.parse::<u32>().unwrap() % 3;
+                writers.insert(worker);
+                let f = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+                for b in reader {
+                    let b = b.unwrap();
+                    let ids = b.column_by_name("identity").unwrap().as_primitive::<UInt32Type>();
+                    assert!(ids.values().iter().all(|&i| i % 3 == worker), "shard {name} (worker {worker}) holds {:?}", ids.values());
+                }
+            }
+            assert_eq!(writers.len(), 3, "every worker wrote its identities: {writers:?}");
+        }
+        results.push(read_contexts_out(&out));
+    }
+    assert_eq!(results[0], results[1], "same rows for 1 and 3 workers");
+    // the node normalises its input again, then spreads in (identity, sample) order
+    let mut values = synthetic_uniform(4, 300, 16).values;
+    idflow_dataset::formats::contexts::normalise_rows(&mut values, 16).unwrap();
+    let kept = greedy_max_similarity(&values, 16, 0.5, Some(40)).unwrap();
+    assert_eq!(results[0].len(), 40);
+    for (i, (r, &k)) in results[0].iter().zip(&kept).enumerate() {
+        assert_eq!((r.0, r.1.as_str()), (i as u32, format!("{k}_0").as_str()));
+        assert_eq!(r.2, values[k * 16..(k + 1) * 16]);
     }
 }
 

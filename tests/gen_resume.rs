@@ -1,38 +1,54 @@
 //! Generation with the tiny reference models, killed after a few shards and rerun: the final
 //! dataset equals an uninterrupted run, without duplicates, and `diffuse` only generates the
-//! samples that were missing.
+//! samples that were missing (planned minus done, a differential antijoin) — with one and
+//! with two workers.
 
 mod gen_support;
 use gen_support::*;
+use std::path::Path;
 
-#[test]
-fn killed_generation_resumes_to_identical_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let t = Tiny { identities: 4, samples: 5, workers: 2, ..Tiny::default() };
-    let full = d.join("full");
-    std::fs::write(d.join("full.yaml"), tiny_pipeline(&t, &full)).unwrap();
-    run_ok(d, &["run", "full.yaml", "-q"]);
-    let expected = read_rows(&full);
-    assert_eq!(expected.len(), 20);
-
-    let out = d.join("out");
-    std::fs::write(d.join("p.yaml"), tiny_pipeline(&t, &out)).unwrap();
+/// Kills a run of `t` after two shards, reruns it, and checks the result against `expected`.
+fn kill_and_resume(d: &Path, t: &Tiny, expected: &[GenRow]) {
+    let name = format!("w{}", t.workers);
+    let out = d.join(&name);
+    let yaml = format!("{name}.yaml");
+    std::fs::write(d.join(&yaml), tiny_pipeline(t, &out)).unwrap();
     let killed = idflow_command()
-        .args(["run", "p.yaml", "-q"])
+        .args(["run", &yaml, "-q"])
         .current_dir(d)
         .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
         .env("IDFLOW_LOG", "error")
         .output()
         .unwrap();
     assert!(!killed.status.success());
-    let partial = read_rows(&out).len();
-    assert!(partial > 0 && partial < 20, "{partial} rows survived the crash");
+    let survived = read_rows(&out);
+    let partial = survived.len();
+    assert!(partial > 0 && partial < expected.len(), "{partial} rows survived the crash ({} workers)", t.workers);
+    assert!(survived.iter().all(|r| expected.contains(r)), "what survived is part of the uninterrupted dataset");
 
-    run_ok(d, &["run", "p.yaml", "-q", "--report", "r.json"]);
+    let report_file = format!("{name}.json");
+    run_ok(d, &["run", &yaml, "-q", "--report", &report_file]);
     let rows = read_rows(&out);
-    assert_eq!(rows, expected, "resumed rows equal the uninterrupted run, none duplicated");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("r.json")).unwrap()).unwrap();
-    let diffuse = report["operators"].as_array().unwrap().iter().find(|o| o["op"] == "diffuse").unwrap();
-    assert_eq!(diffuse["rows_out"].as_u64().unwrap(), (20 - partial) as u64, "only missing samples are generated");
+    assert_eq!(rows, expected, "resumed rows equal the uninterrupted run, none duplicated ({} workers)", t.workers);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join(&report_file)).unwrap()).unwrap();
+    let op = |name: &str| report["operators"].as_array().unwrap().iter().find(|o| o["op"] == name).unwrap().clone();
+    let missing = (expected.len() - partial) as u64;
+    assert_eq!(op("diffuse")["rows_out"].as_u64().unwrap(), missing, "only missing samples are generated ({} workers)", t.workers);
+    assert_eq!(op("decode-latent")["rows_out"].as_u64().unwrap(), missing, "only missing samples are decoded");
+    assert_eq!(op("write-records")["rows_in"].as_u64().unwrap(), missing, "only missing samples reach the sink");
+}
+
+#[test]
+fn killed_generation_resumes_to_identical_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let full = d.join("full");
+    let t1 = Tiny { identities: 4, samples: 5, workers: 1, ..Tiny::default() };
+    std::fs::write(d.join("full.yaml"), tiny_pipeline(&t1, &full)).unwrap();
+    run_ok(d, &["run", "full.yaml", "-q"]);
+    let expected = read_rows(&full);
+    assert_eq!(expected.len(), 20);
+
+    kill_and_resume(d, &t1, &expected);
+    kill_and_resume(d, &Tiny { identities: 4, samples: 5, workers: 2, ..Tiny::default() }, &expected);
 }
