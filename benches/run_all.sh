@@ -27,7 +27,8 @@
 #   NATIVE_IDS [3]      identities (x 20 images) embedded on the native backend
 #   FULL_BATCH [8,32]   batch sizes of the full-UNet forwards
 #   FORWARD_ITERS [5], FULL_ITERS [1]   timed forwards per case (tiny, full), after one warm-up
-#   SKIP="forward ddim embed"           stages to leave out
+#   SKIP="forward ddim ddim-full ddim-check embed"   stages to leave out (ddim-full: the
+#                       full-UNet DDIM runs; ddim-check: sample_torch.py's check against idflow)
 #   CARGO_PROFILE [dev]  cargo profile of the Rust binaries (dev optimises dependencies and the
 #                        model crates at opt-level 2; `release` needs a full extra build)
 # Results: OUT_DIR/*.json, OUT_DIR/*.log, OUT_DIR/load.txt (load average around each stage) and
@@ -83,13 +84,11 @@ fi
 export BENCH_OUT="$out/work"
 mkdir -p "$BENCH_OUT"
 if ! skipped ddim; then
+  per() { echo "--set nodes.ids.count=$(( ($1 + 15) / 16 )) --set nodes.latents.samples_per_identity=$(( $1 < 16 ? $1 : 16 ))"; }
   tiny_n="${TINY_SAMPLES:-64}"
   exact_n="${TINY_EXACT:-$tiny_n}"
   torch_n="${TINY_TORCH:-$tiny_n}"
-  full_n="${FULL_SAMPLES:-4}"
   native_n="${TINY_NATIVE:-16}"
-  # `count` identities x `samples_per_identity` latents, DDIM-50 in calls of up to 16 latents.
-  per() { echo "--set nodes.ids.count=$(( ($1 + 15) / 16 )) --set nodes.latents.samples_per_identity=$(( $1 < 16 ? $1 : 16 ))"; }
   export BENCH_UNET="$models/unet_tiny_weights.safetensors" BENCH_UNET_CONFIG=reference-tiny
   stage "ddim tiny onnx batched"
   # shellcheck disable=SC2046
@@ -101,8 +100,13 @@ if ! skipped ddim; then
   # shellcheck disable=SC2046
   run_pipeline ddim_tiny_native_batched benches/pipelines/ddim.yaml $(per "$native_n") --set nodes.latents.backend=native
   stage "ddim tiny torch"
+  check=(--check "$models/ddim_tiny_io.safetensors")
+  if skipped ddim-check; then check=(); fi
   $nice "$py" benches/sample_torch.py "$BENCH_UNET" --config tiny --samples "$torch_n" --batch 16 --threads "$threads" \
-    --check "$models/ddim_tiny_io.safetensors" --json "$out/ddim_tiny_torch.json" | tee "$out/ddim_tiny_torch.log"
+    "${check[@]}" --json "$out/ddim_tiny_torch.json" | tee "$out/ddim_tiny_torch.log"
+fi
+if ! skipped ddim && ! skipped ddim-full; then
+  full_n="${FULL_SAMPLES:-4}"
   export BENCH_UNET="$models/unet_full_weights.safetensors" BENCH_UNET_CONFIG=idiff-face-ca
   stage "ddim full onnx batched"
   # shellcheck disable=SC2046
