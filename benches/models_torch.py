@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """PyTorch CPU timings of the architectures idflow runs natively, on identical weights.
 
-Usage:
-    RAYON_NUM_THREADS=2 cargo run -p idflow-models --example bench_forward -- --export DIR
-    python benches/models_torch.py DIR [--threads 2] [--iters 5]
+Usage (both sides at the same priority and thread count):
+    ORT_DYLIB_PATH=$(bash tests/py/ort_env.sh) RAYON_NUM_THREADS=2 nice -n 15 \
+        cargo run -p idflow-models --example bench_onnx -- --batch 8,32 --export DIR
+    nice -n 15 python benches/models_torch.py DIR [--threads 2] [--iters 5] [--full-iters 2] [--json OUT]
 
-The Rust example writes `<name>_weights.safetensors` (parameter names = the official state-dict
-keys), `<name>_io.safetensors` (inputs and the Rust output) and `timings.json`. This script
+`bench_onnx --export` writes `<model>_weights.safetensors` (parameter names = the official
+state-dict keys), `<model>_b<B>_io.safetensors` (inputs and the ONNX Runtime output) and
+`timings.json` (ORT and candle ms per case). The older `bench_forward --export` layout
+(`<model>_io.safetensors`, one number per model in `timings.json`) is read too. This script
 defines the same networks in plain PyTorch, loads those weights strictly, checks that its output
-equals the Rust output, times the forward pass (median) and prints the Rust/PyTorch ratio.
+equals the Rust output, times the forward pass (median after one warm-up) and prints the ratios.
 Needs: torch, safetensors, numpy.
 """
 import json
@@ -245,28 +248,44 @@ def median_ms(fn, iters):
     return statistics.median(ts)
 
 
+def arg(args, flag, default):
+    return type(default)(args[args.index(flag) + 1]) if flag in args else default
+
+
+MODELS = {
+    "unet_tiny": lambda: UNet(32, [1, 1, 2, 1], [False, True, True, True], 2, 32),
+    "unet_full": lambda: UNet(96, [1, 2, 2, 2], [False, True, True, True], 2, 256),
+    "iresnet50": lambda: IResNet([3, 4, 14, 3]),
+}
+
+
 def main():
     args = sys.argv[1:]
     if not args:
         print(__doc__)
         sys.exit(2)
     d = args[0]
-    threads = int(args[args.index("--threads") + 1]) if "--threads" in args else 2
-    iters = int(args[args.index("--iters") + 1]) if "--iters" in args else 5
+    threads = arg(args, "--threads", 2)
+    iters = arg(args, "--iters", 5)
+    full_iters = arg(args, "--full-iters", 2)
+    out_json = arg(args, "--json", "")
     torch.set_num_threads(threads)
     rust = json.load(open(f"{d}/timings.json"))
     print(f"torch {torch.__version__}, {threads} threads")
-    cases = {
-        "unet_tiny": lambda: UNet(32, [1, 1, 2, 1], [False, True, True, True], 2, 32),
-        "unet_full": lambda: UNet(96, [1, 2, 2, 2], [False, True, True, True], 2, 256),
-        "iresnet50": lambda: IResNet([3, 4, 14, 3]),
-    }
+    results = {}
+    loaded = {}
     with torch.no_grad():
-        for name, make in cases.items():
-            if name not in rust:
+        for case, entry in rust.items():
+            if isinstance(entry, dict):  # bench_onnx layout
+                name, idflow = entry["model"], {"ort": entry["ort_ms"], "native": entry["native_ms"]}
+            else:  # bench_forward layout
+                name, idflow = case, {"native": entry}
+            if name not in MODELS:
                 continue
-            model = load_strict(make(), f"{d}/{name}_weights.safetensors")
-            io = load_file(f"{d}/{name}_io.safetensors")
+            if name not in loaded:
+                loaded = {name: load_strict(MODELS[name](), f"{d}/{name}_weights.safetensors")}
+            model = loaded[name]
+            io = load_file(f"{d}/{case}_io.safetensors")
             if name.startswith("unet"):
                 run = lambda: model(io["x"], io["t"], io["context"])  # noqa: E731
                 expected = io["eps"]
@@ -275,9 +294,17 @@ def main():
                 expected = io["features"]
             diff = (run() - expected).abs().max().item()
             rel = diff / max(expected.abs().max().item(), 1e-30)
-            ms = median_ms(run, iters if name != "unet_full" else min(iters, 3))
-            print(f"{name}: torch {ms:.1f} ms/iter, idflow {rust[name]:.1f} ms/iter, "
-                  f"ratio idflow/torch {rust[name] / ms:.2f}, max |diff| {diff:.2e} (relative {rel:.1e})")
+            n = full_iters if name == "unet_full" else iters
+            ms = median_ms(run, n)
+            line = f"{case}: torch {ms:.1f} ms (median of {n})"
+            for backend, v in idflow.items():
+                line += f", idflow {backend} {v:.1f} ms (torch/{backend} {ms / v:.2f}x)"
+            print(f"{line}, max |diff| {diff:.2e} (relative {rel:.1e})", flush=True)
+            results[case] = {"torch_ms": ms, "torch_iters": n, **{f"{k}_ms": v for k, v in idflow.items()},
+                             "max_abs_diff": diff, "relative_diff": rel}
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ use idflow_models::schedule::DdpmSchedule;
 use idflow_models::traits::Denoiser;
 use idflow_models::unet::UNetConfig;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// Registry entry.
 pub fn info() -> OperatorInfo {
@@ -316,18 +318,24 @@ impl Generator {
 
     /// Latents for `jobs`, row-major (one call in `batched` mode, one call per job in `exact`).
     pub fn latents(&self, jobs: &[Job]) -> Result<Vec<f32>, String> {
+        self.latents_timed(jobs, None)
+    }
+
+    /// [`Generator::latents`], adding the nanoseconds spent inside the denoiser calls to
+    /// `model_ns` when given.
+    pub fn latents_timed(&self, jobs: &[Job], model_ns: Option<&AtomicU64>) -> Result<Vec<f32>, String> {
         if self.exact {
             let mut out = Vec::with_capacity(jobs.len() * self.latent_len());
             for j in jobs {
-                out.extend(self.run(std::slice::from_ref(j))?);
+                out.extend(self.run(std::slice::from_ref(j), model_ns)?);
             }
             Ok(out)
         } else {
-            self.run(jobs)
+            self.run(jobs, model_ns)
         }
     }
 
-    fn run(&self, jobs: &[Job]) -> Result<Vec<f32>, String> {
+    fn run(&self, jobs: &[Job], model_ns: Option<&AtomicU64>) -> Result<Vec<f32>, String> {
         let err = |e: idflow_models::ModelError| e.to_string();
         let keys: Vec<NoiseKey> = jobs.iter().map(|j| NoiseKey { seed: self.seed, identity: j.identity, sample: j.noise_sample }).collect();
         let x_t = batch_noise(&keys, PRIOR_STEP, &self.latent_shape, &Device::Cpu).map_err(err)?;
@@ -350,8 +358,41 @@ impl Generator {
             }
             None => None,
         };
-        let x0 = sample(self.unet.as_ref(), &self.schedule, &self.sampler, &CpuStepMath, &x_t, context.as_ref(), &keys).map_err(err)?;
+        let timed;
+        let unet: &dyn Denoiser = match model_ns {
+            Some(ns) => {
+                timed = TimedDenoiser { inner: self.unet.as_ref(), ns };
+                &timed
+            }
+            None => self.unet.as_ref(),
+        };
+        let x0 = sample(unet, &self.schedule, &self.sampler, &CpuStepMath, &x_t, context.as_ref(), &keys).map_err(err)?;
         x0.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())
+    }
+}
+
+/// A denoiser that adds the time spent in its calls to a counter (the report's `model_seconds`).
+struct TimedDenoiser<'a> {
+    inner: &'a dyn Denoiser,
+    ns: &'a AtomicU64,
+}
+
+impl TimedDenoiser<'_> {
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        self.ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+}
+
+impl Denoiser for TimedDenoiser<'_> {
+    fn eps(&self, x: &Tensor, t: &Tensor, context: Option<&Tensor>) -> idflow_models::Result<Tensor> {
+        self.time(|| self.inner.eps(x, t, context))
+    }
+
+    fn eps_guided(&self, x: &Tensor, t: &Tensor, context: &Tensor, w: f64) -> idflow_models::Result<Tensor> {
+        self.time(|| self.inner.eps_guided(x, t, context, w))
     }
 }
 
@@ -419,6 +460,7 @@ impl Operator for Diffuse {
             inputs: Vec::new(),
             pending_work: PendingWork::new(ctx.resume.keys()),
             next_job: 0,
+            counters: ctx.counters.clone(),
         })))
     }
 }
@@ -440,6 +482,8 @@ struct DiffuseTask {
     pending_work: PendingWork,
     /// Job number of the next planned job.
     next_job: u64,
+    /// The node's report counters (time inside the denoiser).
+    counters: Arc<crate::operators::TaskCounters>,
 }
 
 impl DiffuseTask {
@@ -465,7 +509,7 @@ impl DiffuseTask {
         let first = jobs.first().map(|j| (j.identity, j.noise_sample)).unwrap_or_default();
         let latents = self
             .generator
-            .latents(&jobs)
+            .latents_timed(&jobs, Some(&self.counters.model_ns))
             .map_err(|e| self.err(format!("identity {} sample {} (batch of {}): {e}", first.0, first.1, jobs.len())))?;
         let seeds: Vec<u64> = jobs.iter().map(|j| self.generator.row_seed(j.identity, j.noise_sample)).collect();
         drop(jobs);

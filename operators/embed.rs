@@ -21,7 +21,9 @@ use idflow_models::iresnet::IResNetConfig;
 use idflow_models::traits::FaceEncoder;
 use image::{imageops, RgbImage};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// Registry entry.
 pub fn info() -> OperatorInfo {
@@ -186,10 +188,15 @@ impl FaceEmbedder {
         Tensor::from_vec(v, (imgs.len(), 3, s, s), &Device::Cpu)
     }
 
-    fn features(&self, imgs: &[&RgbImage]) -> Result<Vec<f32>, String> {
+    fn features(&self, imgs: &[&RgbImage], model_ns: Option<&AtomicU64>) -> Result<Vec<f32>, String> {
         let run = |flip: bool| -> Result<Vec<f32>, String> {
             let t = self.tensor(imgs, flip).map_err(|e| e.to_string())?;
-            let f = self.net.embed(&t).map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let f = self.net.embed(&t);
+            if let Some(ns) = model_ns {
+                ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+            let f = f.map_err(|e| e.to_string())?;
             f.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(|e| e.to_string())
         };
         let mut f = run(false)?;
@@ -203,11 +210,17 @@ impl FaceEmbedder {
 
     /// L2-normalised embeddings of prepared 112×112 images, row-major.
     pub fn embed_images(&self, imgs: &[RgbImage]) -> Result<Vec<f32>, String> {
+        self.embed_images_timed(imgs, None)
+    }
+
+    /// [`FaceEmbedder::embed_images`], adding the nanoseconds spent inside the encoder calls to
+    /// `model_ns` when given.
+    pub fn embed_images_timed(&self, imgs: &[RgbImage], model_ns: Option<&AtomicU64>) -> Result<Vec<f32>, String> {
         let chunk = if self.p.reproducible == Reproducible::Exact { 1 } else { self.p.batch };
         let mut out = Vec::with_capacity(imgs.len() * self.dim);
         for group in imgs.chunks(chunk) {
             let refs: Vec<&RgbImage> = group.iter().collect();
-            out.extend(self.features(&refs)?);
+            out.extend(self.features(&refs, model_ns)?);
         }
         for row in out.chunks_mut(self.dim) {
             let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
@@ -285,7 +298,7 @@ impl Task for EmbedTask {
             if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
         let emb = self
             .encoder
-            .embed_images(&prepared)
+            .embed_images_timed(&prepared, Some(&self.ctx.counters.model_ns))
             .map_err(|e| OpError::new(format!("node `{node}`: rows from {}: {e}", super::filter::row_label(&batch, 0))))?;
         let schema = batch.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();

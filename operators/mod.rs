@@ -203,6 +203,8 @@ impl ResumeSet {
 pub struct TaskCounters {
     /// Rows dropped because of bad input under `on_error: skip`.
     pub skipped: std::sync::atomic::AtomicU64,
+    /// Nanoseconds spent inside model forward calls (`diffuse`'s denoiser, `embed`'s encoder).
+    pub model_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Run-time context of one task on one worker.

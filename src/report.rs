@@ -43,6 +43,9 @@ pub struct NodeReport {
     pub busy_seconds: f64,
     /// Rows skipped under `on_error: skip`.
     pub skipped: u64,
+    /// Seconds inside model forward calls (`diffuse`'s denoiser, `embed`'s encoder; 0 for
+    /// operators without a model), all workers of this process. Part of `busy_seconds`.
+    pub model_seconds: f64,
 }
 
 /// The `--report` file.
@@ -81,6 +84,7 @@ impl NodeStats {
             batches: self.batches_out.load(Relaxed),
             busy_seconds: Duration::from_nanos(self.busy_ns.load(Relaxed)).as_secs_f64(),
             skipped: self.task.skipped.load(Relaxed),
+            model_seconds: Duration::from_nanos(self.task.model_ns.load(Relaxed)).as_secs_f64(),
         }
     }
 }

@@ -140,3 +140,22 @@ fn default_onnx_backend_matches_native() {
         assert!(onnx.iter().any(|r| r.latent.iter().any(|v| v.abs() > 0.1)), "non-trivial latents");
     }
 }
+
+/// The run report splits `diffuse`'s busy time: `model_seconds` is the time inside the
+/// denoiser calls, positive and within the operator's busy time; nodes without a model report 0.
+#[test]
+fn report_counts_time_inside_the_denoiser() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::write(dir.path().join("p.yaml"), tiny_pipeline(&Tiny::default(), &out)).unwrap();
+    run_ok(dir.path(), &["run", "p.yaml", "-q", "--report", "r.json"]);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let ops = report["operators"].as_array().unwrap();
+    let diffuse = ops.iter().find(|o| o["op"] == "diffuse").unwrap();
+    let (model, busy) = (diffuse["model_seconds"].as_f64().unwrap(), diffuse["busy_seconds"].as_f64().unwrap());
+    assert!(model > 0.0, "no time recorded inside the denoiser");
+    assert!(model <= busy, "denoiser time {model} s exceeds the operator's busy time {busy} s");
+    for o in ops.iter().filter(|o| o["op"] == "contexts" || o["op"] == "write-records") {
+        assert_eq!(o["model_seconds"].as_f64(), Some(0.0), "{}", o["node"]);
+    }
+}
