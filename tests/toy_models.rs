@@ -1,0 +1,107 @@
+//! Regression tests of the committed toy models (`models/toy/`): each loads strictly from the
+//! files the toy training pipelines wrote and reproduces the metrics recorded in its
+//! `metrics.json` (and quoted in its README card) within a small tolerance.
+
+mod common;
+
+use common::{idflow, write_pipeline};
+use idflow_models::checkpoint::LoadOptions;
+use idflow_models::vq::VqConfig;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn toy(model: &str) -> PathBuf {
+    repo().join("models/toy").join(model)
+}
+
+/// A number recorded in `models/toy/<model>/metrics.json`.
+fn recorded(model: &str, key: &str) -> f64 {
+    let path = toy(model).join("metrics.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json[key].as_f64().unwrap_or_else(|| panic!("{}: no number `{key}`", path.display()))
+}
+
+/// Mean absolute error (on the [−1, 1] scale) of encode → quantise → decode over toy faces of
+/// identities the first stage never saw (900,000 + i), two samples each, at 32 px.
+fn reconstruction_l1(cfg: &VqConfig) -> f64 {
+    use candle_core::{Device, Tensor};
+    use idflow_models::traits::FirstStage;
+    let dir = toy("first-stage");
+    let model = idflow_models::pretrained::load_vq_first_stage(
+        dir.join("first_stage_encoder_state_dict.safetensors"),
+        dir.join("first_stage_decoder_state_dict.safetensors"),
+        cfg,
+        &LoadOptions::default(),
+    )
+    .expect("the committed first stage loads strictly");
+    let difficulty = idflow_dataset::toy::Difficulty::default();
+    let mut pixels = Vec::new();
+    let n = 32;
+    for k in 0..n {
+        let img = idflow_dataset::toy::render(0, 900_000 + k / 2, k % 2, 0.2, 32, &difficulty).unwrap();
+        for c in 0..3 {
+            pixels.extend(img.as_raw().chunks_exact(3).map(|p| p[c] as f32 / 127.5 - 1.0));
+        }
+    }
+    let x = Tensor::from_vec(pixels, (n as usize, 3, 32, 32), &Device::Cpu).unwrap();
+    let z = model.encode(&x).unwrap();
+    let y = model.decode(&z).unwrap().clamp(-1f32, 1f32).unwrap();
+    (x - y).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
+}
+
+fn vq_config() -> VqConfig {
+    let text = std::fs::read_to_string(toy("first-stage").join("config.json")).unwrap();
+    serde_json::from_str(&text).expect("first-stage config.json is a VqConfig")
+}
+
+#[test]
+fn first_stage_reconstructs_unseen_faces_as_recorded() {
+    let l1 = reconstruction_l1(&vq_config());
+    let want = recorded("first-stage", "reconstruction_l1_unseen");
+    assert!((l1 - want).abs() < 2e-3, "reconstruction L1 {l1:.5}, recorded {want:.5}");
+}
+
+#[test]
+fn encoder_reaches_its_recorded_toy_lfw_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    let res = idflow(dir.path(), &["toy", "benchmarks", "--size", "32", "--out", bench.to_str().unwrap()]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let enc = toy("encoder");
+    let text = format!(
+        "name: toy-encoder-check\nseed: 0\nworkers: 1\nnodes:\n  bench:\n    op: evaluate\n    output: {out}\n    benchmarks: [{lfw}]\n    encoder: {{checkpoint: {ckpt}, config: {cfg}}}\n",
+        out = dir.path().join("eval").display(),
+        lfw = bench.join("toy_lfw.bin").display(),
+        ckpt = enc.join("backbone.safetensors").display(),
+        cfg = enc.join("config.json").display(),
+    );
+    let p = write_pipeline(dir.path(), "eval.yaml", &text);
+    let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/metrics.json")).unwrap()).unwrap();
+    let acc = accuracy_of(&metrics, "toy_lfw");
+    let want = recorded("encoder", "toy_lfw");
+    assert!((acc - want).abs() < 0.005, "toy_lfw accuracy {acc:.4}, recorded {want:.4}");
+}
+
+/// The mean 10-fold accuracy of benchmark `name` in an evaluate `metrics.json`.
+fn accuracy_of(metrics: &serde_json::Value, name: &str) -> f64 {
+    let benches = metrics["benchmarks"].as_array().unwrap_or_else(|| panic!("no benchmarks in {metrics}"));
+    let b = benches.iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+    b["accuracy_mean"].as_f64().unwrap_or_else(|| panic!("no accuracy_mean in {b}"))
+}
+
+#[test]
+fn ldm_checkpoint_loads_as_an_idiff_face_model() {
+    let cfg: idflow_models::unet::UNetConfig =
+        serde_json::from_str(&std::fs::read_to_string(toy("ldm").join("config.json")).unwrap()).unwrap();
+    for file in ["ema_averaged_model.safetensors"] {
+        let path: &Path = &toy("ldm").join(file);
+        idflow_models::pretrained::load_idiff_face(path, &cfg, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
