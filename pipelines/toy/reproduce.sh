@@ -22,7 +22,7 @@ export BENCH="$out/toy/benchmarks-32"
 export TOY_CPD0_LDM="$out/toy/ldm-cpd0"
 
 [ -f "$BENCH/toy_calfw.bin" ] || "$IDFLOW" toy benchmarks --size 32 --out "$BENCH"
-"$IDFLOW" run pipelines/toy/train-ldm.yaml \
+[ -f "$TOY_CPD0_LDM/ema_averaged_model.safetensors" ] || "$IDFLOW" run pipelines/toy/train-ldm.yaml \
   --set nodes.trained.cpd=0 \
   --set nodes.trained.unet=models/toy/ldm-cpd0/config.json \
   --set nodes.trained.output="$TOY_CPD0_LDM" \
