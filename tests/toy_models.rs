@@ -73,7 +73,7 @@ fn encoder_reaches_its_recorded_toy_lfw_accuracy() {
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     let enc = toy("encoder");
     let text = format!(
-        "name: toy-encoder-check\nseed: 0\nworkers: 1\nnodes:\n  bench:\n    op: evaluate\n    output: {out}\n    benchmarks: [{lfw}]\n    encoder: {{checkpoint: {ckpt}, config: {cfg}}}\n",
+        "name: toy-encoder-check\nseed: 0\nworkers: 1\nnodes:\n  placeholder:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n    size: 16\n  bench:\n    op: evaluate\n    input: placeholder\n    output: {out}\n    benchmarks: [{lfw}]\n    encoder: {{checkpoint: {ckpt}, config: {cfg}}}\n",
         out = dir.path().join("eval").display(),
         lfw = bench.join("toy_lfw.bin").display(),
         ckpt = enc.join("backbone.safetensors").display(),
