@@ -25,7 +25,7 @@ use std::sync::Arc;
 mod bin;
 mod contexts;
 mod folder;
-mod parquet_files;
+pub(crate) mod parquet_files;
 mod recordio;
 mod tfrecord;
 

@@ -25,6 +25,9 @@ pub enum TableError {
         /// What went wrong.
         message: String,
     },
+    /// A statistics folder could not be listed (the message names it).
+    #[error("{0}")]
+    Listing(String),
     /// The statistics hold no evaluated epoch.
     #[error("{path}: no epoch has `eval_*` values (give the train node `eval:` files)")]
     NotEvaluated {
@@ -58,17 +61,10 @@ impl RecognitionRow {
     }
 }
 
-/// Every record batch of the Parquet files directly inside `dir`, in file-name order.
+/// Every record batch of the Parquet files in `dir` (file-name order; the listing is the
+/// `read` operator's).
 fn read_parquet_dir(dir: &Path) -> Result<Vec<RecordBatch>, TableError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| read_err(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(read_err(dir, "no .parquet files"));
-    }
+    let files = crate::operators::read::parquet_files::files(dir).map_err(TableError::Listing)?;
     let mut out = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).map_err(|e| read_err(&f, e))?;
@@ -210,6 +206,44 @@ mod tests {
         assert!((r.average().unwrap() - 0.8).abs() < 1e-12);
         let md = recognition_markdown(&[r]);
         assert!(md.contains("| x | 90.00 | 70.00 |  |  |  | 80.00 |"), "{md}");
+    }
+
+    /// The last evaluated epoch wins, benchmark stems map to the seed's columns, and a folder
+    /// without evaluations is an error that says what to do.
+    #[test]
+    fn recognition_rows_come_from_the_last_evaluated_epoch() {
+        use arrow_array::{Float64Array, UInt64Array};
+        use arrow_schema::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("epoch", DataType::UInt64, false),
+            Field::new("eval_toy_lfw", DataType::Float64, true),
+            Field::new("eval_custom", DataType::Float64, true),
+        ]));
+        let write = |name: &str, lfw: Vec<Option<f64>>| {
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    std::sync::Arc::new(UInt64Array::from(vec![1, 2, 3])),
+                    std::sync::Arc::new(Float64Array::from(lfw.clone())),
+                    std::sync::Arc::new(Float64Array::from(lfw)),
+                ],
+            )
+            .unwrap();
+            let sub = dir.path().join(name);
+            std::fs::create_dir_all(&sub).unwrap();
+            let f = std::fs::File::create(sub.join("part-00000.parquet")).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), None).unwrap();
+            w.write(&b).unwrap();
+            w.close().unwrap();
+            sub
+        };
+        let row = recognition_row("r", &write("a", vec![Some(0.5), Some(0.75), None])).unwrap();
+        assert_eq!(row.epoch, 2);
+        assert_eq!(row.accuracy, [Some(0.75), None, None, None, None]);
+        assert_eq!(row.other, vec![("custom".to_string(), 0.75)]);
+        let err = recognition_row("r", &write("b", vec![None, None, None])).unwrap_err();
+        assert!(err.to_string().contains("give the train node `eval:` files"), "{err}");
     }
 
     #[test]

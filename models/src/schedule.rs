@@ -106,21 +106,7 @@ impl DdpmSchedule {
             })?;
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
-        let s = Self {
-            betas: read("betas")?,
-            alphas: read("alphas")?,
-            sigmas: read("sigmas")?,
-            sqrt_alphas_inv: read("sqrt_alphas_inv")?,
-            alpha_bars: read("alpha_bars")?,
-            sqrt_alpha_bars: read("sqrt_alpha_bars")?,
-            sqrt_one_minus_alpha_bars: read("sqrt_one_minus_alpha_bars")?,
-            one_minus_alphas_over_sqrt_one_minus_alpha_bars: read("one_minus_alphas_over_sqrt_one_minus_alpha_bars")?,
-        };
-        let n = s.betas.len();
-        if s.buffers().iter().any(|b| b.len() != n) || n == 0 {
-            return Err(ModelError::Checkpoint { path: dict.source().into(), reason: "schedule buffers have different lengths".into() });
-        }
-        Ok(Some(s))
+        Self::from_buffers(read, |reason| ModelError::Checkpoint { path: dict.source().into(), reason }).map(Some)
     }
 
     /// The schedule of a checkpoint when it has one, else the linear schedule with `t` steps.
@@ -155,6 +141,12 @@ impl DdpmSchedule {
             serde_json::from_value(v.get(key).cloned().unwrap_or(serde_json::Value::Null))
                 .map_err(|e| bad(format!("schedule metadata `{key}`: {e}")))
         };
+        Self::from_buffers(read, bad)
+    }
+
+    /// Builds a schedule from its eight buffers, read by name with `read`; all must be equally
+    /// long and non-empty (`bad` turns the reason into the caller's error).
+    fn from_buffers(read: impl Fn(&str) -> Result<Vec<f32>>, bad: impl Fn(String) -> ModelError) -> Result<Self> {
         let s = Self {
             betas: read("betas")?,
             alphas: read("alphas")?,
