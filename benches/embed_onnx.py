@@ -79,7 +79,9 @@ def main():
         t1 = time.perf_counter()
         f = sess.run(None, {name: x})[0]
         model_s += time.perf_counter() - t1
-        embeddings.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30))
+        # float64 norms: random-weight encoders give features whose squared norm overflows f32
+        f = f.astype(np.float64)
+        embeddings.append((f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-300)).astype(np.float32))
     emb = np.concatenate(embeddings)
     loop_s = time.perf_counter() - t0
     n = len(paths)

@@ -74,6 +74,7 @@ if ! skipped forward || [ ! -f "$models/unet_tiny_weights.safetensors" ]; then
   stage "forward (ORT, candle)"
   $nice "$bindir/examples/bench_onnx" --batch 8,32 --full-batch "${FULL_BATCH:-8,32}" --iters "${FORWARD_ITERS:-5}" --full-iters "${FULL_ITERS:-1}" \
     --threads "$threads" --export "$models" | tee "$out/forward_rust.log"
+  sync  # the exported weights (~1 GB) are on disk before the next side is timed
   if ! skipped forward; then
     stage "forward (PyTorch)"
     $nice "$py" benches/models_torch.py "$models" --threads "$threads" --iters "${FORWARD_ITERS:-5}" \

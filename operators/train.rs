@@ -387,7 +387,7 @@ pub fn benchmark_name(path: &std::path::Path) -> String {
 }
 
 /// Statistics of one epoch.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     /// Epoch number (1-based, counting resumed epochs).
     pub epoch: u64,

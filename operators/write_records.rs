@@ -168,6 +168,12 @@ struct WriteRecords {
 }
 
 impl WriteRecords {
+    /// Whether rows of this output carry the `(identity, sample)` key a resume needs. Outputs
+    /// without it (a `train` node's statistics, for one) are rewritten whole on every run.
+    fn keyed(&self) -> bool {
+        self.input_schema.get().is_some_and(|s| s.index_of("identity").is_ok() && s.index_of("sample").is_ok())
+    }
+
     /// Whether the directory holds output of this very plan (interrupted or finished).
     fn same_plan_on_disk(&self) -> bool {
         [PROGRESS, MANIFEST].iter().any(|f| {
@@ -304,7 +310,7 @@ impl Operator for WriteRecords {
     /// hold other data.
     fn prepare(&self) -> OpResult<Option<ResumeSet>> {
         let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
-        let resumable = self.p.format == Format::Parquet && self.same_plan_on_disk();
+        let resumable = self.p.format == Format::Parquet && self.keyed() && self.same_plan_on_disk();
         let mut done = None;
         if let Ok(entries) = std::fs::read_dir(&self.p.path) {
             let tf_prefix = format!("{}-", self.p.name);

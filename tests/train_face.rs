@@ -163,15 +163,18 @@ fn stopped_and_resumed_training_equals_an_uninterrupted_run() {
             "    resume: true\n    stop_after_epochs: 1\n    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n",
         ),
     );
-    run(
-        dir.path(),
-        "c.yaml",
-        &pipeline(&resumed, &dir.path().join("s-second"), 2, "    resume: true\n    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n"),
-    );
+    let second =
+        pipeline(&resumed, &dir.path().join("s-second"), 2, "    resume: true\n    clip_grad_norm: 5.0\n    random_resized_crop: 0.2\n");
+    run(dir.path(), "c.yaml", &second);
     let a = stats(&dir.path().join("s-straight"));
-    let mut b = stats(&dir.path().join("s-first"));
-    b.extend(stats(&dir.path().join("s-second")));
-    assert_eq!(b.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2], "the second run continues at epoch 2");
+    let first = stats(&dir.path().join("s-first"));
+    let b = stats(&dir.path().join("s-second"));
+    assert_eq!(first.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1], "the first run stops after epoch 1");
+    assert_eq!(b.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2], "the resumed run reports its whole history");
+    assert_eq!(b[0], first[0], "epoch 1 of the resumed run's statistics is the first run's");
+    // rerunning the finished pipeline trains nothing and rewrites the same statistics
+    run(dir.path(), "c.yaml", &second);
+    assert_eq!(stats(&dir.path().join("s-second")), b);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.1, y.1);
         assert!((x.2 - y.2).abs() <= 1e-5 * x.2.abs().max(1.0), "loss differs at epoch {}: {} vs {}", x.0, x.2, y.2);

@@ -105,13 +105,11 @@ fn bench(b: &mut Bench<'_>, name: &str, key: &str, cfg: &UNetConfig, iters: usiz
     let session_s = t0.elapsed().as_secs_f64();
     drop(bytes);
     let (native, _) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(cfg, vb))?;
-    if let Some(dir) = &b.export {
-        std::fs::create_dir_all(dir)?;
-        dict.save_safetensors(dir.join(format!("{key}_weights.safetensors")))?;
-    }
-    drop(dict);
     println!("{name}: {params} params, {threads} threads | compile {compile_s:.2} s, session {session_s:.2} s");
 
+    if let Some(dir) = &b.export {
+        std::fs::create_dir_all(dir)?;
+    }
     for &batch in &b.batches.clone() {
         let x = random(&[batch, 3, 32, 32], 1)?;
         let t: Vec<i64> = (0..batch as i64).map(|i| (i * 997 + 13) % 1000).collect();
@@ -135,6 +133,12 @@ fn bench(b: &mut Bench<'_>, name: &str, key: &str, cfg: &UNetConfig, iters: usiz
         );
     }
 
+    // The weights are written after the timed calls: writing the full model's 865 MB just
+    // before them slowed its forwards two-fold (page-cache writeback competing for the cores).
+    if let Some(dir) = &b.export {
+        dict.save_safetensors(dir.join(format!("{key}_weights.safetensors")))?;
+    }
+    drop(dict);
     if key == "unet_tiny" {
         if let Some(dir) = &b.export {
             // A reference DDIM-50 run (η = 0, linear schedule: the random checkpoint carries no

@@ -76,15 +76,15 @@ pub fn run(setup: &AutoencoderSetup, p: &TrainParams, seed: u64, examples: Vec<E
     })
     .map_err(|e| e.to_string())?;
     let ckpt_path = p.output.join(CHECKPOINT);
-    let mut start_epoch = 0;
+    let (mut start_epoch, mut out) = (0, Vec::new());
     if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
         trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
         start_epoch = r.epoch;
+        out = r.history;
     }
     let bs = p.batch_size;
     let total_steps = n.div_ceil(bs) as u64 * p.epochs;
     let last_epoch = p.stop_after_epochs.map_or(p.epochs, |e| e.min(p.epochs));
-    let mut out = Vec::new();
     for epoch in start_epoch..last_epoch {
         let t0 = Instant::now();
         let order = data::epoch_order(n, seed, epoch);
@@ -134,8 +134,8 @@ pub fn run(setup: &AutoencoderSetup, p: &TrainParams, seed: u64, examples: Vec<E
             ("epoch".to_string(), (epoch + 1).to_string()),
             ("step".to_string(), trainer.step().to_string()),
         ]);
-        data::write_checkpoint(&ckpt_path, &trainer.state().map_err(|e| e.to_string())?, meta)?;
         out.push(stats);
+        data::write_checkpoint(&ckpt_path, &trainer.state().map_err(|e| e.to_string())?, data::with_history(meta, &out))?;
     }
     let meta = HashMap::from([("first_stage".to_string(), serde_json::to_string(&setup.vq).unwrap_or_default())]);
     data::write_checkpoint(&p.output.join(ENCODER), &trainer.encoder_state(), meta.clone())?;

@@ -3,6 +3,7 @@
 //! interleaved batches; images decoded once to normalised CHW floats; keyed per-epoch shuffles
 //! and flips; checkpoint files read and written atomically.
 
+use super::EpochStats;
 use crate::batch::{binary_column, column, id_value};
 use crate::fsutil::atomic_write;
 use crate::operators::model_spec::tensor_rows;
@@ -209,6 +210,27 @@ pub struct ResumePoint {
     pub epoch: u64,
     /// Optimiser steps already taken.
     pub step: u64,
+    /// Statistics of the epochs already run, so a resumed run reports its whole history.
+    pub history: Vec<EpochStats>,
+}
+
+/// Checkpoint metadata key holding the per-epoch statistics (JSON).
+const HISTORY: &str = "history";
+
+/// Adds the statistics of the epochs run so far to a checkpoint's metadata.
+pub fn with_history(mut meta: HashMap<String, String>, history: &[EpochStats]) -> HashMap<String, String> {
+    meta.insert(HISTORY.to_string(), serde_json::to_string(history).unwrap_or_default());
+    meta
+}
+
+/// The per-epoch statistics stored in a checkpoint's metadata, up to `epoch` (checkpoints
+/// written before the history was stored have none).
+fn history(meta: &HashMap<String, String>, epoch: u64, path: &Path) -> Result<Vec<EpochStats>, String> {
+    let Some(text) = meta.get(HISTORY) else { return Ok(Vec::new()) };
+    let mut h: Vec<EpochStats> =
+        serde_json::from_str(text).map_err(|e| format!("{}: checkpoint metadata `{HISTORY}` is not valid: {e}", path.display()))?;
+    h.retain(|s| s.epoch <= epoch);
+    Ok(h)
 }
 
 /// Reads the checkpoint at `path` when `resume` is set and it exists; logs where it resumes.
@@ -219,8 +241,9 @@ pub fn resume_point(path: &Path, resume: bool) -> Result<Option<ResumePoint>, St
     let (entries, meta) = read_checkpoint(path)?;
     let epoch = meta_u64(&meta, "epoch", path)?;
     let step = meta_u64(&meta, "step", path)?;
+    let history = history(&meta, epoch, path)?;
     tracing::info!("train: resuming from {} at epoch {epoch}, step {step}", path.display());
-    Ok(Some(ResumePoint { entries, meta, epoch, step }))
+    Ok(Some(ResumePoint { entries, meta, epoch, step, history }))
 }
 
 /// A metadata value parsed as an integer, naming the file on failure.

@@ -161,7 +161,7 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
     })
     .map_err(|e| e.to_string())?;
     let ckpt_path = p.output.join(CHECKPOINT);
-    let mut start_epoch = 0;
+    let (mut start_epoch, mut out) = (0, Vec::new());
     if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
         let saved_classes = data::meta_u64(&r.meta, "classes", &ckpt_path)?;
         if saved_classes as usize != classes {
@@ -169,13 +169,13 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
         }
         trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
         start_epoch = r.epoch;
+        out = r.history;
     }
     // batches of `batch_size`; a last batch of one row is dropped (BatchNorm needs two)
     let bs = p.batch_size;
     let steps_per_epoch = n / bs + usize::from(n % bs >= 2);
     let total_steps = steps_per_epoch as u64 * p.epochs;
     let last_epoch = p.stop_after_epochs.map_or(p.epochs, |s| s.min(p.epochs));
-    let mut out = Vec::new();
     for epoch in start_epoch..last_epoch {
         let t0 = Instant::now();
         let order = data::epoch_order(n, seed, epoch);
@@ -228,8 +228,9 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, examples: Vec<Example>
                 stats.evals.push(Some(acc));
             }
         }
-        data::write_checkpoint(&ckpt_path, &trainer.state(), checkpoint_meta(epoch + 1, trainer.step(), classes, setup))?;
         out.push(stats);
+        let meta = data::with_history(checkpoint_meta(epoch + 1, trainer.step(), classes, setup), &out);
+        data::write_checkpoint(&ckpt_path, &trainer.state(), meta)?;
     }
     write_backbone(&p.output.join(BACKBONE), &trainer, setup)?;
     Ok(out)
