@@ -274,6 +274,10 @@ pub struct Emit {
     pub commit: Vec<RecordBatch>,
 }
 
+/// The rest of a task's work, run by the engine on a thread of its own (see
+/// [`Task::finish_in_background`]); it returns what [`Task::finish`] would have emitted.
+pub type BackgroundFinish = Box<dyn FnOnce() -> OpResult<Emit> + Send + 'static>;
+
 /// A transform's or sink's per-worker state.
 pub trait Task {
     /// Processes one batch arriving on input `port`.
@@ -281,6 +285,13 @@ pub trait Task {
     /// All inputs are exhausted: flush what is buffered.
     fn finish(&mut self, _out: &mut Emit) -> OpResult<()> {
         Ok(())
+    }
+    /// All inputs are exhausted and what is left is long (a training run): hand it over as a
+    /// job, which the engine runs on its own thread while this worker keeps serving the other
+    /// nodes; the job's rows are emitted when it ends. `None` (the default) runs
+    /// [`Task::finish`] on the worker instead.
+    fn finish_in_background(&mut self) -> Option<BackgroundFinish> {
+        None
     }
     /// The run failed elsewhere: remove anything temporary, write nothing final.
     fn abort(&mut self) {}

@@ -17,11 +17,14 @@
 //!   codebook), written as IDiff-Face's split `first_stage_encoder_state_dict` /
 //!   `first_stage_decoder_state_dict` files (safetensors) plus a resumable checkpoint.
 //!
-//! The node receives all rows on one worker (`Routing::Worker(worker)`, worker 0 by default), buffers them, puts them into a
-//! canonical order and trains in `finish`. Each epoch emits one row of statistics (`epoch`,
-//! `step`, `loss`, `accuracy`, `lr`, `images_per_s`). `resume: true` continues from the last
-//! checkpoint's epoch with its optimiser state: every random draw is keyed by (seed, epoch,
-//! row) or (seed, step), so a resumed run repeats an uninterrupted one exactly.
+//! The node receives all rows on one worker (`Routing::Worker(worker)`, worker 0 by default),
+//! buffers them, puts them into a canonical order and, once its input is complete, trains on a
+//! thread of its own (`Task::finish_in_background`), so the worker goes on serving the other
+//! nodes. Each epoch gives one row of statistics (`epoch`, `step`, `loss`, `accuracy`, `lr`,
+//! `images_per_s`, `eval_*`). `resume: true` continues from the last checkpoint's epoch with its
+//! optimiser state: every random draw is keyed by (seed, epoch, row) or (seed, step), so a
+//! resumed run repeats an uninterrupted one exactly; the checkpoint also holds the statistics
+//! of the epochs already run, and a resumed run emits the whole history.
 
 mod autoencoder;
 mod data;
@@ -30,8 +33,8 @@ mod face;
 
 use super::model_spec::ConfigRef;
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, Started, Task,
-    TaskContext,
+    BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
+    Started, Task, TaskContext,
 };
 use crate::spec::ConfigError;
 use arrow_array::{Float64Array, RecordBatch, UInt64Array};
@@ -515,20 +518,25 @@ impl Task for TrainTaskState {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut Emit) -> OpResult<()> {
-        let examples = std::mem::take(&mut self.examples);
-        if examples.is_empty() && Some(self.ctx.partition.worker) != Routing::Worker(self.p.worker).target(self.ctx.partition.peers) {
+    /// Training runs on its own thread, so a worker that trains one node keeps generating the
+    /// inputs of the others (several `train` nodes of a pipeline train side by side).
+    fn finish_in_background(&mut self) -> Option<BackgroundFinish> {
+        if self.examples.is_empty() && Some(self.ctx.partition.worker) != Routing::Worker(self.p.worker).target(self.ctx.partition.peers) {
             // rows are routed to the training worker; the others have nothing to train
-            return Ok(());
+            return None;
         }
-        let node = self.node.clone();
-        let stats = match &self.resolved {
-            Resolved::Face(setup) => face::run(setup, &self.p, self.seed, examples),
-            Resolved::Diffusion(setup) => diffusion::run(setup, &self.p, self.seed, examples),
-            Resolved::Autoencoder(setup) => autoencoder::run(setup, &self.p, self.seed, examples),
-        }
-        .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
-        out.rows.push(stats_batch(&stats, &self.p.eval)?);
-        Ok(())
+        let examples = std::mem::take(&mut self.examples);
+        let (resolved, p, seed, node) = (self.resolved.clone(), self.p.clone(), self.seed, self.node.clone());
+        Some(Box::new(move || {
+            let stats = match &resolved {
+                Resolved::Face(setup) => face::run(setup, &p, seed, examples),
+                Resolved::Diffusion(setup) => diffusion::run(setup, &p, seed, examples),
+                Resolved::Autoencoder(setup) => autoencoder::run(setup, &p, seed, examples),
+            }
+            .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
+            let mut out = Emit::default();
+            out.rows.push(stats_batch(&stats, &p.eval)?);
+            Ok(out)
+        }))
     }
 }

@@ -19,7 +19,7 @@
 
 use crate::batch::Batch;
 use crate::operators::Partition;
-use crate::operators::{Emit, OpError, ResumeSet, SourceTask, Started, Task, TaskContext};
+use crate::operators::{Emit, OpError, OpResult, ResumeSet, SourceTask, Started, Task, TaskContext};
 use crate::plan::Plan;
 use crate::report::{peak_rss_bytes, NodeStats, RunReport};
 use arrow_array::{RecordBatch, StringArray};
@@ -401,12 +401,16 @@ fn task_operator<'s>(
     failure: Arc<Failure>,
 ) -> StreamVec<'s, u64, Out> {
     let name = id.clone();
+    let scope = merged.scope();
     merged.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
         Exchange::new(move |t: &Tagged| target(t.1)),
         &name,
-        move |cap, _info| {
+        move |cap, info| {
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
             let mut held = Some(cap);
             let mut failed = false;
+            // a finish running on its own thread: its result, and how long it took
+            let mut pending: Option<Arc<Mutex<Option<(OpResult<Emit>, Duration)>>>> = None;
             move |(input, frontier), output| {
                 if failure.abort.load(Relaxed) && !failed {
                     failed = true;
@@ -437,7 +441,7 @@ fn task_operator<'s>(
                     }
                 });
                 let f = frontier.frontier();
-                if f.is_empty() {
+                if f.is_empty() && pending.is_none() {
                     if let Some(c) = held.take() {
                         let mut session = output.session(&c);
                         if failed || failure.abort.load(Relaxed) {
@@ -445,6 +449,19 @@ fn task_operator<'s>(
                                 task.abort();
                             }
                             session.give((COMMIT, abort_marker()));
+                        } else if let Some(job) = task.finish_in_background() {
+                            drop(session);
+                            match spawn_finish(&id, job, activator.clone()) {
+                                Ok(slot) => {
+                                    pending = Some(slot);
+                                    held = Some(c);
+                                }
+                                Err(e) => {
+                                    task.abort();
+                                    failure.record(&id, op_name, e);
+                                    output.session(&c).give((COMMIT, abort_marker()));
+                                }
+                            }
                         } else {
                             let mut emit = Emit::default();
                             let t0 = Instant::now();
@@ -460,12 +477,57 @@ fn task_operator<'s>(
                             }
                         }
                     }
-                } else if let (Some(c), Some(t)) = (held.as_mut(), f.first()) {
+                } else if let (Some(c), Some(t), None) = (held.as_mut(), f.first(), &pending) {
                     if c.time() < t {
                         c.downgrade(t);
+                    }
+                }
+                let finished = pending.as_ref().and_then(|slot| slot.lock().ok().and_then(|mut r| r.take()));
+                if let Some((res, took)) = finished {
+                    pending = None;
+                    let Some(c) = held.take() else { return };
+                    st.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+                    let mut session = output.session(&c);
+                    match res {
+                        Ok(emit) if !failure.abort.load(Relaxed) => emit_into!(session, emit, st),
+                        Ok(_) => {
+                            task.abort();
+                            session.give((COMMIT, abort_marker()));
+                        }
+                        Err(e) => {
+                            task.abort();
+                            failure.record(&id, op_name, e);
+                            session.give((COMMIT, abort_marker()));
+                        }
                     }
                 }
             }
         },
     )
+}
+
+/// Starts a task's [`BackgroundFinish`] on a thread of its own; when it ends, its result
+/// lands in the returned slot and the operator is activated to emit it.
+fn spawn_finish(
+    node: &str,
+    job: crate::operators::BackgroundFinish,
+    activator: timely::scheduling::activate::SyncActivator,
+) -> Result<Arc<Mutex<Option<(OpResult<Emit>, Duration)>>>, OpError> {
+    let slot = Arc::new(Mutex::new(None));
+    let done = slot.clone();
+    let label = node.to_string();
+    std::thread::Builder::new()
+        .name(format!("idflow-{node}"))
+        .spawn(move || {
+            let t0 = Instant::now();
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                .unwrap_or_else(|_| Err(OpError::new(format!("node `{label}`: the background job panicked"))));
+            if let Ok(mut r) = done.lock() {
+                *r = Some((res, t0.elapsed()));
+            }
+            // the worker may already be gone (a failed run); nothing is left to tell then
+            let _ = activator.activate();
+        })
+        .map_err(|e| OpError::new(format!("node `{node}`: cannot start a thread: {e}")))?;
+    Ok(slot)
 }

@@ -201,3 +201,36 @@ fn bad_train_parameters_are_config_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("epochs"), "{err}");
 }
+
+#[test]
+fn train_nodes_on_one_worker_train_side_by_side_with_the_results_of_a_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("single");
+    run(dir.path(), "single.yaml", &pipeline(&single, &dir.path().join("s-single"), 2, ""));
+    // two identical `train` nodes (and their stats sinks) on worker 0 of a one-worker run
+    let mut text = pipeline(&dir.path().join("a"), &dir.path().join("s-a"), 2, "    worker: 0\n").replace("workers: 2", "workers: 1");
+    let trained = &text[text.find("  trained:\n").unwrap()..];
+    let twin =
+        trained.replace("  trained:", "  trained_b:").replace("  stats:", "  stats_b:").replace("input: trained", "input: trained_b");
+    let twin = twin.replace(&dir.path().join("a").display().to_string(), &dir.path().join("b").display().to_string());
+    let twin = twin.replace(&dir.path().join("s-a").display().to_string(), &dir.path().join("s-b").display().to_string());
+    text.push_str(&twin);
+    let p = write_pipeline(dir.path(), "twins.yaml", &text);
+    let report = dir.path().join("report.json");
+    let out = idflow(dir.path(), &["run", p.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let want = stats(&dir.path().join("s-single"));
+    assert_eq!(want.len(), 2);
+    assert_eq!(stats(&dir.path().join("s-a")), want, "node `trained` equals the single run");
+    assert_eq!(stats(&dir.path().join("s-b")), want, "node `trained_b` equals the single run");
+
+    // Both trained at once: one after the other, their busy times could not add up to more
+    // than the run's wall time.
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let busy =
+        |node: &str| r["operators"].as_array().unwrap().iter().find(|o| o["node"] == node).unwrap()["busy_seconds"].as_f64().unwrap();
+    let wall = r["wall_seconds"].as_f64().unwrap();
+    let (a, b) = (busy("trained"), busy("trained_b"));
+    assert!(a + b > wall * 1.2, "busy {a:.2} s + {b:.2} s against {wall:.2} s of wall time: the trainings did not overlap");
+}
