@@ -410,7 +410,7 @@ fn task_operator<'s>(
             let mut held = Some(cap);
             let mut failed = false;
             // a finish running on its own thread: its result, and how long it took
-            let mut pending: Option<Arc<Mutex<Option<(OpResult<Emit>, Duration)>>>> = None;
+            let mut pending: Option<FinishSlot> = None;
             move |(input, frontier), output| {
                 if failure.abort.load(Relaxed) && !failed {
                     failed = true;
@@ -506,13 +506,16 @@ fn task_operator<'s>(
     )
 }
 
-/// Starts a task's [`BackgroundFinish`] on a thread of its own; when it ends, its result
+/// Where a background finish leaves its result and how long it took.
+type FinishSlot = Arc<Mutex<Option<(OpResult<Emit>, Duration)>>>;
+
+/// Starts a task's [`crate::operators::BackgroundFinish`] on a thread of its own; when it ends, its result
 /// lands in the returned slot and the operator is activated to emit it.
 fn spawn_finish(
     node: &str,
     job: crate::operators::BackgroundFinish,
     activator: timely::scheduling::activate::SyncActivator,
-) -> Result<Arc<Mutex<Option<(OpResult<Emit>, Duration)>>>, OpError> {
+) -> Result<FinishSlot, OpError> {
     let slot = Arc::new(Mutex::new(None));
     let done = slot.clone();
     let label = node.to_string();
