@@ -33,7 +33,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-pub mod spread;
+pub use idflow_dataset::spread;
 pub use spread::ScreenKernel;
 
 /// Key of the random stream of synthetic contexts ("context" in ASCII), so it never collides

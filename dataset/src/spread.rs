@@ -283,7 +283,7 @@ fn parallel_rows<T: Send>(rows: usize, per_row: usize, out: &mut [T], work: impl
 }
 
 /// Greedy spread (see the module docs); returns the kept row indices in order.
-pub(super) fn greedy(values: &[f32], dim: usize, tau: f32, limit: Option<usize>, screen: ScreenKernel) -> Result<Vec<usize>, String> {
+pub fn greedy(values: &[f32], dim: usize, tau: f32, limit: Option<usize>, screen: ScreenKernel) -> Result<Vec<usize>, String> {
     if dim == 0 || !values.len().is_multiple_of(dim) {
         return Err(format!("{} values do not form rows of width {dim}", values.len()));
     }
