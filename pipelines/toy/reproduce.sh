@@ -27,6 +27,10 @@ export TOY_CPD0_LDM="$out/toy/ldm-cpd0"
   --set nodes.trained.unet=models/toy/ldm-cpd0/config.json \
   --set nodes.trained.output="$TOY_CPD0_LDM" \
   --set nodes.stats.path="$TOY_CPD0_LDM/stats"
+# idflow resumes one output per pipeline, and this one writes five datasets: a rerun regenerates
+# the sets (deterministic, so identical) while finished or interrupted recognizers continue from
+# their checkpoints (`resume: true`) and re-emit their statistics.
+rm -rf "$out"/toy/reproduce/*/dataset
 "$IDFLOW" run pipelines/toy/reproduce.yaml --report "$out/toy/reproduce/run.json"
 r="$out/toy/reproduce"
 "$IDFLOW" table \
