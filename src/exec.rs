@@ -440,41 +440,44 @@ fn task_operator<'s>(
                         }
                     }
                 });
+                // A finish's result: its rows go downstream, an error fails the run.
+                macro_rules! settle {
+                    ($cap:expr, $res:expr) => {{
+                        let mut session = output.session($cap);
+                        match $res {
+                            Ok(emit) => emit_into!(session, emit, st),
+                            Err(e) => {
+                                task.abort();
+                                failure.record(&id, op_name, e);
+                                session.give((COMMIT, abort_marker()));
+                            }
+                        }
+                    }};
+                }
                 let f = frontier.frontier();
                 if f.is_empty() && pending.is_none() {
                     if let Some(c) = held.take() {
-                        let mut session = output.session(&c);
                         if failed || failure.abort.load(Relaxed) {
                             if !failed {
                                 task.abort();
                             }
-                            session.give((COMMIT, abort_marker()));
+                            output.session(&c).give((COMMIT, abort_marker()));
                         } else if let Some(job) = task.finish_in_background() {
-                            drop(session);
+                            // The capability stays held until the job's rows are out. A run that
+                            // fails meanwhile waits for the job: it cannot be interrupted.
                             match spawn_finish(&id, job, activator.clone()) {
                                 Ok(slot) => {
                                     pending = Some(slot);
                                     held = Some(c);
                                 }
-                                Err(e) => {
-                                    task.abort();
-                                    failure.record(&id, op_name, e);
-                                    output.session(&c).give((COMMIT, abort_marker()));
-                                }
+                                Err(e) => settle!(&c, Err(e)),
                             }
                         } else {
                             let mut emit = Emit::default();
                             let t0 = Instant::now();
-                            let res = task.finish(&mut emit);
+                            let res = task.finish(&mut emit).map(|()| emit);
                             st.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
-                            match res {
-                                Ok(()) => emit_into!(session, emit, st),
-                                Err(e) => {
-                                    task.abort();
-                                    failure.record(&id, op_name, e);
-                                    session.give((COMMIT, abort_marker()));
-                                }
-                            }
+                            settle!(&c, res);
                         }
                     }
                 } else if let (Some(c), Some(t), None) = (held.as_mut(), f.first(), &pending) {
@@ -482,23 +485,11 @@ fn task_operator<'s>(
                         c.downgrade(t);
                     }
                 }
-                let finished = pending.as_ref().and_then(|slot| slot.lock().ok().and_then(|mut r| r.take()));
-                if let Some((res, took)) = finished {
+                if let Some((res, took)) = pending.as_ref().and_then(|slot| slot.lock().ok().and_then(|mut r| r.take())) {
                     pending = None;
-                    let Some(c) = held.take() else { return };
                     st.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-                    let mut session = output.session(&c);
-                    match res {
-                        Ok(emit) if !failure.abort.load(Relaxed) => emit_into!(session, emit, st),
-                        Ok(_) => {
-                            task.abort();
-                            session.give((COMMIT, abort_marker()));
-                        }
-                        Err(e) => {
-                            task.abort();
-                            failure.record(&id, op_name, e);
-                            session.give((COMMIT, abort_marker()));
-                        }
+                    if let Some(c) = held.take() {
+                        settle!(&c, res);
                     }
                 }
             }

@@ -234,3 +234,20 @@ fn train_nodes_on_one_worker_train_side_by_side_with_the_results_of_a_single_run
     let (a, b) = (busy("trained"), busy("trained_b"));
     assert!(a + b > wall * 1.2, "busy {a:.2} s + {b:.2} s against {wall:.2} s of wall time: the trainings did not overlap");
 }
+
+#[test]
+fn a_failing_training_fails_the_run_with_the_node_named_and_writes_no_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats_dir = dir.path().join("s");
+    let text = pipeline(&dir.path().join("m"), &stats_dir, 2, "")
+        .replace("identities: 8\n    images_per_identity: 16", "identities: 1\n    images_per_identity: 1");
+    let p = write_pipeline(dir.path(), "one-row.yaml", &text);
+    let out = idflow(dir.path(), &["run", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node `trained`") && err.contains("at least 2 rows, got 1"), "{err}");
+    let shards = std::fs::read_dir(&stats_dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count())
+        .unwrap_or(0);
+    assert_eq!(shards, 0, "no statistics are written for a failed training");
+}
