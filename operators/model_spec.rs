@@ -395,6 +395,25 @@ pub fn load_iresnet(inference: &Inference, path: &Path, cfg: &IResNetConfig) -> 
     }
 }
 
+/// A face encoder from weights held in memory (a recognizer being trained): `onnx` compiles
+/// `spec` from `dict` straight into a session, without the file cache (the weights change between
+/// evaluations); `native` is refused, the caller runs its own model then.
+pub fn face_encoder_in_memory(inference: &Inference, dict: &StateDict, spec: &OnnxModelSpec) -> Result<Box<dyn FaceEncoder>, String> {
+    if inference.backend != Backend::Onnx {
+        return Err("in-memory face encoders run on `backend: onnx` only".into());
+    }
+    let rt = ort_runtime()?;
+    let bytes = spec.compile(dict, &CompileOptions::default()).map_err(|e| format!("cannot compile the face encoder to ONNX: {e}"))?;
+    let session = rt.session_from_bytes(&bytes, &inference.session_options()).map_err(|e| e.to_string())?;
+    Ok(Box::new(OrtFaceEncoder::new(session)))
+}
+
+/// Locates the ONNX Runtime library for a node that will need it later (e.g. `train`'s
+/// evaluations), so a missing library fails the run before hours of work, not after.
+pub fn require_ort() -> Result<(), String> {
+    ort_runtime().map(|_| ())
+}
+
 /// A `FixedSizeList<Float32, Π shape>` field with `shape` metadata (e.g. `[3,32,32]`).
 pub fn tensor_field(name: &str, shape: &[usize]) -> Field {
     let len: usize = shape.iter().product();

@@ -31,7 +31,7 @@ mod data;
 mod diffusion;
 mod face;
 
-use super::model_spec::ConfigRef;
+use super::model_spec::{Backend, ConfigRef};
 use super::{
     BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
     Started, Task, TaskContext,
@@ -91,6 +91,12 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "SGD weight decay (not on BatchNorm)" },
     ParamDoc { name: "eval", ty: "[path]", default: "[]", doc: "verification .bin files, 10-fold accuracy with flip TTA" },
     ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "evaluate every n epochs (and at the end)" },
+    ParamDoc {
+        name: "eval_backend",
+        ty: "onnx | native",
+        default: "onnx",
+        doc: "runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
+    },
     ParamDoc { name: "worker", ty: "integer", default: "0", doc: "worker that trains (mod workers): spread independent train nodes" },
     ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
     ParamDoc { name: "context", ty: "string | null", default: "context", doc: "diffusion: context column (null: unconditional)" },
@@ -236,6 +242,10 @@ pub struct TrainParams {
     /// Evaluation period in epochs.
     #[serde(default = "default_eval_every")]
     pub eval_every: u64,
+    /// What runs the evaluations' forwards: `onnx` (default) compiles the current backbone in
+    /// memory and runs it on ONNX Runtime, `native` runs the candle model being trained.
+    #[serde(default)]
+    pub eval_backend: Backend,
     /// The worker that trains (modulo the worker count); give independent `train` nodes of one
     /// pipeline different workers to train them side by side.
     #[serde(default)]
@@ -464,6 +474,10 @@ impl Operator for Train {
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
+        if !self.p.eval.is_empty() && self.p.eval_backend == Backend::Onnx {
+            // the evaluations run on ONNX Runtime: a missing library fails now, not after training
+            super::model_spec::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
+        }
         std::fs::create_dir_all(&self.p.output)
             .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.output.display())))?;
         Ok(Started::Task(Box::new(TrainTaskState {
@@ -527,9 +541,10 @@ impl Task for TrainTaskState {
         }
         let examples = std::mem::take(&mut self.examples);
         let (resolved, p, seed, node) = (self.resolved.clone(), self.p.clone(), self.seed, self.node.clone());
+        let workers = self.ctx.local_workers;
         Some(Box::new(move || {
             let stats = match &resolved {
-                Resolved::Face(setup) => face::run(setup, &p, seed, examples),
+                Resolved::Face(setup) => face::run(setup, &p, seed, workers, examples),
                 Resolved::Diffusion(setup) => diffusion::run(setup, &p, seed, examples),
                 Resolved::Autoencoder(setup) => autoencoder::run(setup, &p, seed, examples),
             }

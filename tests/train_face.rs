@@ -251,3 +251,45 @@ fn a_failing_training_fails_the_run_with_the_node_named_and_writes_no_statistics
         .unwrap_or(0);
     assert_eq!(shards, 0, "no statistics are written for a failed training");
 }
+
+#[test]
+fn evaluations_on_onnx_runtime_equal_the_native_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("toy_lfw_small.bin");
+    small_benchmark(&bench);
+    let mut evals = Vec::new();
+    for backend in ["onnx", "native"] {
+        let stats_dir = dir.path().join(format!("s-{backend}"));
+        let extra = format!("    eval: [{}]\n    eval_backend: {backend}\n", bench.display());
+        run(dir.path(), &format!("{backend}.yaml"), &pipeline(&dir.path().join(backend), &stats_dir, 2, &extra));
+        evals.push((stats(&stats_dir), stats_column(&stats_dir, "eval_toy_lfw_small")));
+    }
+    let ((onnx_stats, onnx), (native_stats, native)) = (&evals[0], &evals[1]);
+    assert_eq!(onnx_stats, native_stats, "the evaluation backend does not touch training");
+    assert_eq!(onnx.len(), 2);
+    for ((epoch, a), (_, b)) in onnx.iter().zip(native) {
+        let (a, b) = (a.expect("onnx evaluation"), b.expect("native evaluation"));
+        assert!((0.5..=1.0).contains(&a), "epoch {epoch}: accuracy {a}");
+        assert!((a - b).abs() <= 0.005, "epoch {epoch}: ONNX Runtime {a} vs candle {b}");
+    }
+}
+
+#[test]
+fn a_missing_onnx_runtime_fails_an_evaluating_training_before_it_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("toy_lfw_small.bin");
+    small_benchmark(&bench);
+    let out_dir = dir.path().join("m");
+    let extra = format!("    eval: [{}]\n", bench.display());
+    let p = write_pipeline(dir.path(), "p.yaml", &pipeline(&out_dir, &dir.path().join("s"), 2, &extra));
+    let out = common::idflow_command()
+        .current_dir(dir.path())
+        .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so.missing"))
+        .args(["run", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node `trained`") && err.contains("eval_backend") && err.contains("libonnxruntime.so.missing"), "{err}");
+    assert!(!out_dir.join("checkpoint.safetensors").exists(), "nothing was trained");
+}
