@@ -82,9 +82,12 @@ fn quickstart_writes_a_dataset_a_report_and_plots() {
     }
 }
 
-#[test]
-fn toy_ldm_generates_faces_as_consistent_as_recorded() {
+/// Runs the quickstart at 8 identities × 4 samples without the filter on the committed LDM in
+/// `models/toy/<model>` and checks the context consistency its `metrics.json` records.
+fn generates_faces_as_consistent_as_recorded(model: &str) {
     let dir = tempfile::tempdir().unwrap();
+    let checkpoint = format!("nodes.latents.model.checkpoint=models/toy/{model}/ema_averaged_model.safetensors");
+    let config = format!("nodes.latents.model.config=models/toy/{model}/config.json");
     let res = quickstart(
         dir.path(),
         &[
@@ -92,6 +95,8 @@ fn toy_ldm_generates_faces_as_consistent_as_recorded() {
             "nodes.latents.samples_per_identity=4",
             "nodes.consistent.threshold=-1",
             "nodes.consistent.max_retries=0",
+            &checkpoint,
+            &config,
         ],
     );
     assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
@@ -99,7 +104,17 @@ fn toy_ldm_generates_faces_as_consistent_as_recorded() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("quickstart/report/metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["dataset"]["rows"].as_u64(), Some(32), "{metrics}");
     let got = metrics["dataset"]["context_consistency"].as_f64().unwrap();
-    let text = std::fs::read_to_string(repo().join("models/toy/ldm/metrics.json")).unwrap();
+    let text = std::fs::read_to_string(repo().join(format!("models/toy/{model}/metrics.json"))).unwrap();
     let want = serde_json::from_str::<serde_json::Value>(&text).unwrap()["quickstart_8x4_context_consistency"].as_f64().unwrap();
-    assert!((got - want).abs() < 0.01, "context consistency {got:.4}, recorded {want:.4}");
+    assert!((got - want).abs() < 0.01, "{model}: context consistency {got:.4}, recorded {want:.4}");
+}
+
+#[test]
+fn toy_ldm_generates_faces_as_consistent_as_recorded() {
+    generates_faces_as_consistent_as_recorded("ldm");
+}
+
+#[test]
+fn toy_cpd0_ldm_generates_faces_as_consistent_as_recorded() {
+    generates_faces_as_consistent_as_recorded("ldm-cpd0");
 }

@@ -96,9 +96,22 @@ fn accuracy_of(metrics: &serde_json::Value, name: &str) -> f64 {
 }
 
 #[test]
-fn ldm_checkpoint_loads_as_an_idiff_face_model() {
-    let cfg: idflow_models::unet::UNetConfig =
-        serde_json::from_str(&std::fs::read_to_string(toy("ldm").join("config.json")).unwrap()).unwrap();
-    let path: &Path = &toy("ldm").join("ema_averaged_model.safetensors");
-    idflow_models::pretrained::load_idiff_face(path, &cfg, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+fn ldm_checkpoints_load_as_idiff_face_models() {
+    let mut weights = Vec::new();
+    for (model, cpd) in [("ldm", 0.25), ("ldm-cpd0", 0.0)] {
+        let cfg: idflow_models::unet::UNetConfig =
+            serde_json::from_str(&std::fs::read_to_string(toy(model).join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg.context_dropout_probability, cpd, "{model}: CPD probability of its config");
+        let path: &Path = &toy(model).join("ema_averaged_model.safetensors");
+        idflow_models::pretrained::load_idiff_face(path, &cfg, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        weights.push(idflow_models::checkpoint::StateDict::from_file(path).unwrap());
+    }
+    // the ablation is its own training run, not a copy: some weight differs
+    let (a, b) = (&weights[0], &weights[1]);
+    let differs = a.keys().any(|k| {
+        let (x, y) = (a.get(k).unwrap(), b.get(k).unwrap());
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap() != y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    });
+    assert!(differs, "models/toy/ldm-cpd0 holds the same weights as models/toy/ldm");
 }

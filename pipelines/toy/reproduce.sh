@@ -2,7 +2,9 @@
 # The miniature reproduction of IDiff-Face's results table on the toy world, in one command
 # (docs/reproduction.md):
 #   1. the toy benchmarks at 32 px;
-#   2. the CPD-0 ablation LDM (pipelines/toy/train-ldm.yaml with cpd 0, otherwise identical);
+#   2. the CPD-0 ablation LDM: the committed models/toy/ldm-cpd0 (pipelines/toy/train-ldm.yaml
+#      with cpd 0, otherwise identical); with TOY_CPD0_LDM set to another folder, it is trained
+#      there first when that folder has no weights (about 25 more minutes);
 #   3. pipelines/toy/reproduce.yaml: five training sets, five recognizers, dataset metrics;
 #   4. the two tables (recognition accuracy in the seed's layout, dataset metrics).
 # Everything is written under ${IDFLOW_OUT:-out}/toy; the tables go to
@@ -19,7 +21,7 @@ fi
 # the training loops are single-threaded per node; two train nodes run side by side
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
 export BENCH="$out/toy/benchmarks-32"
-export TOY_CPD0_LDM="$out/toy/ldm-cpd0"
+export TOY_CPD0_LDM="${TOY_CPD0_LDM:-models/toy/ldm-cpd0}"
 
 [ -f "$BENCH/toy_calfw.bin" ] || "$IDFLOW" toy benchmarks --size 32 --out "$BENCH"
 [ -f "$TOY_CPD0_LDM/ema_averaged_model.safetensors" ] || "$IDFLOW" run pipelines/toy/train-ldm.yaml \

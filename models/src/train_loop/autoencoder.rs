@@ -82,7 +82,7 @@ impl AutoencoderTrainer {
         let adam = Adam::new(params(&varmap).into_iter().filter(|p| p.name != CODEBOOK).collect());
         let codebook = Self::codebook_of(&varmap)?;
         let cluster_size = Tensor::ones(config.n_embed, DType::F32, &Device::Cpu)?;
-        let embed_sum = codebook.copy()?;
+        let embed_sum = codebook.copy()?.detach();
         Ok(Self { config, varmap, encoder, decoder, adam, cluster_size, embed_sum, step: 0 })
     }
 
@@ -134,8 +134,10 @@ impl AutoencoderTrainer {
         let counts = onehot.sum(0)?;
         let sums = onehot.t()?.matmul(&flat_d)?; // [K, C]
         let decay = self.config.codebook_decay;
-        self.cluster_size = ((&self.cluster_size * decay)? + (&counts * (1.0 - decay))?)?;
-        self.embed_sum = ((&self.embed_sum * decay)? + (sums * (1.0 - decay))?)?;
+        // detached: the running statistics must not hold this step's graph (nor, through it, every
+        // earlier step's)
+        self.cluster_size = ((&self.cluster_size * decay)? + (&counts * (1.0 - decay))?)?.detach();
+        self.embed_sum = ((&self.embed_sum * decay)? + (sums * (1.0 - decay))?)?.detach();
         let n: f64 = self.cluster_size.sum_all()?.to_scalar::<f32>()? as f64;
         let eps = 1e-5;
         let smoothed = ((&self.cluster_size + eps)? * (n / (n + k as f64 * eps)))?;

@@ -80,7 +80,7 @@ pub struct Ema {
 impl Ema {
     /// Starts from a copy of the model.
     pub fn new(varmap: &VarMap) -> Result<Self> {
-        let shadow = named_vars(varmap).into_iter().map(|(k, v)| Ok((k, v.as_tensor().copy()?))).collect::<Result<_>>()?;
+        let shadow = named_vars(varmap).into_iter().map(|(k, v)| Ok((k, v.as_tensor().copy()?.detach()))).collect::<Result<_>>()?;
         Ok(Self { shadow, updates: 0 })
     }
 
@@ -93,9 +93,11 @@ impl Ema {
     pub fn update(&mut self, varmap: &VarMap, decay: f64) -> Result<()> {
         for (name, var) in named_vars(varmap) {
             let cur = var.as_tensor().detach();
+            // detached: the shadow must not record the op that made it, or every update would
+            // keep the previous shadow (and so the whole history) alive through the graph
             let next = match self.shadow.get(&name) {
-                Some(s) => ((s * decay)? + (cur * (1.0 - decay))?)?,
-                None => cur.copy()?,
+                Some(s) => ((s * decay)? + (cur * (1.0 - decay))?)?.detach(),
+                None => cur.copy()?.detach(),
             };
             self.shadow.insert(name, next);
         }

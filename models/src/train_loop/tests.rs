@@ -236,6 +236,13 @@ fn denoiser_resume_equals_an_uninterrupted_run() {
         assert!(d == 0.0, "EMA tensor {ka} differs by {d}");
     }
     assert!(ea.iter().any(|(k, _)| k == "sqrt_alpha_bars") && ea.iter().any(|(k, _)| k.starts_with("eps_model.")));
+    // what a trainer keeps between steps records no graph: a tracked EMA tensor keeps the
+    // previous one (and so every earlier step) alive, which grew a toy LDM training to 19 GiB
+    for (k, t) in
+        straight.ema_state().unwrap().into_iter().chain(straight.state().unwrap().into_iter().filter(|(k, _)| !k.starts_with("eps_model.")))
+    {
+        assert!(!t.track_op(), "denoiser state `{k}` holds a backprop graph");
+    }
 }
 
 #[test]
@@ -306,6 +313,10 @@ fn vq_autoencoder_learns_to_reconstruct_and_resumes_exactly() {
     c.load_state(&entries, 2, "memory").unwrap();
     lb.extend((0..2).map(|_| c.train_step(&images, 1e-3).unwrap().loss));
     assert_eq!(la, lb);
+    // the codebook's running statistics keep no step's graph (see the denoiser's resume test)
+    for (k, t) in a.state().unwrap().into_iter().filter(|(k, _)| k.starts_with("codebook_ema.") || k.starts_with("exp_avg")) {
+        assert!(!t.track_op(), "autoencoder state `{k}` holds a backprop graph");
+    }
 }
 
 /// A UNet whose every variable is random (zero-initialised output layers would make the
