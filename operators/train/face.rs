@@ -78,29 +78,42 @@ impl FaceSetup {
     }
 }
 
-/// A loaded verification benchmark.
+/// A verification benchmark, kept encoded: its images are decoded chunk by chunk when it is
+/// evaluated, so a training run does not hold tens of thousands of decoded images (five toy
+/// benchmarks at 32 px are 740 MB as f32) between evaluations.
 struct Benchmark {
     name: String,
-    images: Vec<Vec<f32>>,
+    path: PathBuf,
+    encoded: Vec<Vec<u8>>,
     issame: Vec<bool>,
 }
 
+impl Benchmark {
+    /// Decoded images `start..end` at `size`.
+    fn decode(&self, start: usize, end: usize, size: u32) -> Result<Vec<Vec<f32>>, String> {
+        (start..end)
+            .map(|i| data::decode_image(&self.encoded[i], size).map_err(|e| format!("{}: image {i}: {e}", self.path.display())))
+            .collect()
+    }
+}
+
+/// Reads the benchmarks and decodes every image once, so a bad file fails before training.
 fn load_benchmarks(paths: &[PathBuf], size: u32) -> Result<Vec<Benchmark>, String> {
     paths
         .iter()
         .map(|path| {
             let bin = idflow_dataset::formats::verification_bin::read_bin(path).map_err(|e| e.to_string())?;
-            let images = bin
-                .images
-                .iter()
-                .enumerate()
-                .map(|(i, b)| data::decode_image(b, size).map_err(|e| format!("{}: image {i}: {e}", path.display())))
-                .collect::<Result<_, _>>()?;
-            let name = super::benchmark_name(path);
-            Ok(Benchmark { name, images, issame: bin.issame })
+            let bench = Benchmark { name: super::benchmark_name(path), path: path.clone(), encoded: bin.images, issame: bin.issame };
+            for start in (0..bench.encoded.len()).step_by(EVAL_CHUNK) {
+                bench.decode(start, (start + EVAL_CHUNK).min(bench.encoded.len()), size)?;
+            }
+            Ok(bench)
         })
         .collect()
 }
+
+/// Images per evaluation forward.
+const EVAL_CHUNK: usize = 64;
 
 /// The forward an evaluation runs: the candle model being trained, or its weights compiled in
 /// memory onto ONNX Runtime (several times faster on the CPU; same arithmetic within float
@@ -137,8 +150,9 @@ impl EvalForward {
 /// 10-fold verification accuracy with flip TTA (`f(x) + f(flip(x))`, L2-normalised).
 fn verify(trainer: &FaceTrainer, forward: &EvalForward, bench: &Benchmark, size: usize) -> Result<f64, String> {
     let dim = trainer.config().backbone.num_features();
-    let mut emb = Vec::with_capacity(bench.images.len() * dim);
-    for chunk in bench.images.chunks(64) {
+    let mut emb = Vec::with_capacity(bench.encoded.len() * dim);
+    for start in (0..bench.encoded.len()).step_by(EVAL_CHUNK) {
+        let chunk = bench.decode(start, (start + EVAL_CHUNK).min(bench.encoded.len()), size as u32)?;
         let rows: Vec<&[f32]> = chunk.iter().map(|v| v.as_slice()).collect();
         let flipped: Vec<Vec<f32>> = chunk
             .iter()
