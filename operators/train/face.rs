@@ -8,8 +8,6 @@ use candle_core::Tensor;
 use idflow_dataset::metrics::verification;
 use idflow_models::checkpoint::StateDict;
 use idflow_models::heads::Margin;
-use idflow_models::iresnet::IResNetConfig;
-use idflow_models::onnx::OnnxModelSpec;
 use idflow_models::train_loop::backbone::TrainIResNetConfig;
 use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;
@@ -89,11 +87,13 @@ struct Benchmark {
 }
 
 impl Benchmark {
-    /// Decoded images `start..end` at `size`.
-    fn decode(&self, start: usize, end: usize, size: u32) -> Result<Vec<Vec<f32>>, String> {
-        (start..end)
-            .map(|i| data::decode_image(&self.encoded[i], size).map_err(|e| format!("{}: image {i}: {e}", self.path.display())))
-            .collect()
+    /// The images decoded at `size`, [`EVAL_CHUNK`] at a time.
+    fn decoded_chunks(&self, size: u32) -> impl Iterator<Item = Result<Vec<Vec<f32>>, String>> + '_ {
+        (0..self.encoded.len()).step_by(EVAL_CHUNK).map(move |start| {
+            (start..(start + EVAL_CHUNK).min(self.encoded.len()))
+                .map(|i| data::decode_image(&self.encoded[i], size).map_err(|e| format!("{}: image {i}: {e}", self.path.display())))
+                .collect()
+        })
     }
 }
 
@@ -104,8 +104,8 @@ fn load_benchmarks(paths: &[PathBuf], size: u32) -> Result<Vec<Benchmark>, Strin
         .map(|path| {
             let bin = idflow_dataset::formats::verification_bin::read_bin(path).map_err(|e| e.to_string())?;
             let bench = Benchmark { name: super::benchmark_name(path), path: path.clone(), encoded: bin.images, issame: bin.issame };
-            for start in (0..bench.encoded.len()).step_by(EVAL_CHUNK) {
-                bench.decode(start, (start + EVAL_CHUNK).min(bench.encoded.len()), size)?;
+            for chunk in bench.decoded_chunks(size) {
+                chunk?;
             }
             Ok(bench)
         })
@@ -129,14 +129,8 @@ impl EvalForward {
         if inference.backend == Backend::Native {
             return Ok(Self::Native);
         }
-        let spec = match &setup.backbone {
-            BackboneConfig::Iresnet(c) => OnnxModelSpec::IResNet {
-                config: IResNetConfig { layers: c.layers, num_features: c.num_features, widths: c.widths, input_size: c.input_size },
-            },
-            BackboneConfig::Ir(depth) => OnnxModelSpec::TFaceIr { depth: *depth },
-        };
         let dict = StateDict::new("the backbone being trained", trainer.backbone_state());
-        Ok(Self::Onnx(model_spec::face_encoder_in_memory(inference, &dict, &spec)?))
+        Ok(Self::Onnx(model_spec::face_encoder_in_memory(inference, &dict, &setup.backbone.onnx_spec())?))
     }
 
     fn embed(&self, trainer: &FaceTrainer, images: &Tensor) -> Result<Tensor, String> {
@@ -151,8 +145,8 @@ impl EvalForward {
 fn verify(trainer: &FaceTrainer, forward: &EvalForward, bench: &Benchmark, size: usize) -> Result<f64, String> {
     let dim = trainer.config().backbone.num_features();
     let mut emb = Vec::with_capacity(bench.encoded.len() * dim);
-    for start in (0..bench.encoded.len()).step_by(EVAL_CHUNK) {
-        let chunk = bench.decode(start, (start + EVAL_CHUNK).min(bench.encoded.len()), size as u32)?;
+    for chunk in bench.decoded_chunks(size as u32) {
+        let chunk = chunk?;
         let rows: Vec<&[f32]> = chunk.iter().map(|v| v.as_slice()).collect();
         let flipped: Vec<Vec<f32>> = chunk
             .iter()

@@ -49,6 +49,17 @@ impl TrainIResNetConfig {
         self.widths == [64, 128, 256, 512] && self.input_size == 112
     }
 
+    /// The same shape as the inference model's configuration ([`crate::iresnet::IResNetConfig`]),
+    /// which `embed` and the ONNX compiler take.
+    pub fn inference_config(&self) -> crate::iresnet::IResNetConfig {
+        crate::iresnet::IResNetConfig {
+            layers: self.layers,
+            num_features: self.num_features,
+            widths: self.widths,
+            input_size: self.input_size,
+        }
+    }
+
     /// Side of the last stage's feature map (each stage halves with a 3×3/2 convolution).
     pub fn final_side(&self) -> usize {
         (0..4).fold(self.input_size, |s, _| s.div_ceil(2))

@@ -43,6 +43,15 @@ impl BackboneConfig {
             BackboneConfig::Ir(_) => 512,
         }
     }
+
+    /// The ONNX graph that computes this backbone in eval mode from its
+    /// [`FaceTrainer::backbone_state`] (official key layout).
+    pub fn onnx_spec(&self) -> crate::onnx::OnnxModelSpec {
+        match self {
+            BackboneConfig::Iresnet(c) => crate::onnx::OnnxModelSpec::IResNet { config: c.inference_config() },
+            BackboneConfig::Ir(depth) => crate::onnx::OnnxModelSpec::TFaceIr { depth: *depth },
+        }
+    }
 }
 
 /// Hyper-parameters of face-recognition training.
