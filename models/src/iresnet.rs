@@ -4,8 +4,9 @@
 //! Both take RGB `[B, 3, 112, 112]` images normalised as `((x/255) − 0.5)/0.5` and return the
 //! raw (un-normalised) feature vector. BatchNorms run in eval mode with the running statistics.
 
+use crate::conv::Conv2d;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 

@@ -1,25 +1,22 @@
 //! Small building blocks shared by the models: convolutions, norms and activations whose parameter
 //! names follow PyTorch (`weight`, `bias`, `running_mean`, …) so a state dict loads by lookup.
 //!
-//! candle-nn already has `Conv2d`, `Linear` and `GroupNorm`; they are used as they are. The
-//! wrappers here add what candle-nn lacks: 1×1 `Conv1d` as a batched matmul, an eval-mode
+//! candle-nn's `Linear` and `GroupNorm` are used as they are; convolutions are candle-nn's
+//! parameters run by [`crate::conv`] (GEMM forward and backward). The wrappers here add what
+//! candle-nn lacks: 1×1 `Conv1d` as a batched matmul, an eval-mode
 //! `BatchNorm` that also consumes PyTorch's `num_batches_tracked` buffer (so strict loading sees
 //! every key used), an affine-free BatchNorm variant, and `PReLU` with per-channel slopes.
 
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
+pub use crate::conv::{Conv2d, ConvTranspose2d};
+
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
-pub fn conv2d(
-    in_channels: usize,
-    out_channels: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<candle_nn::Conv2d> {
+pub fn conv2d(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
     let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+    let conv = candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?;
+    Ok(Conv2d::new(conv.weight().clone(), conv.bias().cloned(), stride, padding))
 }
 
 /// `torch.nn.Conv2d(..., bias=False)`.
@@ -30,9 +27,10 @@ pub fn conv2d_no_bias(
     stride: usize,
     padding: usize,
     vb: VarBuilder,
-) -> Result<candle_nn::Conv2d> {
+) -> Result<Conv2d> {
     let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb)
+    let conv = candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb)?;
+    Ok(Conv2d::new(conv.weight().clone(), None, stride, padding))
 }
 
 /// `torch.nn.ConvTranspose2d(c_in, c_out, k, stride, padding)` with bias (weight `[c_in, c_out, k, k]`).
@@ -43,9 +41,10 @@ pub fn conv_transpose2d(
     stride: usize,
     padding: usize,
     vb: VarBuilder,
-) -> Result<candle_nn::ConvTranspose2d> {
+) -> Result<ConvTranspose2d> {
     let cfg = candle_nn::ConvTranspose2dConfig { padding, output_padding: 0, stride, dilation: 1 };
-    candle_nn::conv_transpose2d(in_channels, out_channels, kernel, cfg, vb)
+    let conv = candle_nn::conv_transpose2d(in_channels, out_channels, kernel, cfg, vb)?;
+    Ok(ConvTranspose2d::new(conv.weight().clone(), conv.bias().cloned(), stride, padding))
 }
 
 /// `torch.nn.GroupNorm(groups, channels, eps)`.

@@ -36,6 +36,7 @@
 //! gap on CPU is the known cost of that choice (real training runs on GPUs).
 
 pub mod checkpoint;
+pub mod conv;
 pub mod error;
 pub mod heads;
 pub mod iresnet;

@@ -219,11 +219,11 @@ enum ResidualConditioning {
 #[derive(Clone, Debug)]
 pub struct ResidualBlock {
     norm1: GroupNorm,
-    conv1: candle_nn::Conv2d,
+    conv1: crate::conv::Conv2d,
     time_emb: Linear,
     conditioning: ResidualConditioning,
-    conv2: candle_nn::Conv2d,
-    shortcut: Option<candle_nn::Conv2d>,
+    conv2: crate::conv::Conv2d,
+    shortcut: Option<crate::conv::Conv2d>,
 }
 
 impl ResidualBlock {
@@ -347,8 +347,8 @@ impl MultiHeadAttention {
 /// tokens, channel feed-forward, all pre-normed by one shared `x_norm`, with residual connections.
 #[derive(Clone, Debug)]
 pub struct CrossAttentionBlock {
-    x_proj_in: candle_nn::Conv2d,
-    x_proj_out: candle_nn::Conv2d,
+    x_proj_in: crate::conv::Conv2d,
+    x_proj_out: crate::conv::Conv2d,
     self_attention: MultiHeadAttention,
     c_proj_in: Linear,
     cross_attention: MultiHeadAttention,
@@ -450,9 +450,9 @@ enum Stage {
     /// `DownBlock` / `UpBlock`: residual block, optional attention.
     Block { res: Box<ResidualBlock>, attn: Option<Attention> },
     /// `Downsample`: 3×3 conv, stride 2, padding 1.
-    Down(candle_nn::Conv2d),
+    Down(crate::conv::Conv2d),
     /// `Upsample`: ConvTranspose2d 4×4, stride 2, padding 1.
-    Up(candle_nn::ConvTranspose2d),
+    Up(crate::conv::ConvTranspose2d),
 }
 
 impl Stage {
@@ -489,14 +489,14 @@ struct ContextInput {
 #[derive(Clone, Debug)]
 pub struct ConditionalUNet {
     config: UNetConfig,
-    image_proj: candle_nn::Conv2d,
+    image_proj: crate::conv::Conv2d,
     time_emb: TimeEmbedding,
     context: Option<ContextInput>,
     down: Vec<Stage>,
     middle: (ResidualBlock, Attention, ResidualBlock),
     up: Vec<Stage>,
     norm: GroupNorm,
-    final_conv: candle_nn::Conv2d,
+    final_conv: crate::conv::Conv2d,
 }
 
 impl ConditionalUNet {
