@@ -177,7 +177,7 @@ fn gemm_path(x: &Tensor, weight: &Tensor) -> bool {
 /// Adds a per-channel bias to `[B, C, H, W]`.
 fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        Some(b) => crate::channel::channel_affine(&y, None, Some(b)),
         None => Ok(y),
     }
 }

@@ -10,6 +10,8 @@
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
+use crate::channel::channel_affine;
+pub use crate::channel::GroupNorm;
 pub use crate::conv::{Conv2d, ConvTranspose2d};
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
@@ -48,8 +50,8 @@ pub fn conv_transpose2d(
 }
 
 /// `torch.nn.GroupNorm(groups, channels, eps)`.
-pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<candle_nn::GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    GroupNorm::new(groups, channels, eps, vb)
 }
 
 /// A pointwise channel mixing `W·x + b` on `[B, C_in, L]` inputs.
@@ -143,11 +145,17 @@ impl BatchNorm {
         Ok(dims)
     }
 
-    fn affine(&self, normed: Tensor, dims: &[usize]) -> Result<Tensor> {
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => normed.broadcast_mul(&w.reshape(dims)?)?.broadcast_add(&b.reshape(dims)?),
-            _ => Ok(normed),
-        }
+    /// `(x − mean) · inv_std · weight + bias` as one per-channel affine map (`mean`, `inv_std` `[C]`).
+    fn normalise(&self, x: &Tensor, mean: &Tensor, inv_std: &Tensor) -> Result<Tensor> {
+        let scale = match &self.weight {
+            Some(w) => (inv_std * w)?,
+            None => inv_std.clone(),
+        };
+        let shift = match &self.bias {
+            Some(b) => (b - (mean * &scale)?)?,
+            None => (mean * &scale)?.neg()?,
+        };
+        channel_affine(x, Some(&scale), Some(&shift))
     }
 
     /// Training-mode forward: batch statistics, running statistics updated in place.
@@ -164,14 +172,14 @@ impl BatchNorm {
         let centred = xc.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(1)?;
         let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
-        let normed = x.broadcast_sub(&mean.reshape(dims.as_slice())?)?.broadcast_mul(&inv_std.reshape(dims.as_slice())?)?;
+        let normed = self.normalise(x, &mean.flatten_all()?, &inv_std.flatten_all()?)?;
         let m = self.momentum;
         let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
-        self.affine(normed, &dims)
+        Ok(normed)
     }
 
     /// The running mean and variance.
@@ -182,11 +190,9 @@ impl BatchNorm {
 
 impl Module for BatchNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = Self::channel_shape(x)?;
-        let mean = self.running_mean.as_tensor().reshape(dims.as_slice())?;
-        let inv_std = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.reshape(dims.as_slice())?;
-        let normed = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
-        self.affine(normed, &dims)
+        Self::channel_shape(x)?;
+        let inv_std = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
+        self.normalise(x, self.running_mean.as_tensor(), &inv_std)
     }
 }
 
@@ -205,10 +211,7 @@ impl PRelu {
 
 impl Module for PRelu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut dims = vec![1usize; x.rank()];
-        dims[1] = x.dim(1)?;
-        let w = self.weight.reshape(dims)?;
-        x.relu()?.add(&x.minimum(0f32)?.broadcast_mul(&w)?)
+        x.relu()?.add(&channel_affine(&x.minimum(0f32)?, Some(&self.weight), None)?)
     }
 }
 

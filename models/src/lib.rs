@@ -35,6 +35,7 @@
 //! one-to-one onto the PyTorch originals. The model stack therefore stays on candle; the training
 //! gap on CPU is the known cost of that choice (real training runs on GPUs).
 
+pub mod channel;
 pub mod checkpoint;
 pub mod conv;
 pub mod error;

@@ -18,8 +18,9 @@
 //!
 //! With `is_context_conditional = false` the context is ignored entirely (unconditional model).
 
+use crate::channel::GroupNorm;
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 

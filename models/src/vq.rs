@@ -7,9 +7,10 @@
 //! (left 0, right 1, top 0, bottom 1) and convolves 3×3 / stride 2 without padding; the decoder
 //! upsamples nearest ×2 then convolves 3×3; the mid blocks have single-head attention over H·W.
 
+use crate::channel::GroupNorm;
 use crate::conv::Conv2d;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{conv2d, group_norm};

@@ -125,3 +125,40 @@ fn unet_ddpm_loss_decreases_under_adamw() {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(losses[7] < losses[0], "loss did not decrease: {losses:?}");
 }
+
+#[test]
+fn batchnorm_and_prelu_gradients_match_the_broadcasting_formulation() {
+    use candle_core::Var;
+    use idflow_models::layers::PRelu;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let bn = BatchNorm::new(3, 1e-5, true, vb.pp("bn")).unwrap();
+    let prelu = PRelu::new(3, vb.pp("act")).unwrap();
+    {
+        let data = varmap.data().lock().unwrap();
+        data["bn.weight"].set(&Tensor::new(&[0.5f32, 1.5, -1.0], &dev).unwrap()).unwrap();
+        data["bn.bias"].set(&Tensor::new(&[0.1f32, -0.2, 0.3], &dev).unwrap()).unwrap();
+        data["act.weight"].set(&Tensor::new(&[0.25f32, 0.1, -0.3], &dev).unwrap()).unwrap();
+    }
+    let x = Var::from_tensor(&Tensor::randn(0.5f32, 2.0, (4, 3, 5, 5), &dev).unwrap()).unwrap();
+    let probe = Tensor::randn(0f32, 1.0, (4, 3, 5, 5), &dev).unwrap();
+    let ours = prelu.forward(&bn.forward_train(&x).unwrap()).unwrap();
+    // the same layers written with candle's broadcasting ops
+    let data = varmap.data().lock().unwrap();
+    let (w, b, a) = (data["bn.weight"].as_tensor().clone(), data["bn.bias"].as_tensor().clone(), data["act.weight"].as_tensor().clone());
+    drop(data);
+    let mean = x.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let centred = x.broadcast_sub(&mean).unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let normed = centred.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+    let y = normed.broadcast_mul(&w.reshape((1, 3, 1, 1)).unwrap()).unwrap().broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap()).unwrap();
+    let reference = y.relu().unwrap().add(&y.minimum(0f32).unwrap().broadcast_mul(&a.reshape((1, 3, 1, 1)).unwrap()).unwrap()).unwrap();
+    assert_close("forward", &ours, &reference, 1e-5);
+    let g1 = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_close("input gradient", g1.get(&x).unwrap(), g2.get(&x).unwrap(), 1e-4);
+    for (name, t) in [("bn.weight", &w), ("bn.bias", &b), ("act.weight", &a)] {
+        assert_close(name, g1.get(t).unwrap(), g2.get(t).unwrap(), 1e-4);
+    }
+}
