@@ -8,25 +8,14 @@
 //! same gradients as row sums over contiguous `[B·C, H·W]` rows instead. No crate offers such an
 //! op for candle. Off the CPU the broadcasting ops are used as they are.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::conv::contiguous_f32;
+
 /// The op: `(x [B, C, …], scale [C], shift [C]) → x · scale + shift`.
 struct ChannelAffine;
-
-/// The contiguous f32 values of a CPU tensor, for the op's kernels.
-fn values<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(data) => data.as_slice(),
-        other => candle_core::bail!("channel affine: only f32 is supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("channel affine: inputs must be contiguous"),
-    }
-}
 
 impl CustomOp3 for ChannelAffine {
     fn name(&self) -> &'static str {
@@ -44,6 +33,7 @@ impl CustomOp3 for ChannelAffine {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = l1.shape().dims();
         let channels = dims[1];
+        let values = |s, l| contiguous_f32(s, l, "channel affine");
         let (x, scale, shift) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
         if scale.len() != channels || shift.len() != channels {
             candle_core::bail!("channel affine: {} scales and {} shifts for {channels} channels", scale.len(), shift.len());
@@ -78,8 +68,8 @@ impl CustomOp3 for ChannelAffine {
     }
 }
 
-/// `[1, C, 1, …]` for an input `[B, C, …]`.
-fn broadcast_dims(x: &Tensor) -> Result<Vec<usize>> {
+/// `[1, C, 1, …]` for an input `[B, C, …]`; an error for inputs of rank < 2.
+pub(crate) fn broadcast_dims(x: &Tensor) -> Result<Vec<usize>> {
     if x.rank() < 2 {
         candle_core::bail!("a per-channel op needs [B, C, ...], got {:?}", x.dims());
     }

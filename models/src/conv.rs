@@ -115,8 +115,8 @@ impl Window {
     }
 }
 
-/// Reads a contiguous f32 CPU tensor's values.
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &'static str) -> Result<&'a [f32]> {
+/// Reads a contiguous f32 CPU tensor's values (shared with [`crate::channel`]'s op).
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &'static str) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(data) => data.as_slice(),
         other => candle_core::bail!("{op}: only f32 tensors are supported, got {:?}", other.dtype()),
@@ -196,24 +196,14 @@ impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
         Self { weight, bias, stride, padding }
     }
-
-    /// The kernel `[c_out, c_in, k, k]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The bias `[c_out]`, when the layer has one.
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (c_out, c_in, k, k2) = self.weight.dims4()?;
         let (batch, channels, height, width) = x.dims4()?;
-        if k != k2 || channels != c_in {
-            candle_core::bail!("conv2d: kernel {:?} does not fit input {:?}", self.weight.shape(), x.shape());
+        if k != k2 || channels != c_in || self.stride == 0 {
+            candle_core::bail!("conv2d: kernel {:?} (stride {}) does not fit input {:?}", self.weight.shape(), self.stride, x.shape());
         }
         if !gemm_path(x, &self.weight) {
             let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
@@ -246,24 +236,19 @@ impl ConvTranspose2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
         Self { weight, bias, stride, padding }
     }
-
-    /// The kernel `[c_in, c_out, k, k]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The bias `[c_out]`, when the layer has one.
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
 }
 
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (c_in, c_out, k, k2) = self.weight.dims4()?;
         let (batch, channels, grid_h, grid_w) = x.dims4()?;
-        if k != k2 || channels != c_in {
-            candle_core::bail!("conv_transpose2d: kernel {:?} does not fit input {:?}", self.weight.shape(), x.shape());
+        if k != k2 || channels != c_in || self.stride == 0 {
+            candle_core::bail!(
+                "conv_transpose2d: kernel {:?} (stride {}) does not fit input {:?}",
+                self.weight.shape(),
+                self.stride,
+                x.shape()
+            );
         }
         if !gemm_path(x, &self.weight) {
             let y = x.conv_transpose2d(&self.weight, self.padding, 0, self.stride, 1)?;

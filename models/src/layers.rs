@@ -10,8 +10,8 @@
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
-use crate::channel::channel_affine;
 pub use crate::channel::GroupNorm;
+use crate::channel::{broadcast_dims, channel_affine};
 pub use crate::conv::{Conv2d, ConvTranspose2d};
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
@@ -136,15 +136,6 @@ impl BatchNorm {
         Ok(Self { weight, bias, running_mean, running_var, eps, momentum: 0.1 })
     }
 
-    fn channel_shape(x: &Tensor) -> Result<Vec<usize>> {
-        if x.rank() < 2 {
-            candle_core::bail!("BatchNorm expects [B, C, ...], got {:?}", x.dims());
-        }
-        let mut dims = vec![1usize; x.rank()];
-        dims[1] = x.dim(1)?;
-        Ok(dims)
-    }
-
     /// `(x − mean) · inv_std · weight + bias` as one per-channel affine map (`mean`, `inv_std` `[C]`).
     fn normalise(&self, x: &Tensor, mean: &Tensor, inv_std: &Tensor) -> Result<Tensor> {
         let scale = match &self.weight {
@@ -160,8 +151,7 @@ impl BatchNorm {
 
     /// Training-mode forward: batch statistics, running statistics updated in place.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = Self::channel_shape(x)?;
-        let c = dims[1];
+        let c = broadcast_dims(x)?[1];
         // [C, N] view: channels first, everything else flattened
         let xc = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
         let n = xc.dim(1)?;
@@ -190,7 +180,6 @@ impl BatchNorm {
 
 impl Module for BatchNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Self::channel_shape(x)?;
         let inv_std = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?;
         self.normalise(x, self.running_mean.as_tensor(), &inv_std)
     }
