@@ -25,6 +25,7 @@ fn face(name: &str, backbone: TrainIResNetConfig, batch: usize, steps: usize) ->
         weight_decay: 5e-4,
         clip_grad_norm: None,
         seed: 1,
+        replicas: 1,
     })?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 8).collect();

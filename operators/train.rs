@@ -78,6 +78,12 @@ const PARAMS: &[ParamDoc] = &[
         doc: "face-recognition: probability of TFace's RandomResizedCrop(scale 0.2–1) (TFace: 0.2)",
     },
     ParamDoc { name: "clip_grad_norm", ty: "number", default: "none", doc: "clip the global gradient norm" },
+    ParamDoc {
+        name: "replicas",
+        ty: "integer",
+        default: "1",
+        doc: "face-recognition: data-parallel threads per step, each on its part of the batch (BatchNorm statistics per part)",
+    },
     ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
     ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition: decoded image side" },
     ParamDoc {
@@ -218,6 +224,9 @@ pub struct TrainParams {
     /// Gradient clipping.
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
+    /// Data-parallel replicas per step (face recognition).
+    #[serde(default = "one")]
+    pub replicas: usize,
     /// Input column.
     #[serde(default)]
     pub column: Option<String>,
@@ -298,6 +307,9 @@ fn default_codebook_decay() -> f64 {
 fn default_batch() -> usize {
     32
 }
+fn one() -> usize {
+    1
+}
 fn yes() -> bool {
     true
 }
@@ -355,6 +367,21 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }
     if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
         return Err(err("clip_grad_norm", "must be positive".into()));
+    }
+    if p.replicas == 0 {
+        return Err(err("replicas", "must be at least 1".into()));
+    }
+    if p.replicas > 1 && p.task != TrainTask::FaceRecognition {
+        return Err(err("replicas", "data-parallel replicas apply to task: face-recognition only".into()));
+    }
+    if p.batch_size / p.replicas < 2 {
+        return Err(err(
+            "replicas",
+            format!(
+                "batch_size {} gives each of {} replicas fewer than 2 rows (BatchNorm needs batch statistics)",
+                p.batch_size, p.replicas
+            ),
+        ));
     }
     if p.task != TrainTask::FaceRecognition && !p.eval.is_empty() {
         return Err(err("eval", "verification benchmarks apply to task: face-recognition only".into()));

@@ -200,6 +200,30 @@ fn bad_train_parameters_are_config_errors() {
     let out = idflow(dir.path(), &["validate", p.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("epochs"), "{err}");
+    for (name, extra, needle) in
+        [("bad3.yaml", "    replicas: 0\n", "must be at least 1"), ("bad4.yaml", "    replicas: 17\n", "fewer than 2 rows")]
+    {
+        let p = write_pipeline(dir.path(), name, &pipeline(&dir.path().join("m"), &dir.path().join("s"), 2, extra));
+        let out = idflow(dir.path(), &["validate", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("node `trained`") && err.contains("replicas") && err.contains(needle),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn two_data_parallel_replicas_learn_the_toy_identities_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |name: &str| pipeline(&dir.path().join(format!("m-{name}")), &dir.path().join(format!("s-{name}")), 6, "    replicas: 2\n");
+    run(dir.path(), "a.yaml", &text("a"));
+    run(dir.path(), "b.yaml", &text("b").replace("workers: 2", "workers: 1"));
+    let (a, b) = (stats(&dir.path().join("s-a")), stats(&dir.path().join("s-b")));
+    assert_eq!(a, b, "the replicas' result depends on the worker count");
+    let (first, last) = (a[0], a[a.len() - 1]);
+    assert!(last.2 < first.2 * 0.5, "loss did not fall: {first:?} -> {last:?}");
+    assert!(last.3 >= 0.9, "training accuracy {:.3} < 0.9 with two replicas: {a:?}", last.3);
 }
 
 #[test]

@@ -20,6 +20,13 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Whether rayon has more than one thread to spread a kernel's rows over. With one pool thread,
+/// callers on other threads (data-parallel training replicas) would queue behind each other on
+/// it, so the kernels then run on the calling thread.
+pub(crate) fn parallel_rows() -> bool {
+    rayon::current_num_threads() > 1
+}
+
 /// The geometry shared by `im2col` and `col2im`: an image batch `[batch, channels, height, width]`
 /// seen through a `kernel × kernel` window moved by `stride` over the image padded by `padding`,
 /// giving a `grid_h × grid_w` grid of window positions.
@@ -65,7 +72,7 @@ impl Window {
         let (k, gh, gw) = (self.kernel, self.grid_h, self.grid_w);
         let plane = self.height * self.width;
         let mut col = vec![0f32; self.rows() * self.cols()];
-        col.par_chunks_mut(self.cols()).enumerate().for_each(|(row, out)| {
+        let fill = |(row, out): (usize, &mut [f32])| {
             let (c, ky, kx) = (row / (k * k), (row / k) % k, row % k);
             for b in 0..self.batch {
                 let src = &image[(b * self.channels + c) * plane..][..plane];
@@ -81,7 +88,12 @@ impl Window {
                     }
                 }
             }
-        });
+        };
+        if parallel_rows() {
+            col.par_chunks_mut(self.cols()).enumerate().for_each(fill);
+        } else {
+            col.chunks_mut(self.cols()).enumerate().for_each(fill);
+        }
         col
     }
 
@@ -92,7 +104,7 @@ impl Window {
         let plane = self.height * self.width;
         let cols = self.cols();
         let mut image = vec![0f32; self.batch * self.channels * plane];
-        image.par_chunks_mut(plane).enumerate().for_each(|(bc, dst)| {
+        let add_back = |(bc, dst): (usize, &mut [f32])| {
             let (b, c) = (bc / self.channels, bc % self.channels);
             for ky in 0..k {
                 for kx in 0..k {
@@ -110,7 +122,12 @@ impl Window {
                     }
                 }
             }
-        });
+        };
+        if parallel_rows() {
+            image.par_chunks_mut(plane).enumerate().for_each(add_back);
+        } else {
+            image.chunks_mut(plane).enumerate().for_each(add_back);
+        }
         image
     }
 }

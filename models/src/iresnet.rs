@@ -10,15 +10,11 @@ use candle_nn::{Linear, VarBuilder};
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d_no_bias, subsample2d, BatchNorm, PRelu};
+use crate::layers::{conv2d_no_bias, subsample2d, BatchNorm, NormMode, PRelu};
 
 /// Eval-mode (running statistics) or training-mode (batch statistics) BatchNorm.
-fn bn(norm: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
-    if train {
-        norm.forward_train(x)
-    } else {
-        norm.forward(x)
-    }
+fn bn(norm: &BatchNorm, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+    norm.forward_mode(x, mode)
 }
 
 /// Keyed inverted dropout (`torch.nn.Dropout`): zero with probability `p`, scale by `1/(1 − p)`.
@@ -125,13 +121,13 @@ impl IBasicBlock {
 }
 
 impl IBasicBlock {
-    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = bn(&self.bn1, x, train)?;
-        let out = bn(&self.bn2, &self.conv1.forward(&out)?, train)?;
+    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        let out = bn(&self.bn1, x, mode)?;
+        let out = bn(&self.bn2, &self.conv1.forward(&out)?, mode)?;
         let out = self.prelu.forward(&out)?;
-        let out = bn(&self.bn3, &self.conv2.forward(&out)?, train)?;
+        let out = bn(&self.bn3, &self.conv2.forward(&out)?, mode)?;
         let identity = match &self.downsample {
-            Some((conv, norm)) => bn(norm, &conv.forward(x)?, train)?,
+            Some((conv, norm)) => bn(norm, &conv.forward(x)?, mode)?,
             None => x.clone(),
         };
         out + identity
@@ -179,27 +175,27 @@ impl IResNet {
 }
 
 impl IResNet {
-    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.prelu.forward(&bn(&self.bn1, &self.conv1.forward(x)?, train)?)?;
+    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        let mut h = self.prelu.forward(&bn(&self.bn1, &self.conv1.forward(x)?, mode)?)?;
         for stage in &self.stages {
             for block in stage {
-                h = block.run(&h, train)?;
+                h = block.run(&h, mode)?;
             }
         }
-        let h = bn(&self.bn2, &h, train)?.flatten_from(1)?;
-        bn(&self.features, &self.fc.forward(&h)?, train)
+        let h = bn(&self.bn2, &h, mode)?.flatten_from(1)?;
+        bn(&self.features, &self.fc.forward(&h)?, mode)
     }
 
     /// Training-mode forward: BatchNorms use batch statistics and update their running ones.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, true)
+        self.run(x, NormMode::TRAIN)
     }
 }
 
 impl Module for IResNet {
     /// `[B, 3, 112, 112]` → `[B, num_features]` (raw features, before L2 normalisation).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, false)
+        self.run(x, NormMode::Running)
     }
 }
 
@@ -238,12 +234,12 @@ impl BasicBlockIr {
 }
 
 impl BasicBlockIr {
-    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
         let (bn0, c1, bn2, p3, c4, bn5) = &self.res;
-        let r = bn(bn2, &c1.forward(&bn(bn0, x, train)?)?, train)?;
-        let r = bn(bn5, &c4.forward(&p3.forward(&r)?)?, train)?;
+        let r = bn(bn2, &c1.forward(&bn(bn0, x, mode)?)?, mode)?;
+        let r = bn(bn5, &c4.forward(&p3.forward(&r)?)?, mode)?;
         let shortcut = match &self.shortcut {
-            Some((conv, norm)) => bn(norm, &conv.forward(x)?, train)?,
+            Some((conv, norm)) => bn(norm, &conv.forward(x)?, mode)?,
             None if self.stride > 1 => subsample2d(x, self.stride)?,
             None => x.clone(),
         };
@@ -289,31 +285,36 @@ impl IrBackbone {
 }
 
 impl IrBackbone {
-    fn run(&self, x: &Tensor, dropout_rng: Option<&mut KeyedRng>) -> Result<Tensor> {
-        let train = dropout_rng.is_some();
+    fn run(&self, x: &Tensor, mode: NormMode, dropout_rng: Option<&mut KeyedRng>) -> Result<Tensor> {
         let (conv, norm, prelu) = &self.input;
-        let mut h = prelu.forward(&bn(norm, &conv.forward(x)?, train)?)?;
+        let mut h = prelu.forward(&bn(norm, &conv.forward(x)?, mode)?)?;
         for block in &self.body {
-            h = block.run(&h, train)?;
+            h = block.run(&h, mode)?;
         }
         let (bn2d, fc, bn1d) = &self.output;
-        let mut h = bn(bn2d, &h, train)?;
+        let mut h = bn(bn2d, &h, mode)?;
         if let Some(rng) = dropout_rng {
             h = dropout(&h, self.dropout, rng)?;
         }
-        bn(bn1d, &fc.forward(&h.flatten_from(1)?)?, train)
+        bn(bn1d, &fc.forward(&h.flatten_from(1)?)?, mode)
     }
 
     /// Training-mode forward: batch-statistics BatchNorms (running statistics updated) and
     /// TFace's Dropout(0.4) before the final Linear, with the dropout mask drawn from `rng`.
     pub fn forward_train(&self, x: &Tensor, rng: &mut KeyedRng) -> Result<Tensor> {
-        self.run(x, Some(rng))
+        self.run(x, NormMode::TRAIN, Some(rng))
+    }
+
+    /// [`forward_train`](Self::forward_train) of one data-parallel replica: batch statistics,
+    /// running statistics updated only when `update_running`.
+    pub fn forward_train_replica(&self, x: &Tensor, rng: &mut KeyedRng, update_running: bool) -> Result<Tensor> {
+        self.run(x, NormMode::Batch { update_running }, Some(rng))
     }
 }
 
 impl Module for IrBackbone {
     /// `[B, 3, 112, 112]` → `[B, 512]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, None)
+        self.run(x, NormMode::Running, None)
     }
 }

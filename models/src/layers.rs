@@ -101,6 +101,25 @@ impl Module for Pointwise {
     }
 }
 
+/// Which statistics a [`BatchNorm`] normalises with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormMode {
+    /// Eval mode: the running statistics.
+    Running,
+    /// Training mode: the batch statistics; with `update_running` the running statistics move
+    /// towards them (PyTorch's momentum update). Data-parallel replicas other than the first
+    /// leave them alone, like PyTorch DDP without SyncBatchNorm.
+    Batch {
+        /// Whether the running statistics are updated.
+        update_running: bool,
+    },
+}
+
+impl NormMode {
+    /// Plain training mode: batch statistics, running statistics updated.
+    pub const TRAIN: NormMode = NormMode::Batch { update_running: true };
+}
+
 /// `torch.nn.BatchNorm{1,2}d`.
 ///
 /// Eval mode ([`Module::forward`]) normalises with the running statistics; training mode
@@ -151,6 +170,18 @@ impl BatchNorm {
 
     /// Training-mode forward: batch statistics, running statistics updated in place.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mode(x, NormMode::TRAIN)
+    }
+
+    /// Forward in the given [`NormMode`].
+    pub fn forward_mode(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        match mode {
+            NormMode::Running => self.forward(x),
+            NormMode::Batch { update_running } => self.forward_batch(x, update_running),
+        }
+    }
+
+    fn forward_batch(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
         let c = broadcast_dims(x)?[1];
         // [C, N] view: channels first, everything else flattened
         let xc = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
@@ -163,6 +194,9 @@ impl BatchNorm {
         let var = centred.sqr()?.mean_keepdim(1)?;
         let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
         let normed = self.normalise(x, &mean.flatten_all()?, &inv_std.flatten_all()?)?;
+        if !update_running {
+            return Ok(normed);
+        }
         let m = self.momentum;
         let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;

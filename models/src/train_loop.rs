@@ -5,6 +5,7 @@
 //! * [`backbone`] — an IResNet with configurable widths and input size (toy-world training);
 //! * [`optim`] — SGD (momentum, BN-free weight decay), Adam, gradient clipping;
 //! * [`schedule`] — learning-rate schedules and the EMA warm-up;
+//! * [`replicas`] — data-parallel replicas of one step (threads over parts of the batch);
 //! * [`state`] — keyed initialisation, EMA, loading state back, safetensors in memory;
 //! * [`face`], [`diffusion`], [`autoencoder`] — one optimiser step of each task plus its
 //!   checkpoint tensors.
@@ -14,6 +15,7 @@ pub mod backbone;
 pub mod diffusion;
 pub mod face;
 pub mod optim;
+pub mod replicas;
 pub mod schedule;
 pub mod state;
 

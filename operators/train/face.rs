@@ -205,6 +205,7 @@ pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, workers: usize, exampl
         weight_decay: p.weight_decay,
         clip_grad_norm: p.clip_grad_norm,
         seed,
+        replicas: p.replicas,
     })
     .map_err(|e| e.to_string())?;
     let ckpt_path = p.output.join(CHECKPOINT);

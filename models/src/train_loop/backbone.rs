@@ -18,7 +18,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{BatchNorm, PRelu};
+use crate::layers::{BatchNorm, NormMode, PRelu};
 
 /// BatchNorm epsilon (PyTorch's default, as the official IResNet).
 const BN_EPS: f64 = 1e-5;
@@ -141,12 +141,8 @@ fn prelu(channels: usize, vb: VarBuilder) -> Result<PRelu> {
     PRelu::new(channels, vb)
 }
 
-fn norm(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
-    if train {
-        bn.forward_train(x)
-    } else {
-        bn.forward(x)
-    }
+fn norm(x: &Tensor, bn: &BatchNorm, mode: NormMode) -> Result<Tensor> {
+    bn.forward_mode(x, mode)
 }
 
 impl Block {
@@ -168,13 +164,13 @@ impl Block {
         })
     }
 
-    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = norm(x, &self.bn1, train)?;
-        let out = norm(&self.conv1.forward(&out)?, &self.bn2, train)?;
+    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        let out = norm(x, &self.bn1, mode)?;
+        let out = norm(&self.conv1.forward(&out)?, &self.bn2, mode)?;
         let out = self.prelu.forward(&out)?;
-        let out = norm(&self.conv2.forward(&out)?, &self.bn3, train)?;
+        let out = norm(&self.conv2.forward(&out)?, &self.bn3, mode)?;
         let identity = match &self.downsample {
-            Some((conv, bn)) => norm(&conv.forward(x)?, bn, train)?,
+            Some((conv, bn)) => norm(&conv.forward(x)?, bn, mode)?,
             None => x.clone(),
         };
         out + identity
@@ -223,26 +219,32 @@ impl TrainIResNet {
         })
     }
 
-    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.prelu.forward(&norm(&self.conv1.forward(x)?, &self.bn1, train)?)?;
+    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        let mut h = self.prelu.forward(&norm(&self.conv1.forward(x)?, &self.bn1, mode)?)?;
         for stage in &self.stages {
             for block in stage {
-                h = block.run(&h, train)?;
+                h = block.run(&h, mode)?;
             }
         }
-        let h = norm(&h, &self.bn2, train)?.flatten_from(1)?;
-        norm(&self.fc.forward(&h)?, &self.features, train)
+        let h = norm(&h, &self.bn2, mode)?.flatten_from(1)?;
+        norm(&self.fc.forward(&h)?, &self.features, mode)
     }
 
     /// Training mode: batch-statistics BatchNorms, running statistics updated.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, true)
+        self.run(x, NormMode::TRAIN)
+    }
+
+    /// [`forward_train`](Self::forward_train) of one data-parallel replica: batch statistics,
+    /// running statistics updated only when `update_running`.
+    pub fn forward_train_replica(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
+        self.run(x, NormMode::Batch { update_running })
     }
 }
 
 impl Module for TrainIResNet {
     /// Eval mode: `[B, 3, S, S]` → `[B, num_features]` raw features.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, false)
+        self.run(x, NormMode::Running)
     }
 }

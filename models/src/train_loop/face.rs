@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backbone::{TrainIResNet, TrainIResNetConfig};
 use super::optim::{clip_grad_norm, params, Sgd};
+use super::replicas::{run_replicas, split_rows, sum_gradients};
 use super::state::{keyed_init, load_into, named_vars};
 use crate::error::{input_error, Result};
 use crate::heads::{Margin, MarginHead};
@@ -73,6 +74,11 @@ pub struct FaceTrainConfig {
     pub clip_grad_norm: Option<f64>,
     /// Seed of initialisation, dropout and elastic margins.
     pub seed: u64,
+    /// Data-parallel replicas per step (see [`super::replicas`]): the batch is split into this
+    /// many parts, each with its own thread and its own BatchNorm batch statistics (the running
+    /// statistics follow the first part), and the gradients are averaged. 1 = the whole batch on
+    /// one thread. Results depend on this number, not on the machine.
+    pub replicas: usize,
 }
 
 enum Backbone {
@@ -112,6 +118,9 @@ impl FaceTrainer {
         if config.classes == 0 {
             return Err(input_error("classes", "need at least one identity"));
         }
+        if config.replicas == 0 {
+            return Err(input_error("replicas", "need at least one replica"));
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let backbone = match &config.backbone {
@@ -140,12 +149,14 @@ impl FaceTrainer {
         self.step
     }
 
-    fn features_train(&self, images: &Tensor) -> Result<Tensor> {
+    /// Training-mode features of replica `replica`'s rows (its BatchNorms update the running
+    /// statistics only for replica 0; its dropout mask is keyed by the replica).
+    fn features_train(&self, images: &Tensor, replica: usize) -> Result<Tensor> {
         Ok(match &self.backbone {
-            Backbone::Iresnet(n) => n.forward_train(images)?,
+            Backbone::Iresnet(n) => n.forward_train_replica(images, replica == 0)?,
             Backbone::Ir(n) => {
-                let mut rng = KeyedRng::new(&[self.config.seed, 0xd20, self.step]);
-                n.forward_train(images, &mut rng)?
+                let mut rng = KeyedRng::new(&replica_key(&[self.config.seed, 0xd20, self.step], replica));
+                n.forward_train_replica(images, &mut rng, replica == 0)?
             }
         })
     }
@@ -167,21 +178,35 @@ impl FaceTrainer {
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.config.classes) {
             return Err(input_error("labels", format!("identity {bad} out of range for {} classes", self.config.classes)));
         }
-        let feats = self.features_train(images)?;
-        let label_t = Tensor::from_vec(labels.to_vec(), b, &Device::Cpu)?;
-        let mut rng = KeyedRng::new(&[self.config.seed, 0x3a7, self.step]);
-        let logits = self.head.logits(&feats, &label_t, Some(&mut rng))?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &label_t)?;
-        let predicted: Vec<u32> = self.head.cos_theta(&feats)?.argmax(1)?.to_vec1()?;
-        let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
-        let mut grads = loss.backward()?;
+        let parts = split_rows(b, self.config.replicas);
+        let single = parts.len() == 1;
+        let outcomes = run_replicas(&parts, |replica, rows| {
+            let x = if single { images.clone() } else { images.narrow(0, rows.start, rows.len())? };
+            let labels = &labels[rows.clone()];
+            let feats = self.features_train(&x, replica)?;
+            let label_t = Tensor::from_vec(labels.to_vec(), labels.len(), &Device::Cpu)?;
+            let mut rng = KeyedRng::new(&replica_key(&[self.config.seed, 0x3a7, self.step], replica));
+            let logits = self.head.logits(&feats, &label_t, Some(&mut rng))?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &label_t)?;
+            let predicted: Vec<u32> = self.head.cos_theta(&feats)?.argmax(1)?.to_vec1()?;
+            let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+            // each part's mean loss weighted by its share of the batch: the summed gradient is
+            // the gradient of the whole batch's mean loss
+            let share = rows.len() as f64 / b as f64;
+            let grads = if single { loss.backward()? } else { loss.affine(share, 0.0)?.backward()? };
+            let loss: f64 = loss.to_dtype(DType::F64)?.to_scalar()?;
+            Ok((loss * share, correct, grads))
+        })?;
+        let loss = outcomes.iter().map(|o| o.0).sum();
+        let correct = outcomes.iter().map(|o| o.1).sum();
+        let mut grads = sum_gradients(outcomes.into_iter().map(|o| o.2).collect(), self.sgd.params())?;
         let grad_norm = match self.config.clip_grad_norm {
             Some(max) => Some(clip_grad_norm(self.sgd.params(), &mut grads, max)?),
             None => None,
         };
         self.sgd.step(&grads, lr)?;
         self.step += 1;
-        Ok(StepStats { loss: loss.to_dtype(DType::F64)?.to_scalar()?, correct, rows: b, grad_norm })
+        Ok(StepStats { loss, correct, rows: b, grad_norm })
     }
 
     /// Backbone tensors under the official state-dict keys (what `embed` loads).
@@ -204,4 +229,14 @@ impl FaceTrainer {
         self.step = step;
         Ok(())
     }
+}
+
+/// A random-stream key for `replica`: the single-replica key itself for replica 0, so one
+/// replica reproduces the plain step exactly.
+fn replica_key(key: &[u64], replica: usize) -> Vec<u64> {
+    let mut key = key.to_vec();
+    if replica > 0 {
+        key.push(replica as u64);
+    }
+    key
 }

@@ -131,6 +131,7 @@ fn published_topology_backbone_loads_into_the_inference_iresnet() {
         weight_decay: 5e-4,
         clip_grad_norm: None,
         seed: 2,
+        replicas: 1,
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -399,4 +400,86 @@ fn unet_gradients_match_finite_differences() {
             assert!((fd - g[idx]).abs() <= 1e-5 + 1e-4 * fd.abs(), "{name}[{idx}]: autograd {} vs finite difference {fd}", g[idx]);
         }
     }
+}
+
+fn replica_trainer(replicas: usize) -> FaceTrainer {
+    FaceTrainer::new(FaceTrainConfig {
+        backbone: BackboneConfig::Iresnet(tiny_backbone()),
+        classes: 3,
+        scale: 16.0,
+        margin: crate::heads::Margin::ArcFace { m: 0.3, threshold: true, easy_margin: false },
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        clip_grad_norm: None,
+        seed: 5,
+        replicas,
+    })
+    .unwrap()
+}
+
+fn state_map(t: &FaceTrainer) -> BTreeMap<String, Vec<f32>> {
+    t.state().into_iter().map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect()
+}
+
+#[test]
+fn rows_split_into_near_equal_contiguous_replica_parts() {
+    use crate::train_loop::replicas::split_rows;
+    assert_eq!(split_rows(10, 3), vec![0..3, 3..6, 6..10]);
+    assert_eq!(split_rows(8, 2), vec![0..4, 4..8]);
+    assert_eq!(split_rows(3, 8), vec![0..1, 1..2, 2..3]);
+    assert_eq!(split_rows(5, 1), vec![0..5]);
+    assert!(split_rows(0, 2).is_empty());
+}
+
+/// With plain SGD's first step (momentum buffer = gradient), a two-replica step on `[x1; x2]`
+/// at rate `lr` must move every parameter by the sum of the moves of two single-replica steps,
+/// one on `x1` and one on `x2`, each at `lr / 2` from the same start; the running BatchNorm
+/// statistics must be the first half's alone.
+#[test]
+fn two_replica_step_is_the_sum_of_half_batch_steps() {
+    let x = normal(301, &[8, 3, 16, 16], DType::F32);
+    let labels = [0u32, 1, 2, 0, 1, 2, 2, 0];
+    let lr = 0.05;
+    let start = state_map(&replica_trainer(1));
+    let mut both = replica_trainer(2);
+    let stats = both.train_step(&x, &labels, lr).unwrap();
+    let mut first = replica_trainer(1);
+    let s1 = first.train_step(&x.narrow(0, 0, 4).unwrap(), &labels[..4], lr / 2.0).unwrap();
+    let mut second = replica_trainer(1);
+    let s2 = second.train_step(&x.narrow(0, 4, 4).unwrap(), &labels[4..], lr / 2.0).unwrap();
+    assert!((stats.loss - (s1.loss + s2.loss) / 2.0).abs() < 1e-5, "loss {} vs halves {} {}", stats.loss, s1.loss, s2.loss);
+    assert_eq!(stats.correct, s1.correct + s2.correct);
+    assert_eq!(stats.rows, 8);
+    let (got, a, b) = (state_map(&both), state_map(&first), state_map(&second));
+    let mut moved = 0;
+    for (name, v0) in &start {
+        if name.starts_with("momentum_buffer.") {
+            continue;
+        }
+        let want: Vec<f32> = if name.ends_with("running_mean") || name.ends_with("running_var") {
+            a[name].clone()
+        } else {
+            v0.iter().zip(&a[name]).zip(&b[name]).map(|((z, p), q)| p + q - z).collect()
+        };
+        let worst = got[name].iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        assert!(worst < 2e-5, "{name}: replicas differ from the summed half steps by {worst}");
+        moved += usize::from(got[name] != *v0);
+    }
+    assert!(moved > 20, "only {moved} tensors changed in the step");
+}
+
+#[test]
+fn replica_steps_are_reproducible_and_depend_on_the_split() {
+    let x = normal(302, &[6, 3, 16, 16], DType::F32);
+    let labels = [2u32, 1, 0, 0, 1, 2];
+    let run = |replicas: usize| {
+        let mut t = replica_trainer(replicas);
+        for _ in 0..2 {
+            t.train_step(&x, &labels, 0.05).unwrap();
+        }
+        state_map(&t)
+    };
+    assert_eq!(run(3), run(3), "three replicas gave different parameters on a rerun");
+    assert_ne!(run(3), run(1), "the replica split had no effect (BatchNorm statistics are per part)");
+    assert!(FaceTrainer::new(FaceTrainConfig { replicas: 0, ..replica_trainer(1).config().clone() }).is_err());
 }
