@@ -10,9 +10,8 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
-use crate::conv::{contiguous_f32, parallel_rows};
+use crate::conv::{contiguous_f32, for_each_row};
 
 /// The op: `(x [B, C, …], scale [C], shift [C]) → x · scale + shift`.
 struct ChannelAffine;
@@ -40,18 +39,13 @@ impl CustomOp3 for ChannelAffine {
         }
         let plane = dims[2..].iter().product::<usize>();
         let mut y = vec![0f32; x.len()];
-        let map = |(row, (out, inp)): (usize, (&mut [f32], &[f32]))| {
+        let plane = plane.max(1);
+        for_each_row(&mut y, plane, |row, out| {
             let (a, b) = (scale[row % channels], shift[row % channels]);
-            for (o, &v) in out.iter_mut().zip(inp) {
+            for (o, &v) in out.iter_mut().zip(&x[row * plane..]) {
                 *o = v * a + b;
             }
-        };
-        let plane = plane.max(1);
-        if parallel_rows() {
-            y.par_chunks_mut(plane).zip(x.par_chunks(plane)).enumerate().for_each(map);
-        } else {
-            y.chunks_mut(plane).zip(x.chunks(plane)).enumerate().for_each(map);
-        }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

@@ -20,11 +20,15 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether rayon has more than one thread to spread a kernel's rows over. With one pool thread,
-/// callers on other threads (data-parallel training replicas) would queue behind each other on
-/// it, so the kernels then run on the calling thread.
-pub(crate) fn parallel_rows() -> bool {
-    rayon::current_num_threads() > 1
+/// Runs `f(row, values)` over `data` cut into rows of `row_len`: on rayon's pool when it has more
+/// than one thread, else on the calling thread (with one pool thread, callers on other threads,
+/// such as data-parallel training replicas, would queue behind each other on it).
+pub(crate) fn for_each_row(data: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if rayon::current_num_threads() > 1 {
+        data.par_chunks_mut(row_len).enumerate().for_each(|(row, values)| f(row, values));
+    } else {
+        data.chunks_mut(row_len).enumerate().for_each(|(row, values)| f(row, values));
+    }
 }
 
 /// The geometry shared by `im2col` and `col2im`: an image batch `[batch, channels, height, width]`
@@ -72,7 +76,7 @@ impl Window {
         let (k, gh, gw) = (self.kernel, self.grid_h, self.grid_w);
         let plane = self.height * self.width;
         let mut col = vec![0f32; self.rows() * self.cols()];
-        let fill = |(row, out): (usize, &mut [f32])| {
+        for_each_row(&mut col, self.cols(), |row, out| {
             let (c, ky, kx) = (row / (k * k), (row / k) % k, row % k);
             for b in 0..self.batch {
                 let src = &image[(b * self.channels + c) * plane..][..plane];
@@ -88,12 +92,7 @@ impl Window {
                     }
                 }
             }
-        };
-        if parallel_rows() {
-            col.par_chunks_mut(self.cols()).enumerate().for_each(fill);
-        } else {
-            col.chunks_mut(self.cols()).enumerate().for_each(fill);
-        }
+        });
         col
     }
 
@@ -104,7 +103,7 @@ impl Window {
         let plane = self.height * self.width;
         let cols = self.cols();
         let mut image = vec![0f32; self.batch * self.channels * plane];
-        let add_back = |(bc, dst): (usize, &mut [f32])| {
+        for_each_row(&mut image, plane, |bc, dst| {
             let (b, c) = (bc / self.channels, bc % self.channels);
             for ky in 0..k {
                 for kx in 0..k {
@@ -122,12 +121,7 @@ impl Window {
                     }
                 }
             }
-        };
-        if parallel_rows() {
-            image.par_chunks_mut(plane).enumerate().for_each(add_back);
-        } else {
-            image.chunks_mut(plane).enumerate().for_each(add_back);
-        }
+        });
         image
     }
 }

@@ -61,15 +61,12 @@ where
 
 /// The replicas' gradients of `params` summed in replica order, in the first replica's store
 /// (parameters without a gradient in some replica are summed over those that have one).
-pub fn sum_gradients(mut stores: Vec<GradStore>, params: &[Param]) -> Result<GradStore> {
-    if stores.is_empty() {
-        return Err(candle_core::Error::Msg("no replica gradients to sum".into()).into());
-    }
-    let rest = stores.split_off(1);
-    let mut total = stores.pop().expect("one store left");
-    for p in params {
-        let var = p.var.as_tensor();
-        for store in &rest {
+pub fn sum_gradients(stores: Vec<GradStore>, params: &[Param]) -> Result<GradStore> {
+    let mut stores = stores.into_iter();
+    let mut total = stores.next().ok_or_else(|| candle_core::Error::Msg("no replica gradients to sum".into()))?;
+    for store in stores {
+        for p in params {
+            let var = p.var.as_tensor();
             let Some(g) = store.get(var) else { continue };
             let sum = match total.get(var) {
                 Some(acc) => (acc + g)?,
