@@ -1,5 +1,6 @@
 //! Per-channel affine maps `y[b, c, …] = x[b, c, …] · scale[c] + shift[c]` with a fast backward
-//! pass, and the norms built on them (GroupNorm here, BatchNorm and PReLU in [`crate::layers`]).
+//! pass, and the norms built on them (GroupNorm here, BatchNorm and PReLU in [`crate::layers`];
+//! on f32 CPU tensors the norms and PReLU take the fused ops of [`crate::fused`] instead).
 //!
 //! Written with candle's broadcasting ops, the gradient of a per-channel parameter is a sum over
 //! the batch and spatial axes of a `[B, C, H, W]` tensor, which candle 0.11 reduces element by
@@ -138,6 +139,9 @@ impl Module for GroupNorm {
         let dims = x.dims();
         if dims.len() < 3 || dims[1] != self.weight.dim(0)? {
             candle_core::bail!("GroupNorm over {} channels got input {:?}", self.weight.dim(0)?, dims);
+        }
+        if crate::fused::is_fusable(x) {
+            return crate::fused::group_norm(x, self.groups, &self.weight, &self.bias, self.eps);
         }
         let grouped = x.reshape((dims[0], self.groups, ()))?;
         let mean = grouped.mean_keepdim(2)?;

@@ -13,6 +13,7 @@ use candle_nn::{Init, VarBuilder};
 pub use crate::channel::GroupNorm;
 use crate::channel::{broadcast_dims, channel_affine};
 pub use crate::conv::{Conv2d, ConvTranspose2d};
+use crate::fused;
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
 pub fn conv2d(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -182,6 +183,9 @@ impl BatchNorm {
     }
 
     fn forward_batch(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
+        if fused::is_fusable(x) {
+            return self.forward_batch_fused(x, update_running);
+        }
         let c = broadcast_dims(x)?[1];
         // [C, N] view: channels first, everything else flattened
         let xc = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
@@ -203,6 +207,34 @@ impl BatchNorm {
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
+        Ok(normed)
+    }
+
+    /// [`Self::forward_batch`] through the fused CPU op ([`crate::fused`]).
+    fn forward_batch_fused(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
+        let (b, c) = (x.dim(0)?, broadcast_dims(x)?[1]);
+        let n = b * x.dims()[2..].iter().product::<usize>();
+        if n < 2 {
+            candle_core::bail!("BatchNorm training needs more than one value per channel, got {:?}", x.dims());
+        }
+        let (mean, var) = fused::channel_moments(x)?;
+        let eps = self.eps as f32;
+        let inv_std: Vec<f32> = var.iter().map(|v| (v + eps).sqrt().recip()).collect();
+        let normed = match (&self.weight, &self.bias) {
+            (Some(w), Some(bias)) => fused::batch_norm_train(x, w, bias, mean.clone(), inv_std)?,
+            _ => {
+                let ones = Tensor::ones(c, DType::F32, x.device())?;
+                let zeros = Tensor::zeros(c, DType::F32, x.device())?;
+                fused::batch_norm_train(x, &ones, &zeros, mean.clone(), inv_std)?
+            }
+        };
+        if update_running {
+            let m = self.momentum;
+            let mean = Tensor::from_vec(mean, c, x.device())?;
+            let unbiased = (Tensor::from_vec(var, c, x.device())? * (n as f64 / (n as f64 - 1.0)))?;
+            self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+            self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        }
         Ok(normed)
     }
 
@@ -234,6 +266,9 @@ impl PRelu {
 
 impl Module for PRelu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::is_fusable(x) {
+            return fused::prelu(x, &self.weight);
+        }
         x.relu()?.add(&channel_affine(&x.minimum(0f32)?, Some(&self.weight), None)?)
     }
 }

@@ -39,6 +39,7 @@ pub mod channel;
 pub mod checkpoint;
 pub mod conv;
 pub mod error;
+pub mod fused;
 pub mod heads;
 pub mod iresnet;
 pub mod layers;
