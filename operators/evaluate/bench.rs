@@ -402,7 +402,22 @@ mod fixture_tests {
         bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
+    /// Installs ONNX Runtime where the encoder looks for it when `ORT_DYLIB_PATH` is unset: the
+    /// venv `tests/py/ort_env.sh` makes in the cargo target folder (`$CARGO_TARGET_DIR`, else the
+    /// folder two levels above this test executable). Without it these tests depended on an
+    /// integration test having made the venv first, and failed on a fresh target folder.
+    fn ensure_runtime() {
+        static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        READY.get_or_init(|| {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/ort_env.sh");
+            let out =
+                std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        });
+    }
+
     fn tiny_encoder(flip: bool) -> Encoder {
+        ensure_runtime();
         let p = serde_json::from_value::<EncoderParams>(serde_json::json!({
             "checkpoint": reference("iresnet_tiny.pth"),
             "config": {"layers": [1, 1, 1, 1], "num_features": 16},
