@@ -409,7 +409,10 @@ mod fixture_tests {
     fn ensure_runtime() {
         static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         READY.get_or_init(|| {
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/ort_env.sh");
+            // the run-time variable first, like `reference`: a target folder reused by a clone at
+            // another path runs test binaries whose compile-time manifest path is stale
+            let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+            let script = PathBuf::from(root).join("tests/py/ort_env.sh");
             let out =
                 std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
             assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
