@@ -8,7 +8,7 @@ use super::{next_chunk, BuildContext, OpError, OpResult, Operator, OperatorInfo,
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use idflow_dataset::rng::derive_seed;
+use idflow_dataset::rng::{derive_seed, KeyedRng};
 use idflow_dataset::toy::{self, Difficulty, IdentityParams};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -32,6 +32,12 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "world", ty: "integer", default: "0", doc: "toy-world seed (identity traits depend on it, not on the pipeline seed)" },
     ParamDoc { name: "age", ty: "number", default: "0", doc: "age drift 0..1 (greying, wrinkles, shape drift)" },
     ParamDoc {
+        name: "age_max",
+        ty: "number",
+        default: "none",
+        doc: "when set, each sample's age is drawn uniformly from [age, age_max], keyed by (world, identity, sample)",
+    },
+    ParamDoc {
         name: "difficulty",
         ty: "map",
         default: "all 1.0",
@@ -54,9 +60,28 @@ struct Params {
     #[serde(default)]
     age: f32,
     #[serde(default)]
+    age_max: Option<f32>,
+    #[serde(default)]
     difficulty: Difficulty,
     #[serde(default = "default_batch_rows")]
     batch_rows: usize,
+}
+
+/// Key of the per-sample age draw, apart from the nuisance stream so that drawing ages does not
+/// change a sample's other nuisances.
+const AGE_STREAM: u64 = 0x6167_6573;
+
+impl Params {
+    /// The age of `(world identity, sample)`: `age`, or a keyed uniform draw in `[age, age_max]`.
+    fn sample_age(&self, world_identity: u64, sample: u32) -> f32 {
+        match self.age_max {
+            Some(max) if max > self.age => {
+                let mut rng = KeyedRng::new(&[self.world, world_identity, sample as u64, AGE_STREAM]);
+                rng.range(self.age as f64, max as f64) as f32
+            }
+            _ => self.age,
+        }
+    }
 }
 
 fn default_size() -> u32 {
@@ -73,6 +98,11 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }
     if !(0.0..=1.0).contains(&p.age) {
         return Err(ctx.node.error(Some("age"), "must be within 0..1"));
+    }
+    if let Some(max) = p.age_max {
+        if !(p.age..=1.0).contains(&max) {
+            return Err(ctx.node.error(Some("age_max"), format!("must be within age ({})..1, got {max}", p.age)));
+        }
     }
     if p.batch_rows == 0 {
         return Err(ctx.node.error(Some("batch_rows"), "must be at least 1"));
@@ -143,7 +173,8 @@ impl SourceTask for ToyTask {
         let mut params: Vec<Vec<f32>> = Vec::new();
         for &(identity, sample) in &rows {
             let world_identity = self.p.identity_offset + identity as u64;
-            let png = toy::render_png(self.p.world, world_identity, sample as u64, self.p.age, self.p.size, &self.p.difficulty)
+            let age = self.p.sample_age(world_identity, sample);
+            let png = toy::render_png(self.p.world, world_identity, sample as u64, age, self.p.size, &self.p.difficulty)
                 .map_err(|e| OpError::new(format!("node `{}`: identity {identity} sample {sample}: {e}", self.node)))?;
             images.push(png);
             let cols = IdentityParams::draw(self.p.world, world_identity).columns();

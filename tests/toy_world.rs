@@ -59,6 +59,50 @@ fn toy_faces_are_deterministic_across_worker_counts() {
 }
 
 #[test]
+fn age_range_draws_a_keyed_age_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut runs = Vec::new();
+    for workers in [1, 2] {
+        let out = d.join(format!("out{workers}"));
+        write_pipeline(
+            d,
+            "p.yaml",
+            &format!(
+                "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 3\n    size: 32\n    identity_offset: 10\n    age: 0.2\n    age_max: 0.9\n  out:\n    op: write-records\n    input: faces\n    path: {}\n",
+                out.display()
+            ),
+        );
+        run_ok(d, &["run", "p.yaml", "-q", "-w", &workers.to_string()]);
+        runs.push(toy_rows(&out));
+    }
+    assert_eq!(runs[0], runs[1]);
+    // every image is the library's render at the age drawn from (world, identity, sample)
+    let mut ages = Vec::new();
+    for (identity, sample, png, _) in &runs[0] {
+        let world_identity = 10 + *identity as u64;
+        let mut rng = idflow_dataset::rng::KeyedRng::new(&[0, world_identity, *sample as u64, 0x6167_6573]);
+        let age = rng.range(0.2, 0.9) as f32;
+        assert!((0.2..=0.9).contains(&age));
+        let lib = idflow_dataset::toy::render_png(0, world_identity, *sample as u64, age, 32, &Default::default()).unwrap();
+        assert_eq!(png, &lib, "identity {identity} sample {sample}");
+        ages.push(age);
+    }
+    let spread = ages.iter().cloned().fold(f32::MIN, f32::max) - ages.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.3, "ages {ages:?}");
+
+    write_pipeline(
+        d,
+        "bad.yaml",
+        "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    age: 0.5\n    age_max: 0.4\n  out:\n    op: write-records\n    input: faces\n    path: out\n",
+    );
+    let out = idflow(d, &["validate", "bad.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr.contains("node `faces`") && stderr.contains("age_max"), "{stderr}");
+}
+
+#[test]
 fn difficulty_knobs_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     write_pipeline(
