@@ -24,7 +24,7 @@ train_seconds() { # binary, pipeline, overrides... -> busy seconds of the train 
 }
 
 encoder=(pipelines/toy/train-encoder.yaml --set nodes.faces.identities=256 --set nodes.faces.images_per_identity=20
-    --set nodes.trained.epochs=1 --set 'nodes.trained.eval=[]')
+    --set nodes.trained.epochs=1 --set 'nodes.trained.eval=[]' --set nodes.trained.replicas=1)
 ldm=(pipelines/toy/train-ldm.yaml --set nodes.faces.identities=100 --set nodes.trained.epochs=1)
 
 echo "| workload | baseline s | candidate s | speed-up |"

@@ -4,7 +4,7 @@
 #   1. the toy benchmarks at 32 px;
 #   2. the CPD-0 ablation LDM: the committed models/toy/ldm-cpd0 (pipelines/toy/train-ldm.yaml
 #      with cpd 0, otherwise identical); with TOY_CPD0_LDM set to another folder, it is trained
-#      there first when that folder has no weights (about 15 more minutes);
+#      there first when that folder has no weights (about 30 more minutes);
 #   3. pipelines/toy/reproduce.yaml: five training sets, five recognizers, dataset metrics;
 #   4. the two tables (recognition accuracy in the seed's layout, dataset metrics).
 # Everything is written under ${IDFLOW_OUT:-out}/toy; the tables go to
