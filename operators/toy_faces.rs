@@ -8,7 +8,7 @@ use super::{next_chunk, BuildContext, OpError, OpResult, Operator, OperatorInfo,
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use idflow_dataset::rng::{derive_seed, KeyedRng};
+use idflow_dataset::rng::derive_seed;
 use idflow_dataset::toy::{self, Difficulty, IdentityParams};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -67,20 +67,11 @@ struct Params {
     batch_rows: usize,
 }
 
-/// Key of the per-sample age draw, apart from the nuisance stream so that drawing ages does not
-/// change a sample's other nuisances.
-const AGE_STREAM: u64 = 0x6167_6573;
-
 impl Params {
-    /// The age of `(world identity, sample)`: `age`, or a keyed uniform draw in `[age, age_max]`.
+    /// The age of `(world identity, sample)`: `age`, or the toy world's keyed draw in
+    /// `[age, age_max]`.
     fn sample_age(&self, world_identity: u64, sample: u32) -> f32 {
-        match self.age_max {
-            Some(max) if max > self.age => {
-                let mut rng = KeyedRng::new(&[self.world, world_identity, sample as u64, AGE_STREAM]);
-                rng.range(self.age as f64, max as f64) as f32
-            }
-            _ => self.age,
-        }
+        toy::sample_age(self.world, world_identity, sample as u64, self.age, self.age_max.unwrap_or(self.age))
     }
 }
 

@@ -12,7 +12,10 @@ fn run_ok(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "idflow {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn toy_rows(dir: &Path) -> Vec<(u32, u32, Vec<u8>, f32)> {
+/// One written toy face: identity, sample, PNG bytes and the identity's skin tone.
+type ToyRow = (u32, u32, Vec<u8>, f32);
+
+fn toy_rows(dir: &Path) -> Vec<ToyRow> {
     let mut v = Vec::new();
     for b in read_batches(dir) {
         let id = b.column_by_name("identity").unwrap().as_primitive::<UInt32Type>().clone();
@@ -27,24 +30,27 @@ fn toy_rows(dir: &Path) -> Vec<(u32, u32, Vec<u8>, f32)> {
     v
 }
 
+/// Runs a `toy-faces` node with the given YAML parameter lines (each indented as under the node)
+/// into a `write-records` sink once per worker count, and returns each run's rows.
+fn toy_faces_runs(d: &Path, params: &str, worker_counts: [usize; 2]) -> [Vec<ToyRow>; 2] {
+    worker_counts.map(|workers| {
+        let out = d.join(format!("out{workers}"));
+        let yaml = format!(
+            "name: t\nnodes:\n  faces:\n    op: toy-faces\n{params}  out:\n    op: write-records\n    input: faces\n    path: {}\n",
+            out.display()
+        );
+        write_pipeline(d, "p.yaml", &yaml);
+        run_ok(d, &["run", "p.yaml", "-q", "-w", &workers.to_string()]);
+        toy_rows(&out)
+    })
+}
+
 #[test]
 fn toy_faces_are_deterministic_across_worker_counts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut runs = Vec::new();
-    for workers in [1, 3] {
-        let out = d.join(format!("out{workers}"));
-        write_pipeline(
-            d,
-            "p.yaml",
-            &format!(
-                "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 6\n    images_per_identity: 3\n    size: 32\n    identity_offset: 100\n    batch_rows: 4\n  out:\n    op: write-records\n    input: faces\n    path: {}\n",
-                out.display()
-            ),
-        );
-        run_ok(d, &["run", "p.yaml", "-q", "-w", &workers.to_string()]);
-        runs.push(toy_rows(&out));
-    }
+    let params = "    identities: 6\n    images_per_identity: 3\n    size: 32\n    identity_offset: 100\n    batch_rows: 4\n";
+    let runs = toy_faces_runs(d, params, [1, 3]);
     assert_eq!(runs[0], runs[1]);
     let rows = &runs[0];
     assert_eq!(rows.len(), 18);
@@ -62,32 +68,19 @@ fn toy_faces_are_deterministic_across_worker_counts() {
 fn age_range_draws_a_keyed_age_per_sample() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut runs = Vec::new();
-    for workers in [1, 2] {
-        let out = d.join(format!("out{workers}"));
-        write_pipeline(
-            d,
-            "p.yaml",
-            &format!(
-                "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 3\n    size: 32\n    identity_offset: 10\n    age: 0.2\n    age_max: 0.9\n  out:\n    op: write-records\n    input: faces\n    path: {}\n",
-                out.display()
-            ),
-        );
-        run_ok(d, &["run", "p.yaml", "-q", "-w", &workers.to_string()]);
-        runs.push(toy_rows(&out));
-    }
+    let params = "    identities: 4\n    images_per_identity: 3\n    size: 32\n    identity_offset: 10\n    age: 0.2\n    age_max: 0.9\n";
+    let runs = toy_faces_runs(d, params, [1, 2]);
     assert_eq!(runs[0], runs[1]);
-    // every image is the library's render at the age drawn from (world, identity, sample)
+    // every image is the library's render at the toy world's age draw for (world, identity, sample)
     let mut ages = Vec::new();
     for (identity, sample, png, _) in &runs[0] {
         let world_identity = 10 + *identity as u64;
-        let mut rng = idflow_dataset::rng::KeyedRng::new(&[0, world_identity, *sample as u64, 0x6167_6573]);
-        let age = rng.range(0.2, 0.9) as f32;
-        assert!((0.2..=0.9).contains(&age));
+        let age = idflow_dataset::toy::sample_age(0, world_identity, *sample as u64, 0.2, 0.9);
         let lib = idflow_dataset::toy::render_png(0, world_identity, *sample as u64, age, 32, &Default::default()).unwrap();
         assert_eq!(png, &lib, "identity {identity} sample {sample}");
         ages.push(age);
     }
+    // the ages differ between samples, so the images are not all rendered at one age
     let spread = ages.iter().cloned().fold(f32::MIN, f32::max) - ages.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 0.3, "ages {ages:?}");
 

@@ -84,6 +84,24 @@ fn identity_parameters_do_not_depend_on_samples() {
 }
 
 #[test]
+fn sample_ages_are_keyed_uniform_draws_in_their_range() {
+    let ages: Vec<f32> = (0..400).map(|s| toy::sample_age(3, 7, s, 0.2, 0.9)).collect();
+    assert!(ages.iter().all(|a| (0.2..=0.9).contains(a)), "{ages:?}");
+    // the same key gives the same age; another world or identity gives other ages
+    assert_eq!(ages, (0..400).map(|s| toy::sample_age(3, 7, s, 0.2, 0.9)).collect::<Vec<_>>());
+    assert_ne!(ages, (0..400).map(|s| toy::sample_age(4, 7, s, 0.2, 0.9)).collect::<Vec<_>>());
+    assert_ne!(ages, (0..400).map(|s| toy::sample_age(3, 8, s, 0.2, 0.9)).collect::<Vec<_>>());
+    // uniform over the range: mean 0.55 (standard error 0.01 at 400 draws), both ends reached
+    let mean = ages.iter().sum::<f32>() / ages.len() as f32;
+    assert!((mean - 0.55).abs() < 0.04, "mean {mean}");
+    let (lo, hi) = ages.iter().fold((1.0f32, 0.0f32), |(lo, hi), &a| (lo.min(a), hi.max(a)));
+    assert!(lo < 0.25 && hi > 0.85, "range {lo}..{hi}");
+    // an empty range is its lower end
+    assert_eq!(toy::sample_age(3, 7, 0, 0.4, 0.4), 0.4);
+    assert_eq!(toy::sample_age(3, 7, 0, 0.4, 0.1), 0.4);
+}
+
+#[test]
 fn identity_parameters_stay_in_documented_ranges() {
     let mut seen_glasses = 0;
     let mut seen_beard = 0;

@@ -23,7 +23,7 @@ pub mod raster;
 use image::RgbImage;
 
 pub use identity::{HairStyle, IdentityParams, Mole};
-pub use nuisance::{Difficulty, NuisanceParams};
+pub use nuisance::{sample_age, Difficulty, NuisanceParams};
 
 /// Default image side, pixels.
 pub const DEFAULT_SIZE: u32 = 64;

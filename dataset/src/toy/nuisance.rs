@@ -12,6 +12,20 @@ use super::draw::{clamped_normal, symmetric, uniform, weighted};
 /// Extra key part that separates nuisance streams from identity streams.
 pub const NUISANCE_STREAM: u64 = 0x6e75_6973;
 
+/// Extra key part of the per-sample age draw, apart from [`NUISANCE_STREAM`] so that drawing ages
+/// leaves a sample's other nuisances unchanged.
+pub const AGE_STREAM: u64 = 0x6167_6573;
+
+/// The age of sample `sample` of `identity` in world `world_seed` when ages range over
+/// `[lo, hi]`: a uniform draw keyed by `(world_seed, identity, sample, AGE_STREAM)`, or `lo` when
+/// the range is empty (`hi <= lo`).
+pub fn sample_age(world_seed: u64, identity: u64, sample: u64, lo: f32, hi: f32) -> f32 {
+    if hi <= lo {
+        return lo;
+    }
+    KeyedRng::new(&[world_seed, identity, sample, AGE_STREAM]).range(lo as f64, hi as f64) as f32
+}
+
 /// Scales of the nuisance groups. `1.0` everywhere is the default world; `0.0` switches a group
 /// off (a frontal, evenly lit, clean face on a plain background).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
