@@ -39,8 +39,8 @@
 //! metrics take 36 s; peak RSS 1.46 GB.
 
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started,
-    Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, Role, Routing,
+    Started, Task, TaskContext,
 };
 use crate::batch::{binary_column, column, id_value, u32_column};
 use crate::spec::ConfigError;
@@ -231,7 +231,16 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if p.benchmarks.is_empty() && p.dataset_metrics == Some(false) {
         return Err(ctx.node.error(Some("dataset_metrics"), "nothing to evaluate: no `benchmarks` and `dataset_metrics: false`"));
     }
-    Ok(Arc::new(Evaluate { p: Arc::new(p), node: ctx.node.id.clone(), seed: ctx.seed, mode: std::sync::OnceLock::new() }))
+    let stamp = crate::output::Stamp { fingerprint: ctx.fingerprint.clone(), pipeline: ctx.pipeline.clone(), node: ctx.node.id.clone() };
+    Ok(Arc::new(Evaluate {
+        staged: crate::output::StagedOutput::new(&p.output, stamp),
+        lock: std::sync::Mutex::new(None),
+        p: Arc::new(p),
+        node: ctx.node.id.clone(),
+        seed: ctx.seed,
+        pipeline: ctx.pipeline.clone(),
+        mode: std::sync::OnceLock::new(),
+    }))
 }
 
 /// Which optional input columns the dataset metrics use (fixed at plan time).
@@ -247,7 +256,12 @@ struct Evaluate {
     p: Arc<Params>,
     node: String,
     seed: u64,
+    pipeline: String,
     mode: std::sync::OnceLock<DatasetColumns>,
+    /// The report folder, written through a staging folder and published with the run.
+    staged: crate::output::StagedOutput,
+    /// The report folder's lock, held from `prepare` to the end of the process (process 0).
+    lock: std::sync::Mutex<Option<crate::output::OutputLock>>,
 }
 
 fn tensor_width(dt: &DataType) -> Option<i32> {
@@ -355,21 +369,33 @@ impl Operator for Evaluate {
         Routing::Single
     }
 
-    /// Removes what an earlier run left in the output folder, so it ends up holding exactly
-    /// this run's report.
-    fn prepare(&self) -> OpResult<Option<ResumeSet>> {
-        for name in OUTPUT_FILES {
-            let path = self.p.output.join(name);
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .map_err(|e| OpError::new(format!("node `{}`: cannot remove stale {}: {e}", self.node, path.display())))?;
-            }
+    /// Takes the report folder (lock, a fresh staging folder); a folder holding files this
+    /// operator does not write is refused, one holding another plan's report needs `--overwrite`.
+    fn prepare(&self, ctx: &PrepareContext) -> OpResult<Option<Resume>> {
+        let err = |e: crate::output::OutputError| OpError::new(format!("node `{}`: {e}", self.node));
+        if ctx.process_id == 0 {
+            let lock = crate::output::OutputLock::acquire(self.staged.target(), &self.pipeline).map_err(err)?;
+            *self.lock.lock().map_err(|_| OpError::new("lock poisoned"))? = Some(lock);
+        }
+        self.staged.check_target(ctx.overwrite, &|n| OUTPUT_FILES.contains(&n)).map_err(err)?;
+        // Only worker 0 (process 0) writes the report.
+        if ctx.process_id == 0 {
+            self.staged.begin(false, &|_| Ok(())).map_err(err)?;
         }
         Ok(None)
     }
 
+    fn complete(&self) -> Option<bool> {
+        Some(self.staged.is_published())
+    }
+
+    fn publish(&self) -> OpResult<()> {
+        self.staged.publish().map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))
+    }
+
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         Ok(Started::Task(Box::new(EvalTask {
+            dir: self.staged.staging().to_path_buf(),
             p: self.p.clone(),
             node: self.node.clone(),
             seed: self.seed,
@@ -393,6 +419,8 @@ struct Collected {
 }
 
 struct EvalTask {
+    /// Where the report files go (the staging folder).
+    dir: std::path::PathBuf,
     p: Arc<Params>,
     node: String,
     seed: u64,
@@ -475,7 +503,7 @@ impl EvalTask {
     }
 
     fn write(&self, name: &str, data: &[u8]) -> OpResult<()> {
-        let path = self.p.output.join(name);
+        let path = self.dir.join(name);
         crate::fsutil::atomic_write(&path, data).map_err(|e| self.err(format!("cannot write {}: {e}", path.display())))
     }
 }
@@ -492,7 +520,7 @@ impl Task for EvalTask {
         if self.worker != 0 {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.p.output).map_err(|e| self.err(format!("cannot create {}: {e}", self.p.output.display())))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.err(format!("cannot create {}: {e}", self.dir.display())))?;
         let mut files = Vec::new();
         let mut report = serde_json::Map::new();
         report.insert("node".into(), json!(self.node));

@@ -20,8 +20,12 @@ use super::diffuse::{check_sampling, noise_sample, Generator, Job, SamplingParam
 use super::embed::{check_embed, EmbedParams, FaceEmbedder};
 use super::model_spec::{tensor_array, tensor_field, tensor_rows};
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, ResumeSet,
+    Role, Started, Task, TaskContext,
 };
+use crate::output::{Begun, OutputLock, StagedOutput, Stamp};
+
+mod journal;
 use crate::batch::{id_value, u32_column};
 use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
@@ -143,7 +147,19 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     } else {
         None
     };
-    Ok(Arc::new(Filter { p, chain, seed: ctx.seed, node: n.id.clone(), loaded: OnceLock::new() }))
+    let stamp = Stamp { fingerprint: ctx.fingerprint.clone(), pipeline: ctx.pipeline.clone(), node: n.id.clone() };
+    let staged = p.report.as_ref().map(|r| StagedOutput::json_file(r, stamp));
+    Ok(Arc::new(Filter {
+        p,
+        chain,
+        seed: ctx.seed,
+        node: n.id.clone(),
+        pipeline: ctx.pipeline.clone(),
+        fingerprint: ctx.fingerprint.clone(),
+        loaded: OnceLock::new(),
+        staged,
+        lock: std::sync::Mutex::new(None),
+    }))
 }
 
 /// "identity I sample S" for row `i` when the batch has those columns, else "row i".
@@ -182,7 +198,13 @@ struct Filter {
     chain: Option<Arc<Chain>>,
     seed: u64,
     node: String,
+    pipeline: String,
+    fingerprint: String,
     loaded: OnceLock<Result<Arc<Loaded>, String>>,
+    /// The acceptance report (with `report`), staged with its decision journal.
+    staged: Option<StagedOutput>,
+    /// The report's lock, held from `prepare` to the end of the process (process 0).
+    lock: std::sync::Mutex<Option<OutputLock>>,
 }
 
 impl Operator for Filter {
@@ -194,14 +216,43 @@ impl Operator for Filter {
         self.p.report.iter().map(|r| ("acceptance report", r.clone())).collect()
     }
 
+    /// Takes the report (lock, staging folder) and, when an interrupted run of the same plan
+    /// left a decision journal, returns the samples it finally rejected: they are not drawn again.
+    fn prepare(&self, ctx: &PrepareContext) -> OpResult<Option<Resume>> {
+        let Some(out) = &self.staged else { return Ok(None) };
+        let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
+        if ctx.process_id == 0 {
+            let lock = OutputLock::acquire(out.target(), &self.pipeline).map_err(|e| err(e.to_string()))?;
+            *self.lock.lock().map_err(|_| err("lock poisoned".into()))? = Some(lock);
+        }
+        out.check_target(ctx.overwrite, &|_| false).map_err(|e| err(e.to_string()))?;
+        if out.open(ctx.process_id, true, &|_| Ok(())).map_err(|e| err(e.to_string()))? == Begun::Fresh {
+            return Ok(None);
+        }
+        let rejected = journal::read_all(out.staging()).map_err(err)?.into_values().filter(|d| !d.accepted);
+        Ok(Some(Resume::Decided(ResumeSet::new(rejected.map(|d| (d.identity as u64, d.sample as u64)).collect()))))
+    }
+
+    fn complete(&self) -> Option<bool> {
+        self.staged.as_ref().map(StagedOutput::is_published)
+    }
+
+    fn publish(&self) -> OpResult<()> {
+        let Some(out) = &self.staged else { return Ok(()) };
+        out.publish().map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))
+    }
+
     fn required_columns(&self) -> Vec<ColumnReq> {
         let mut v = vec![
             ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)),
             ColumnReq::new(&self.p.context_column, ColumnType::F32Tensor),
             ColumnReq::new(&self.p.embedding_column, ColumnType::F32Tensor),
         ];
-        if self.chain.is_some() {
+        if self.chain.is_some() || self.staged.is_some() {
+            // the decision journal and the re-draws key samples by (identity, sample)
             v.push(ColumnReq::new("sample", ColumnType::Exact(DataType::UInt32)));
+        }
+        if self.chain.is_some() {
             v.push(ColumnReq::new("seed", ColumnType::Exact(DataType::UInt64)));
             v.push(ColumnReq::new("latent", ColumnType::F32Tensor));
             v.push(ColumnReq::new("image", ColumnType::Exact(DataType::Binary)));
@@ -253,17 +304,35 @@ impl Operator for Filter {
                     .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?,
             ),
         };
-        Ok(Started::Task(Box::new(FilterTask { p: self.p.clone(), loaded, node: self.node.clone(), stats: BTreeMap::new() })))
+        let journal = match &self.staged {
+            Some(out) => Some(
+                journal::Journal::open(out.staging(), ctx.partition.worker)
+                    .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?,
+            ),
+            None => None,
+        };
+        Ok(Started::Task(Box::new(FilterTask { p: self.p.clone(), loaded, node: self.node.clone(), stats: BTreeMap::new(), journal })))
     }
 
     fn has_commit(&self) -> bool {
         true
     }
 
+    /// Sums the acceptance statistics (from the decision journal when there is a report, so
+    /// they cover every run that built the dataset), logs them and stages the report.
     fn commit(&self, rows: Vec<RecordBatch>) -> OpResult<()> {
         let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
         let mut per: BTreeMap<u32, Stats> = BTreeMap::new();
-        for b in &rows {
+        if let Some(out) = &self.staged {
+            for d in journal::read_all(out.staging()).map_err(err)?.into_values() {
+                let s = per.entry(d.identity).or_default();
+                s.requested += 1;
+                s.draws += d.draws;
+                s.accepted += u32::from(d.accepted);
+                s.accepted_first += u32::from(d.first);
+            }
+        }
+        for b in rows.iter().filter(|_| self.staged.is_none()) {
             let col = |n: &str| u32_column(b, n).map_err(|e| err(e.clone()));
             let (id, req, acc, first, draws) =
                 (col("identity")?, col("requested")?, col("accepted")?, col("accepted_first")?, col("draws")?);
@@ -292,7 +361,7 @@ impl Operator for Filter {
             100.0 * rate(total.accepted_first, total.requested),
             total.draws
         );
-        let Some(path) = &self.p.report else { return Ok(()) };
+        let Some(out) = &self.staged else { return Ok(()) };
         let per_identity: Vec<serde_json::Value> = per
             .iter()
             .map(|(id, s)| {
@@ -305,6 +374,7 @@ impl Operator for Filter {
             .collect();
         let json = serde_json::json!({
             "node": self.node,
+            "fingerprint": self.fingerprint,
             "threshold": self.p.threshold,
             "max_retries": self.p.max_retries,
             "identities": per.len(),
@@ -317,12 +387,9 @@ impl Operator for Filter {
             "draw_acceptance_rate": rate(total.accepted, total.draws),
             "per_identity": per_identity,
         });
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-        }
-        let text = serde_json::to_string_pretty(&json).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| err(format!("{}: {e}", path.display())))
+        let text = serde_json::to_vec_pretty(&json).map_err(|e| err(e.to_string()))?;
+        let path = out.staged_file();
+        crate::fsutil::atomic_write(&path, &text).map_err(|e| err(format!("cannot write {}: {e}", path.display())))
     }
 }
 
@@ -339,6 +406,8 @@ struct FilterTask {
     loaded: Option<Arc<Loaded>>,
     node: String,
     stats: BTreeMap<u32, Stats>,
+    /// This worker's decision journal (with `report`).
+    journal: Option<journal::Journal>,
 }
 
 /// The refreshed values of one re-drawn sample.
@@ -428,6 +497,19 @@ impl Task for FilterTask {
         let redrawn = self.redraw(&batch, rejected, &mut draws)?;
         let keep: Vec<usize> = (0..n).filter(|&r| sims[r] >= self.p.threshold || redrawn.contains_key(&r)).collect();
         let ids = u32_column(&batch, "identity").map_err(|e| self.err(e))?;
+        if let Some(journal) = &mut self.journal {
+            let samples = u32_column(&batch, "sample").map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
+            let decisions: Vec<journal::Decision> = (0..n)
+                .map(|r| journal::Decision {
+                    identity: ids.value(r),
+                    sample: samples.value(r),
+                    draws: draws[r],
+                    accepted: sims[r] >= self.p.threshold || redrawn.contains_key(&r),
+                    first: sims[r] >= self.p.threshold,
+                })
+                .collect();
+            journal.append(&decisions).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
+        }
         for r in 0..n {
             let s = self.stats.entry(ids.value(r)).or_default();
             s.requested += 1;

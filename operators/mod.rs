@@ -196,6 +196,41 @@ impl ResumeSet {
     pub fn is_empty(&self) -> bool {
         self.done.is_empty()
     }
+    /// The keys in every one of `sets`; `None` when any is `None` (a node that needs every key)
+    /// or there are none.
+    pub fn intersection<'a>(sets: impl IntoIterator<Item = Option<&'a ResumeSet>>) -> Option<ResumeSet> {
+        let mut out: Option<ResumeSet> = None;
+        for s in sets {
+            let s = s?;
+            out = Some(match out {
+                None => ResumeSet { done: s.done.clone() },
+                Some(o) => ResumeSet { done: o.done.intersection(&s.done).copied().collect() },
+            });
+        }
+        out
+    }
+    /// Adds another set's keys.
+    pub fn extend(&mut self, other: ResumeSet) {
+        self.done.extend(other.done);
+    }
+}
+
+/// What the engine tells [`Operator::prepare`].
+#[derive(Clone, Debug, Default)]
+pub struct PrepareContext {
+    /// This process's index in a cluster run (0 for a local run); process 0 locks outputs.
+    pub process_id: usize,
+    /// Whether a finished output of another plan may be replaced (`--overwrite`).
+    pub overwrite: bool,
+}
+
+/// What an interrupted earlier run of the same plan already settled.
+#[derive(Debug)]
+pub enum Resume {
+    /// Samples a sink already wrote (at most one sink of a plan resumes).
+    Written(ResumeSet),
+    /// Samples already decided that never reach a sink (e.g. finally rejected by `filter`).
+    Decided(ResumeSet),
 }
 
 /// Counters a task bumps while it runs (rows skipped under `on_error: skip`, etc.).
@@ -216,7 +251,8 @@ pub struct TaskContext {
     pub on_error: OnError,
     /// Shared counters for the report.
     pub counters: Arc<TaskCounters>,
-    /// Keys an interrupted earlier run already wrote (empty on a fresh run).
+    /// Keys this node need not produce: what an interrupted earlier run of the same plan
+    /// already wrote or decided below it (empty on a fresh run).
     pub resume: Arc<ResumeSet>,
     /// Worker threads in this process (model operators size their ONNX Runtime thread pools
     /// and session counts by it).
@@ -319,11 +355,20 @@ pub trait Operator: Send + Sync {
     fn routing(&self) -> Routing {
         Routing::Local
     }
-    /// Runs once per process before the dataflow starts (e.g. clearing a stale output, or
-    /// collecting what an interrupted run already wrote). Returns the `(identity, sample)` keys
-    /// already done, which every task then sees in [`TaskContext::resume`].
-    fn prepare(&self) -> OpResult<Option<ResumeSet>> {
+    /// Runs once per process before the dataflow starts: takes the node's outputs (lock,
+    /// staging folder, see [`crate::output`]) and collects what an interrupted run of the same
+    /// plan already did, which every task then sees in [`TaskContext::resume`].
+    fn prepare(&self, _ctx: &PrepareContext) -> OpResult<Option<Resume>> {
         Ok(None)
+    }
+    /// Whether this node's outputs were published by this very plan: `None` for a node without
+    /// outputs. When every node with outputs says `Some(true)`, a run has nothing to do.
+    fn complete(&self) -> Option<bool> {
+        (!self.outputs().is_empty()).then_some(false)
+    }
+    /// Runs once (process 0) after the whole run succeeded: moves the staged outputs into place.
+    fn publish(&self) -> OpResult<()> {
+        Ok(())
     }
     /// Starts the node on one worker.
     fn start(&self, ctx: &TaskContext) -> OpResult<Started>;

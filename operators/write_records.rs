@@ -6,20 +6,25 @@
 //! - the image column is stored as the Hugging Face `datasets` image struct
 //!   `{bytes: binary, path: string}` and the schema carries the `huggingface` metadata that
 //!   `datasets` reads, so `load_dataset("parquet", ...)` shows images;
-//! - each shard is written under a hidden temporary name and renamed when complete, so no
-//!   partial shard is ever visible; a failed run removes its temporary files;
-//! - after every worker has finished, worker 0 writes `_manifest.json` (shards, row counts,
-//!   sha256, pipeline and idflow version), itself atomically.
+//! - the run writes into a hidden staging folder beside the output (`crate::output`), each
+//!   shard under a temporary name renamed when complete; after every worker has finished,
+//!   worker 0 writes `_manifest.json` (shards, row counts, sha256, pipeline and idflow version)
+//!   there, and only when the whole run succeeded is the staging folder swapped into place, so
+//!   readers see the previous complete dataset or the new one, never a mix or a fragment;
+//! - a rerun of the same plan resumes the staging folder of an interrupted run; when the sink
+//!   writes only some `columns` but nodes downstream read the others, those go to hidden
+//!   `.replay/` sidecar shards in the staging folder, so resumed rows can be passed on whole.
 
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, ResumeSet, Role, Routing, Started,
-    Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, ResumeSet,
+    Role, Routing, Started, Task, TaskContext,
 };
 
 mod other;
 mod resume;
 use crate::batch::{str_column, u64_column};
 use crate::fsutil::{atomic_write, sha256_file};
+use crate::output::{Begun, OutputLock, StagedOutput, Stamp};
 use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
@@ -81,8 +86,9 @@ pub enum Format {
 /// Name of the manifest file in an output directory.
 pub const MANIFEST: &str = "_manifest.json";
 
-/// Marker of a run in progress (its plan fingerprint), removed when the manifest is written.
-pub const PROGRESS: &str = "_progress.json";
+/// Folder of the sidecar shards (in the staging folder) that hold the columns a `columns`
+/// list leaves out, for replaying resumed rows downstream; removed when the dataset is published.
+const REPLAY: &str = ".replay";
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +141,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if ZstdLevel::try_new(p.zstd_level).is_err() {
         return Err(ctx.node.error(Some("zstd_level"), "must be between 1 and 22"));
     }
+    let (p_format, p_path) = (p.format, p.path.clone());
     Ok(Arc::new(WriteRecords {
         p,
         node: ctx.node.id.clone(),
@@ -146,6 +153,13 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         kept_shards: std::sync::Mutex::new(Vec::new()),
         input_schema: std::sync::OnceLock::new(),
         has_consumers: ctx.consumers > 0,
+        staged: (p_format != Format::ImageFolder).then(|| {
+            StagedOutput::new(
+                &p_path,
+                Stamp { fingerprint: ctx.fingerprint.clone(), pipeline: ctx.pipeline.clone(), node: ctx.node.id.clone() },
+            )
+        }),
+        lock: std::sync::Mutex::new(None),
     }))
 }
 
@@ -165,6 +179,10 @@ struct WriteRecords {
     input_schema: std::sync::OnceLock<SchemaRef>,
     /// Whether any node reads this one's rows.
     has_consumers: bool,
+    /// The staged output (every format but image folders, which are written in place).
+    staged: Option<StagedOutput>,
+    /// The output's lock, held from `prepare` to the end of the process (process 0).
+    lock: std::sync::Mutex<Option<OutputLock>>,
 }
 
 impl WriteRecords {
@@ -174,17 +192,43 @@ impl WriteRecords {
         self.input_schema.get().is_some_and(|s| s.index_of("identity").is_ok() && s.index_of("sample").is_ok())
     }
 
-    /// Whether the directory holds output of this very plan (interrupted or finished).
-    fn same_plan_on_disk(&self) -> bool {
-        [PROGRESS, MANIFEST].iter().any(|f| {
-            std::fs::read(self.p.path.join(f))
-                .ok()
-                .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["fingerprint"] == self.fingerprint.as_str())
-        })
+    /// Where this run's tasks write: the staging folder, or the output itself for image folders.
+    fn write_dir(&self) -> &Path {
+        self.staged.as_ref().map_or(self.p.path.as_path(), |o| o.staging())
+    }
+
+    /// Whether an entry of the published folder is one this format writes (anything else is
+    /// the user's, and the folder is never replaced).
+    fn owns(&self, name: &str) -> bool {
+        let shard = |prefix: &str, ext: &str| name.starts_with(prefix) && name.ends_with(ext);
+        name == MANIFEST
+            || match self.p.format {
+                // `_progress.json` and `.part-*.tmp`: what earlier versions left in place
+                Format::Parquet => shard("part-", ".parquet") || name == "_progress.json" || shard(".part-", ".tmp"),
+                Format::Tfrecord => shard(&format!("{}-", self.p.name), ".tfrecord") || name == format!("{}.index", self.p.name),
+                Format::Recordio => matches!(name, "train.rec" | "train.idx" | "property"),
+                Format::ImageFolder => true,
+            }
+    }
+
+    /// Whether resumed rows can be passed downstream whole: nothing reads them, or every input
+    /// column is in the shards or their sidecars.
+    fn replayable_from_published(&self) -> bool {
+        !self.has_consumers || self.p.columns.is_none()
+    }
+
+    /// Hard-links (or copies) the shards of the published dataset of this plan into the fresh
+    /// staging folder, so a rerun that must redo other nodes does not regenerate the dataset.
+    fn stage_published_shards(&self, published: &Path, staging: &Path) -> Result<(), String> {
+        for (name, _) in resume::shards_on_disk(published)? {
+            let (from, to) = (published.join(&name), staging.join(&name));
+            std::fs::hard_link(&from, &to)
+                .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+                .map_err(|e| format!("cannot stage {}: {e}", from.display()))?;
+        }
+        Ok(())
     }
 }
-
 /// Schema of the commit rows: one per file written.
 pub(crate) fn shard_info_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -302,55 +346,52 @@ impl Operator for WriteRecords {
         true
     }
 
-    /// Parquet: when the directory holds shards of an interrupted (or finished) run of the
-    /// same plan (same fingerprint in `_progress.json` or `_manifest.json`), they are kept and
-    /// their `(identity, sample)` keys returned, so the run only adds what is missing. Otherwise
-    /// (and for the other formats) what an earlier run left is cleared, so the directory ends up
-    /// holding exactly this run's dataset. Image folders are never cleared: the directory may
-    /// hold other data.
-    fn prepare(&self) -> OpResult<Option<ResumeSet>> {
+    /// Takes the output (lock on process 0, refusal of another plan's finished output unless
+    /// `--overwrite`, never a folder holding the user's files) and opens its staging folder.
+    /// Parquet with `(identity, sample)` keys resumes an interrupted run of the same plan: the
+    /// completed shards are kept and their keys returned, so the run only adds what is missing.
+    fn prepare(&self, ctx: &PrepareContext) -> OpResult<Option<Resume>> {
         let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
-        let resumable = self.p.format == Format::Parquet && self.keyed() && self.same_plan_on_disk();
-        let mut done = None;
-        if let Ok(entries) = std::fs::read_dir(&self.p.path) {
-            let tf_prefix = format!("{}-", self.p.name);
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let is_shard = name.starts_with("part-") && name.ends_with(".parquet");
-                let stale = match self.p.format {
-                    Format::Parquet => (is_shard && !resumable) || (name.starts_with(".part-") && name.ends_with(".tmp")),
-                    Format::Tfrecord => name.starts_with(&tf_prefix) && name.ends_with(".tfrecord"),
-                    Format::ImageFolder | Format::Recordio => false,
-                } || name == MANIFEST;
-                if stale {
-                    match std::fs::remove_file(entry.path()) {
-                        // another process of a cluster run may have removed it first
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(err(format!("cannot remove stale {}: {e}", entry.path().display())));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if resumable {
-                let (keys, max_index) = resume::done_keys(&self.p.path).map_err(err)?;
-                let kept = resume::shards_on_disk(&self.p.path).map_err(err)?.into_iter().map(|(n, _)| self.p.path.join(n)).collect();
-                *self.kept_shards.lock().map_err(|_| err("lock poisoned".into()))? = kept;
-                *self.first_shard.lock().map_err(|_| err("lock poisoned".into()))? = max_index.map_or(0, |m| m + 1);
-                done = Some(ResumeSet::new(keys));
-            }
+        let Some(out) = &self.staged else { return Ok(None) };
+        if ctx.process_id == 0 {
+            let lock = OutputLock::acquire(out.target(), &self.pipeline).map_err(|e| err(e.to_string()))?;
+            *self.lock.lock().map_err(|_| err("lock poisoned".into()))? = Some(lock);
         }
-        if self.p.format == Format::Parquet {
-            std::fs::create_dir_all(&self.p.path).map_err(|e| err(format!("cannot create {}: {e}", self.p.path.display())))?;
-            let progress = serde_json::json!({"fingerprint": self.fingerprint, "pipeline": self.pipeline});
-            atomic_write(&self.p.path.join(PROGRESS), progress.to_string().as_bytes()).map_err(|e| err(e.to_string()))?;
+        out.check_target(ctx.overwrite, &|n| self.owns(n)).map_err(|e| err(e.to_string()))?;
+        let resumable = self.p.format == Format::Parquet && self.keyed();
+        // A published dataset of this plan (another output of the plan is missing): reused.
+        let reuse = resumable && out.is_published() && self.replayable_from_published();
+        let populate = |dir: &Path| if reuse { self.stage_published_shards(out.target(), dir) } else { Ok(()) };
+        let begun = out.open(ctx.process_id, resumable, &populate).map_err(|e| err(e.to_string()))?;
+        if begun == Begun::Fresh && !reuse {
+            return Ok(None);
         }
-        Ok(done)
+        let dir = out.staging();
+        let (keys, max_index) = resume::done_keys(dir).map_err(err)?;
+        let kept = resume::shards_on_disk(dir).map_err(err)?.into_iter().map(|(n, _)| dir.join(n)).collect();
+        *self.kept_shards.lock().map_err(|_| err("lock poisoned".into()))? = kept;
+        *self.first_shard.lock().map_err(|_| err("lock poisoned".into()))? = max_index.map_or(0, |m| m + 1);
+        Ok(Some(Resume::Written(ResumeSet::new(keys))))
+    }
+
+    fn complete(&self) -> Option<bool> {
+        Some(self.staged.as_ref().is_some_and(StagedOutput::is_published))
+    }
+
+    /// Drops the replay sidecars and swaps the staging folder into place.
+    fn publish(&self) -> OpResult<()> {
+        let Some(out) = &self.staged else { return Ok(()) };
+        let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
+        let replay = out.staging().join(REPLAY);
+        if replay.exists() {
+            std::fs::remove_dir_all(&replay).map_err(|e| err(format!("cannot remove {}: {e}", replay.display())))?;
+        }
+        out.publish().map_err(|e| err(e.to_string()))
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
-        std::fs::create_dir_all(&self.p.path)
-            .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.path.display())))?;
+        let dir = self.write_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, dir.display())))?;
         let node = self.node.clone();
         let task: Box<dyn Task> = match self.p.format {
             Format::Parquet => Box::new(ShardWriter {
@@ -362,25 +403,22 @@ impl Operator for WriteRecords {
                 },
                 input_schema: self.input_schema.get().cloned(),
                 resume: ctx.resume.clone(),
+                dir: dir.clone(),
+                sidecar: self.has_consumers && self.p.columns.is_some(),
                 p: self.p.clone(),
                 worker: ctx.partition.worker,
                 peers: ctx.partition.peers,
                 seq: 0,
                 open: None,
                 file_schema: None,
+                rest_columns: None,
                 node,
             }),
             Format::ImageFolder => Box::new(other::FolderWriter::new(self.p.path.clone(), self.p.image_column.clone(), node)),
-            Format::Tfrecord => Box::new(other::TfWriter::new(
-                self.p.path.clone(),
-                self.p.name.clone(),
-                self.p.rows_per_shard,
-                self.p.image_column.clone(),
-                node,
-            )),
-            Format::Recordio => {
-                Box::new(other::RecordIoWriter::new(self.p.path.clone(), self.p.image_size, self.p.image_column.clone(), node))
+            Format::Tfrecord => {
+                Box::new(other::TfWriter::new(dir.clone(), self.p.name.clone(), self.p.rows_per_shard, self.p.image_column.clone(), node))
             }
+            Format::Recordio => Box::new(other::RecordIoWriter::new(dir.clone(), self.p.image_size, self.p.image_column.clone(), node)),
         };
         Ok(Started::Task(task))
     }
@@ -398,12 +436,13 @@ impl Operator for WriteRecords {
                 }));
             }
         }
+        let dir = self.write_dir();
         if self.p.format == Format::Parquet {
             // Shards kept from an interrupted run are part of the dataset too.
             let listed: std::collections::HashSet<String> = shards.iter().filter_map(|s| s["file"].as_str().map(String::from)).collect();
-            for (name, rows) in resume::shards_on_disk(&self.p.path).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))? {
+            for (name, rows) in resume::shards_on_disk(dir).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))? {
                 if !listed.contains(&name) {
-                    let b = file_info(&self.p.path, &self.p.path.join(&name), rows).map_err(OpError::new)?;
+                    let b = file_info(dir, &dir.join(&name), rows).map_err(OpError::new)?;
                     let (h, sz) = (str_column(&b, "sha256").map_err(OpError::new)?, u64_column(&b, "bytes").map_err(OpError::new)?);
                     shards.push(serde_json::json!({"file": name, "rows": rows, "sha256": h.value(0), "bytes": sz.value(0)}));
                 }
@@ -423,17 +462,57 @@ impl Operator for WriteRecords {
             "shards": shards,
         });
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| OpError::new(e.to_string()))?;
-        atomic_write(&self.p.path.join(MANIFEST), &text)
-            .map_err(|e| OpError::new(format!("node `{}`: cannot write manifest: {e}", self.node)))?;
-        let _ = std::fs::remove_file(self.p.path.join(PROGRESS));
-        Ok(())
+        let path = dir.join(MANIFEST);
+        atomic_write(&path, &text).map_err(|e| OpError::new(format!("node `{}`: cannot write {}: {e}", self.node, path.display())))
+    }
+}
+
+/// One Parquet file being written under a temporary name.
+struct OpenFile {
+    writer: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl OpenFile {
+    fn create(tmp: PathBuf, path: PathBuf, schema: SchemaRef, zstd_level: i32) -> Result<Self, String> {
+        let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let level = ZstdLevel::try_new(zstd_level).map_err(|e| e.to_string())?;
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        Ok(Self { writer, tmp, path })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        self.writer.write(batch).map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))
+    }
+
+    /// Finishes, syncs and renames the file to its final name; on failure the temporary file is
+    /// removed.
+    fn close(self) -> Result<PathBuf, String> {
+        let Self { writer, tmp, path } = self;
+        let what = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
+        let res =
+            writer.into_inner().map_err(|e| what(&e)).and_then(|file| file.sync_all().map_err(|e| what(&e))).and_then(|()| {
+                std::fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+            });
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res.map(|()| path)
+    }
+
+    /// Drops the unfinished file.
+    fn discard(self) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
 struct OpenShard {
-    writer: ArrowWriter<std::fs::File>,
-    tmp: PathBuf,
-    name: String,
+    file: OpenFile,
+    /// The columns `columns` leaves out, for replaying resumed rows downstream.
+    sidecar: Option<OpenFile>,
     rows: usize,
 }
 
@@ -444,12 +523,18 @@ struct ShardWriter {
     replay: Vec<PathBuf>,
     input_schema: Option<SchemaRef>,
     resume: Arc<ResumeSet>,
+    /// The staging folder.
+    dir: PathBuf,
+    /// Whether to write replay sidecars (nodes downstream read columns `columns` leaves out).
+    sidecar: bool,
     p: Params,
     worker: usize,
     peers: usize,
     seq: usize,
     open: Option<OpenShard>,
     file_schema: Option<SchemaRef>,
+    /// Indices of the input columns the shards leave out (with `sidecar`).
+    rest_columns: Option<Vec<usize>>,
     node: String,
 }
 
@@ -461,7 +546,11 @@ impl ShardWriter {
     /// Converts an input batch to the on-disk layout.
     fn file_batch(&mut self, batch: &RecordBatch) -> OpResult<RecordBatch> {
         if self.file_schema.is_none() {
-            self.file_schema = Some(file_schema(&self.p, &batch.schema()).map_err(|e| self.err(e))?);
+            let schema = file_schema(&self.p, &batch.schema()).map_err(|e| self.err(e))?;
+            let input = batch.schema();
+            let rest = input.fields().iter().enumerate().filter(|(_, f)| schema.index_of(f.name()).is_err()).map(|(i, _)| i);
+            self.rest_columns = Some(rest.collect());
+            self.file_schema = Some(schema);
         }
         let schema = self.file_schema.clone().expect("set above");
         let paths: Option<ArrayRef> = batch.column_by_name("path").filter(|c| c.data_type() == &DataType::Utf8).cloned();
@@ -480,30 +569,46 @@ impl ShardWriter {
         Ok(RecordBatch::try_new(schema, cols)?)
     }
 
-    fn open_shard(&mut self) -> OpResult<()> {
+    /// The replay sidecar's part of an input batch, when sidecars are written.
+    fn sidecar_batch(&self, batch: &RecordBatch) -> OpResult<Option<RecordBatch>> {
+        match (&self.rest_columns, self.sidecar) {
+            (Some(rest), true) if !rest.is_empty() => Ok(Some(batch.project(rest)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn open_shard(&mut self, sidecar_schema: Option<SchemaRef>) -> OpResult<()> {
         let index = self.first_shard + self.seq * self.peers + self.worker;
         self.seq += 1;
         let name = format!("part-{index:05}.parquet");
-        let tmp = self.p.path.join(format!(".{name}.tmp"));
-        let file = std::fs::File::create(&tmp).map_err(|e| self.err(format!("cannot create {}: {e}", tmp.display())))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.p.zstd_level).map_err(|e| self.err(e))?))
-            .build();
         let schema = self.file_schema.clone().ok_or_else(|| self.err("no schema"))?;
-        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| self.err(e))?;
-        self.open = Some(OpenShard { writer, tmp, name, rows: 0 });
+        let (dir, level) = (self.dir.clone(), self.p.zstd_level);
+        let sidecar = match sidecar_schema {
+            Some(schema) => {
+                let replay = dir.join(REPLAY);
+                std::fs::create_dir_all(&replay).map_err(|e| self.err(format!("cannot create {}: {e}", replay.display())))?;
+                let tmp = replay.join(format!(".{name}.tmp"));
+                Some(OpenFile::create(tmp, replay.join(&name), schema, level).map_err(|e| self.err(e))?)
+            }
+            None => None,
+        };
+        let file = OpenFile::create(dir.join(format!(".{name}.tmp")), dir.join(&name), schema, level).map_err(|e| self.err(e))?;
+        self.open = Some(OpenShard { file, sidecar, rows: 0 });
         Ok(())
     }
 
     fn close_shard(&mut self, out: &mut Emit) -> OpResult<()> {
         let Some(shard) = self.open.take() else { return Ok(()) };
-        let file = shard.writer.into_inner().map_err(|e| self.err(e))?;
-        file.sync_all().map_err(|e| self.err(e))?;
-        drop(file);
-        let final_path = self.p.path.join(&shard.name);
-        std::fs::rename(&shard.tmp, &final_path).map_err(|e| self.err(format!("cannot rename to {}: {e}", final_path.display())))?;
+        // The sidecar gets its final name first: a shard's name promises its sidecar is whole.
+        if let Some(sidecar) = shard.sidecar {
+            if let Err(e) = sidecar.close() {
+                shard.file.discard();
+                return Err(self.err(e));
+            }
+        }
+        let final_path = shard.file.close().map_err(|e| self.err(e))?;
         resume::crash_hook();
-        out.commit.push(file_info(&self.p.path, &final_path, shard.rows as u64).map_err(|e| self.err(e))?);
+        out.commit.push(file_info(&self.dir, &final_path, shard.rows as u64).map_err(|e| self.err(e))?);
         Ok(())
     }
 }
@@ -523,15 +628,19 @@ impl Task for ShardWriter {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
         let batch = resume::drop_done(batch, &self.resume)?;
         let file_batch = self.file_batch(&batch)?;
+        let sidecar_batch = self.sidecar_batch(&batch)?;
         let mut offset = 0;
         while offset < file_batch.num_rows() {
             if self.open.is_none() {
-                self.open_shard()?;
+                self.open_shard(sidecar_batch.as_ref().map(|b| b.schema()))?;
             }
             let shard = self.open.as_mut().expect("opened above");
             let take = (self.p.rows_per_shard - shard.rows).min(file_batch.num_rows() - offset);
-            let part = file_batch.slice(offset, take);
-            shard.writer.write(&part).map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
+            let written = shard.file.write(&file_batch.slice(offset, take)).and_then(|()| match (&mut shard.sidecar, &sidecar_batch) {
+                (Some(f), Some(b)) => f.write(&b.slice(offset, take)),
+                _ => Ok(()),
+            });
+            written.map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
             shard.rows += take;
             offset += take;
             if shard.rows >= self.p.rows_per_shard {
@@ -555,8 +664,10 @@ impl Task for ShardWriter {
 
     fn abort(&mut self) {
         if let Some(shard) = self.open.take() {
-            drop(shard.writer);
-            let _ = std::fs::remove_file(&shard.tmp);
+            shard.file.discard();
+            if let Some(s) = shard.sidecar {
+                s.discard();
+            }
         }
     }
 }
@@ -571,9 +682,9 @@ impl WriteRecords {
             entries.extend((0..b.num_rows()).map(|i| (PathBuf::from(paths.value(i)), labels.value(i) as usize)));
         }
         entries.sort();
-        let list = self.p.path.join("images.lst");
+        let list = self.write_dir().join("images.lst");
         idflow_dataset::formats::image_folder::write_image_list(&list, &entries).map_err(|e| err(e.to_string()))?;
-        file_info(&self.p.path, &list, entries.len() as u64).map_err(err)
+        file_info(self.write_dir(), &list, entries.len() as u64).map_err(err)
     }
 }
 

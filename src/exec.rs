@@ -19,7 +19,7 @@
 
 use crate::batch::Batch;
 use crate::operators::Partition;
-use crate::operators::{Emit, OpError, OpResult, ResumeSet, SourceTask, Started, Task, TaskContext};
+use crate::operators::{Emit, OpError, OpResult, PrepareContext, Resume, ResumeSet, SourceTask, Started, Task, TaskContext};
 use crate::plan::Plan;
 use crate::report::{peak_rss_bytes, NodeStats, RunReport};
 use arrow_array::{RecordBatch, StringArray};
@@ -49,12 +49,23 @@ pub struct RunOptions {
     pub progress: bool,
     /// How many source batches may be in flight per source.
     pub max_in_flight: usize,
+    /// Replace finished outputs of another plan (they stay readable until this run publishes).
+    pub overwrite: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { workers: 1, processes: 1, process_id: 0, hostfile: None, progress: false, max_in_flight: 4 }
+        Self { workers: 1, processes: 1, process_id: 0, hostfile: None, progress: false, max_in_flight: 4, overwrite: false }
     }
+}
+
+/// How a successful run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The plan ran and its outputs were published.
+    Ran,
+    /// Every output of this plan was already published: nothing was run or written.
+    UpToDate,
 }
 
 /// Why a run failed.
@@ -98,9 +109,10 @@ type Out = (Dest, Batch);
 /// Column name of the abort marker sent on commit channels.
 const ABORT_MARKER: &str = "__idflow_abort__";
 
-fn abort_marker() -> Batch {
+/// An abort marker naming the process it comes from.
+fn abort_marker(process: usize) -> Batch {
     let schema = Arc::new(Schema::new(vec![Field::new(ABORT_MARKER, DataType::Utf8, false)]));
-    Batch::new(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["abort"]))]).expect("static schema"))
+    Batch::new(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![process.to_string()]))]).expect("static schema"))
 }
 
 /// Shared failure state of one process.
@@ -108,14 +120,19 @@ fn abort_marker() -> Batch {
 struct Failure {
     abort: AtomicBool,
     errors: Mutex<Vec<String>>,
+    /// This process's index (named in the abort markers it sends).
+    process: usize,
 }
 
 impl Failure {
+    /// Records an error once (every worker of a node tends to fail the same way) and raises
+    /// the abort flag.
     fn record(&self, node: &str, op: &str, e: OpError) {
         let msg = if e.0.contains("node `") { e.0 } else { format!("node `{node}` ({op}): {}", e.0) };
-        tracing::error!("{msg}");
         if let Ok(mut v) = self.errors.lock() {
-            v.push(msg);
+            if !v.contains(&msg) {
+                v.push(msg);
+            }
         }
         self.abort.store(true, Relaxed);
     }
@@ -163,30 +180,101 @@ fn timely_config(opts: &RunOptions) -> Result<timely::Config, RunError> {
     Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
 }
 
+/// Whether every output of the plan was already published by this very plan (at least one
+/// node has outputs, and each such node says so).
+pub fn up_to_date(plan: &Plan) -> bool {
+    let states: Vec<bool> = plan.nodes.iter().filter_map(|n| n.op.complete()).collect();
+    !states.is_empty() && states.iter().all(|&c| c)
+}
+
+/// Runs every node's `prepare`, then works out per node which `(identity, sample)` keys it need
+/// not produce, walking the plan from its ends back to its sources:
+///
+/// - a sink that resumes (its written keys `W`) needs only what is not in `W`, whatever is below
+///   it (it replays its kept rows downstream);
+/// - a node that writes outputs but does not resume them, or has no consumers, needs everything;
+/// - any other node needs what any of its consumers needs (the intersection of their done keys);
+/// - a node that decided keys `X` for good (the filter's final rejections) adds `X`: nothing
+///   below it will ever see those.
+fn prepare(plan: &Plan, opts: &RunOptions) -> Result<Vec<Arc<ResumeSet>>, RunError> {
+    let ctx = PrepareContext { process_id: opts.process_id, overwrite: opts.overwrite };
+    let mut said: Vec<Option<Resume>> = Vec::with_capacity(plan.nodes.len());
+    for n in &plan.nodes {
+        let resume = n.op.prepare(&ctx).map_err(|e| {
+            let msg = if e.0.contains("node `") { e.0 } else { format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0) };
+            RunError::Failed(vec![msg])
+        })?;
+        match &resume {
+            Some(Resume::Written(w)) if !w.is_empty() => {
+                tracing::info!("node `{}`: resuming; {} samples already written", n.spec.id, w.len())
+            }
+            Some(Resume::Decided(d)) if !d.is_empty() => {
+                tracing::info!("node `{}`: resuming; {} samples already decided", n.spec.id, d.len())
+            }
+            _ => {}
+        }
+        said.push(resume);
+    }
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); plan.nodes.len()];
+    for (i, n) in plan.nodes.iter().enumerate() {
+        for &u in &n.inputs {
+            consumers[u].push(i);
+        }
+    }
+    // `None`: the node must produce every key.
+    let mut done: Vec<Option<ResumeSet>> = (0..plan.nodes.len()).map(|_| None).collect();
+    for &i in plan.order.iter().rev() {
+        let below = if consumers[i].is_empty() { None } else { ResumeSet::intersection(consumers[i].iter().map(|&c| done[c].as_ref())) };
+        done[i] = match said[i].take() {
+            Some(Resume::Written(w)) => Some(w),
+            Some(Resume::Decided(x)) => {
+                let mut d = below.unwrap_or_default();
+                d.extend(x);
+                Some(d)
+            }
+            // a node that writes outputs from scratch needs every key
+            None if !plan.nodes[i].op.outputs().is_empty() => None,
+            None => below,
+        };
+    }
+    Ok(done.into_iter().map(|d| Arc::new(d.unwrap_or_default())).collect())
+}
+
+/// Publishes every node's staged outputs, in plan order (process 0, after a successful run).
+fn publish(plan: &Plan) -> Result<(), RunError> {
+    for &i in &plan.order {
+        let n = &plan.nodes[i];
+        n.op.publish().map_err(|e| RunError::Failed(vec![format!("{} (nothing after this node was published)", e.0)]))?;
+    }
+    Ok(())
+}
+
 /// Runs the plan; returns the report of this process (also when the run failed).
-pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunError>) {
+pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<Outcome, RunError>) {
     let started = Instant::now();
     let stats: Arc<Vec<Arc<NodeStats>>> = Arc::new(plan.nodes.iter().map(|_| Arc::new(NodeStats::default())).collect());
-    let failure = Arc::new(Failure::default());
+    let failure = Arc::new(Failure { process: opts.process_id, ..Failure::default() });
+    if up_to_date(&plan) {
+        let report = RunReport {
+            pipeline: plan.spec.name.clone(),
+            file: plan.spec.file.display().to_string(),
+            workers: opts.workers,
+            processes: opts.processes,
+            process_id: opts.process_id,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+            ok: true,
+            errors: vec![],
+            operators: plan.nodes.iter().zip(stats.iter()).map(|(n, s)| s.snapshot(&n.spec.id, n.info.name)).collect(),
+        };
+        return (report, Ok(Outcome::UpToDate));
+    }
     let progress = crate::progress::Progress::start(
         plan.nodes.iter().zip(stats.iter()).map(|(n, s)| (n.spec.id.clone(), n.info.name.to_string(), s.clone())).collect(),
         opts.progress,
     );
     let result = (|| {
-        let mut resume = ResumeSet::default();
-        for n in &plan.nodes {
-            let done = n.op.prepare().map_err(|e| RunError::Failed(vec![format!("node `{}` ({}): {}", n.spec.id, n.info.name, e.0)]))?;
-            if let Some(done) = done {
-                if !resume.is_empty() && !done.is_empty() {
-                    return Err(RunError::Failed(vec![format!("node `{}`: only one output of a pipeline can be resumed", n.spec.id)]));
-                }
-                if !done.is_empty() {
-                    tracing::info!("node `{}`: resuming; {} samples already written", n.spec.id, done.len());
-                    resume = done;
-                }
-            }
-        }
-        let resume = Arc::new(resume);
+        let resume = Arc::new(prepare(&plan, opts)?);
         let config = timely_config(opts)?;
         let (p, s, f, max_in_flight) = (plan.clone(), stats.clone(), failure.clone(), opts.max_in_flight.max(1) as u64);
         let local_workers = opts.workers.max(1);
@@ -198,11 +286,13 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
             }
         }
         let errors = failure.errors.lock().map(|v| v.clone()).unwrap_or_default();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RunError::Failed(errors))
+        if !errors.is_empty() {
+            return Err(RunError::Failed(errors));
         }
+        if opts.process_id == 0 {
+            publish(&plan)?;
+        }
+        Ok(Outcome::Ran)
     })();
     progress.finish();
     let report = RunReport {
@@ -217,7 +307,7 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<(), RunErro
         errors: match &result {
             Err(RunError::Failed(v)) => v.clone(),
             Err(e) => vec![e.to_string()],
-            Ok(()) => vec![],
+            Ok(_) => vec![],
         },
         operators: plan.nodes.iter().zip(stats.iter()).map(|(n, s)| s.snapshot(&n.spec.id, n.info.name)).collect(),
     };
@@ -229,7 +319,7 @@ fn run_worker(
     plan: &Plan,
     stats: &[Arc<NodeStats>],
     failure: &Arc<Failure>,
-    resume: &Arc<ResumeSet>,
+    resume: &Arc<Vec<Arc<ResumeSet>>>,
     max_in_flight: u64,
     local_workers: usize,
 ) {
@@ -248,7 +338,7 @@ fn run_worker(
                 partition: partition.clone(),
                 on_error: node.spec.on_error,
                 counters: st.task.clone(),
-                resume: resume.clone(),
+                resume: resume[i].clone(),
                 local_workers,
             };
             let started = node.op.start(&ctx).unwrap_or_else(|e| {
@@ -298,13 +388,14 @@ fn run_worker(
                                 &format!("{id}/commit"),
                                 move |_cap, _info| {
                                     let mut rows: Vec<RecordBatch> = Vec::new();
-                                    let mut remote_abort = false;
+                                    let mut remote_abort: Option<String> = None;
                                     let mut done = false;
                                     move |(input, frontier), _output| {
                                         input.for_each(|_cap, data| {
                                             for b in data.drain(..) {
-                                                if b.0.column_by_name(ABORT_MARKER).is_some() {
-                                                    remote_abort = true;
+                                                if let Some(c) = b.0.column_by_name(ABORT_MARKER) {
+                                                    let from = c.as_any().downcast_ref::<StringArray>().map(|a| a.value(0).to_string());
+                                                    remote_abort = remote_abort.take().or(from);
                                                 } else {
                                                     rows.push(b.into_inner());
                                                 }
@@ -312,12 +403,20 @@ fn run_worker(
                                         });
                                         if frontier.frontier().is_empty() && !done {
                                             done = true;
-                                            if index == 0 && !remote_abort && !fail.abort.load(Relaxed) {
+                                            if index == 0 && remote_abort.is_none() && !fail.abort.load(Relaxed) {
                                                 if let Err(e) = op.commit(std::mem::take(&mut rows)) {
                                                     fail.record(&cid, cop, e);
                                                 }
-                                            } else if remote_abort && index == 0 {
-                                                fail.record(&cid, cop, OpError::new("another process failed; nothing committed"));
+                                            } else if index == 0 && !fail.abort.load(Relaxed) {
+                                                // Only an abort from another process: this one had no error to tell.
+                                                let from = remote_abort.as_deref().unwrap_or("?");
+                                                fail.record(
+                                                    &cid,
+                                                    cop,
+                                                    OpError::new(format!(
+                                                        "process {from} failed (its own output names the error); nothing was published"
+                                                    )),
+                                                );
                                             }
                                         }
                                     }
@@ -435,7 +534,7 @@ fn task_operator<'s>(
                                 failed = true;
                                 task.abort();
                                 failure.record(&id, op_name, e);
-                                session.give((COMMIT, abort_marker()));
+                                session.give((COMMIT, abort_marker(failure.process)));
                             }
                         }
                     }
@@ -449,7 +548,7 @@ fn task_operator<'s>(
                             Err(e) => {
                                 task.abort();
                                 failure.record(&id, op_name, e);
-                                session.give((COMMIT, abort_marker()));
+                                session.give((COMMIT, abort_marker(failure.process)));
                             }
                         }
                     }};
@@ -461,7 +560,7 @@ fn task_operator<'s>(
                             if !failed {
                                 task.abort();
                             }
-                            output.session(&c).give((COMMIT, abort_marker()));
+                            output.session(&c).give((COMMIT, abort_marker(failure.process)));
                         } else if let Some(job) = task.finish_in_background() {
                             // The capability stays held until the job's rows are out. A run that
                             // fails meanwhile waits for the job: it cannot be interrupted.

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod exec;
 pub mod fsutil;
 pub mod graph;
+pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod report;

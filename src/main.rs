@@ -54,6 +54,9 @@ enum Command {
         /// Source batches allowed in flight per source (memory bound).
         #[arg(long, default_value_t = 4)]
         max_in_flight: usize,
+        /// Replace finished outputs of another plan; they stay readable until this run succeeds.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Check a pipeline without running it (exit 0, or 78 on a configuration error).
     Validate {
@@ -279,7 +282,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { pipeline, workers, processes, process_id, hostfile, report: report_path, quiet, max_in_flight } => {
+        Command::Run { pipeline, workers, processes, process_id, hostfile, report: report_path, quiet, max_in_flight, overwrite } => {
             let plan = match load_plan(&pipeline) {
                 Ok(p) => p,
                 Err(e) => return Ok(config_failure(e)),
@@ -294,28 +297,61 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 hostfile,
                 progress: !quiet,
                 max_in_flight,
+                overwrite,
             };
+            if processes > 1 {
+                exit_quietly_on_lost_peer();
+            }
             let plan = Arc::new(plan);
             let (rep, result) = exec::run(plan.clone(), &opts);
             if let Some(path) = &report_path {
                 let text = serde_json::to_vec_pretty(&rep)?;
                 idflow::fsutil::atomic_write(path, &text).with_context(|| format!("cannot write report {}", path.display()))?;
             }
-            if !quiet {
-                eprint!("{}", report::summary_table(&rep));
-            }
             match result {
-                Ok(()) => {
+                Ok(exec::Outcome::UpToDate) => {
+                    println!("nothing to do: every output of this plan is already complete (change a parameter, or remove an output, to run again)");
+                    print_outputs(&plan);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(exec::Outcome::Ran) => {
+                    if !quiet {
+                        eprint!("{}", report::summary_table(&rep));
+                    }
                     print_outputs(&plan);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
+                    if !quiet {
+                        eprint!("{}", report::summary_table(&rep));
+                    }
                     eprintln!("error: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
     }
+}
+
+/// In a cluster run, a peer process that exits or is killed makes timely's network threads
+/// (`timely:recv-P` / `timely:send-P`, P the peer's index) panic. That is not a bug of this
+/// process: say which peer was lost in one line and exit 1, instead of a panic and a backtrace.
+/// Staged outputs stay unpublished, for a rerun to resume.
+fn exit_quietly_on_lost_peer() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or_default().to_string();
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        let peer = thread.strip_prefix("timely:recv-").or_else(|| thread.strip_prefix("timely:send-"));
+        match (peer, msg) {
+            (Some(peer), Some(msg)) if msg.contains("timely communication error") => {
+                let cause = msg.trim_start_matches("timely communication error: ");
+                eprintln!("error: lost the connection to process {peer} ({cause}): it exited or was killed; nothing was published");
+                std::process::exit(1);
+            }
+            _ => default(info),
+        }
+    }));
 }
 
 /// Lists what the run wrote (each node's outputs that exist), one `node label: path` line each.

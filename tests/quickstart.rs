@@ -9,7 +9,7 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt32Type, UInt64Type};
-use common::{idflow, read_batches};
+use common::read_batches;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,11 @@ fn repo() -> PathBuf {
 
 /// Runs the quickstart from the repository root with `IDFLOW_OUT=out` and extra `--set`s.
 fn quickstart(out: &Path, sets: &[&str]) -> std::process::Output {
+    quickstart_with_env(out, sets, &[])
+}
+
+/// [`quickstart`] with extra environment variables.
+fn quickstart_with_env(out: &Path, sets: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut args = vec!["run".to_string(), "pipelines/quickstart.yaml".to_string()];
     for s in sets {
         args.push("--set".into());
@@ -31,8 +36,7 @@ fn quickstart(out: &Path, sets: &[&str]) -> std::process::Output {
         args.push("--set".into());
         args.push(s);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    idflow(&repo(), &args)
+    common::idflow_command().args(&args).envs(env.iter().copied()).current_dir(repo()).output().expect("run idflow")
 }
 
 #[test]
@@ -117,4 +121,88 @@ fn toy_ldm_generates_faces_as_consistent_as_recorded() {
 #[test]
 fn toy_cpd0_ldm_generates_faces_as_consistent_as_recorded() {
     generates_faces_as_consistent_as_recorded("ldm-cpd0");
+}
+
+/// Every file under `dir` (recursively, hidden ones included) with its bytes, by relative path.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+const SMALL: [&str; 3] = ["nodes.identities.count=6", "nodes.latents.samples_per_identity=3", "nodes.dataset.rows_per_shard=2"];
+
+#[test]
+fn quickstart_twice_into_one_folder_is_a_no_op_the_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = quickstart(dir.path(), &SMALL);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let before = snapshot(dir.path());
+    assert!(before.keys().any(|p| p.ends_with("report/metrics.json")));
+    let second = quickstart(dir.path(), &SMALL);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(stdout.contains("nothing to do") && stdout.contains("acceptance report:"), "{stdout}");
+    assert_eq!(snapshot(dir.path()), before, "the second run changed nothing");
+}
+
+/// A JSON report without the fields that name the plan's paths (its fingerprint).
+fn without_fingerprint(path: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("fingerprint");
+    v
+}
+
+/// (identity, sample, attempt, similarity bits, image) of every dataset row, sorted.
+fn dataset_rows(dir: &Path) -> Vec<(u32, u32, u32, u32, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for b in read_batches(dir) {
+        let col = |n: &str| b.column_by_name(n).unwrap().as_primitive::<UInt32Type>().clone();
+        let (ids, samples, attempts) = (col("identity"), col("sample"), col("attempt"));
+        let sims = b.column_by_name("similarity").unwrap().as_primitive::<arrow_array::types::Float32Type>().clone();
+        let bytes = b.column_by_name("image").unwrap().as_struct().column_by_name("bytes").unwrap().as_binary::<i32>().clone();
+        for i in 0..b.num_rows() {
+            rows.push((ids.value(i), samples.value(i), attempts.value(i), sims.value(i).to_bits(), bytes.value(i).to_vec()));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn killed_quickstart_resumes_to_the_uninterrupted_dataset_and_reports() {
+    let full = tempfile::tempdir().unwrap();
+    let res = quickstart(full.path(), &SMALL);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("quickstart");
+    let killed = quickstart_with_env(dir.path(), &SMALL, &[("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")]);
+    assert!(!killed.status.success(), "the crash hook must kill the run");
+    assert!(!q.join("dataset").exists() && !q.join("acceptance.json").exists(), "nothing published by the killed run");
+
+    let resumed = quickstart(dir.path(), &SMALL);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let fq = full.path().join("quickstart");
+    assert_eq!(dataset_rows(&q.join("dataset")), dataset_rows(&fq.join("dataset")));
+    assert_eq!(without_fingerprint(&q.join("acceptance.json")), without_fingerprint(&fq.join("acceptance.json")));
+    let metrics = |d: &Path| {
+        let mut m = without_fingerprint(&d.join("report/metrics.json"));
+        m.as_object_mut().unwrap().remove("files");
+        m
+    };
+    assert_eq!(metrics(&q), metrics(&fq), "the report describes the whole dataset");
+    for plot in ["score_histograms.png", "det_curve.png", "contact_sheet.png"] {
+        assert_eq!(std::fs::read(q.join("report").join(plot)).unwrap(), std::fs::read(fq.join("report").join(plot)).unwrap(), "{plot}");
+    }
 }

@@ -82,9 +82,11 @@ fn interrupted_run_resumes_to_the_same_dataset() {
         .output()
         .unwrap();
     assert!(!killed.status.success(), "the crash hook must kill the run");
-    let partial = rows(&crash);
-    assert!(!partial.is_empty() && partial.len() < 40, "a partial dataset remains: {} rows", partial.len());
-    assert!(!crash.join("_manifest.json").exists(), "no manifest after a crash");
+    assert!(!crash.exists(), "a killed run leaves nothing at the output path for readers to glob");
+    let staging = d.join(".crash.idflow-staging");
+    let partial = rows(&staging);
+    assert!(!partial.is_empty() && partial.len() < 40, "the staged partial dataset remains: {} rows", partial.len());
+    assert!(!staging.join("_manifest.json").exists(), "no manifest after a crash");
 
     let again = idflow(d, &["run", "crash.yaml", "-q", "--report", "resume.json"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
@@ -93,17 +95,62 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     let manifest = idflow::operators::write_records::read_manifest(&crash).unwrap();
     assert_eq!(manifest["total_rows"], 40);
     assert_eq!(manifest["shards"].as_array().unwrap().len(), shards(&crash).len());
-    assert!(!crash.join("_progress.json").exists());
+    assert!(!staging.exists(), "the staging folder is gone once published");
 
     // A finished output of the same plan: nothing to do, nothing changes.
     let noop = idflow(d, &["run", "crash.yaml", "-q", "--report", "noop.json", "-w", "3"]);
     assert!(noop.status.success());
+    assert!(String::from_utf8_lossy(&noop.stdout).contains("nothing to do"), "{}", String::from_utf8_lossy(&noop.stdout));
     assert_eq!(rendered(d, "noop.json"), 0);
     assert_eq!(rows(&crash), expected);
 
-    // A different plan is not resumed: the output is rewritten.
-    let changed = idflow(d, &["run", "crash.yaml", "-q", "--set", "seed=4", "--set", "nodes.faces.identities=2", "--report", "c.json"]);
-    assert!(changed.status.success());
+    // A different plan is refused, naming the folder and the way out; nothing changes.
+    let changed = ["run", "crash.yaml", "-q", "--set", "seed=4", "--set", "nodes.faces.identities=2", "--report", "c.json"];
+    let refused = idflow(d, &changed);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&crash.display().to_string()) && stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(rows(&crash), expected);
+
+    // With --overwrite it replaces the dataset.
+    let replaced = idflow(d, &[&changed[..], &["--overwrite"]].concat());
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
     assert_eq!(rendered(d, "c.json"), 10);
     assert_eq!(rows(&crash).len(), 10);
+}
+
+/// The old dataset stays whole and readable while a replacing run works, and after that run is
+/// killed: only a successful run swaps its output in.
+#[test]
+fn overwrite_keeps_the_old_dataset_until_the_new_one_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out");
+    write_pipeline(d, "p.yaml", &pipeline(&out));
+    let first = idflow(d, &["run", "p.yaml", "-q"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let old_rows = rows(&out);
+    let old_manifest = std::fs::read(out.join("_manifest.json")).unwrap();
+
+    let killed = Command::new(bin())
+        .args(["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"])
+        .current_dir(d)
+        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
+        .env("IDFLOW_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert!(rows(&out) == old_rows, "the killed run left the old dataset as it was");
+    assert_eq!(std::fs::read(out.join("_manifest.json")).unwrap(), old_manifest);
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+
+    let replaced = idflow(d, &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"]);
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    let new_rows = rows(&out);
+    assert_eq!(new_rows.len(), 16, "the new plan's rows only");
+    assert!(new_rows.iter().all(|r| old_rows.contains(r)), "the same world, fewer samples per identity");
+    assert!(!d.join(".out.idflow-staging").exists());
+    let manifest = idflow::operators::write_records::read_manifest(&out).unwrap();
+    assert_eq!(manifest["shards"].as_array().unwrap().len(), shards(&out).len());
 }

@@ -70,7 +70,10 @@ fn rerun_replaces_an_earlier_dataset() {
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 2, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q"]);
     assert!(shards(&out).len() >= 4);
-    run_ok(dir.path(), &["run", "p.yaml", "-q", "--set", "nodes.faces.limit_identities=1"]);
+    let refused = idflow(dir.path(), &["run", "p.yaml", "-q", "--set", "nodes.faces.limit_identities=1"]);
+    assert_eq!(refused.status.code(), Some(1), "another plan over a finished dataset needs --overwrite");
+    assert_eq!(read_rows(&out).len(), 24, "the refused run changed nothing");
+    run_ok(dir.path(), &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.limit_identities=1"]);
     assert_eq!(read_rows(&out).len(), 4, "stale shards of the first run must be gone");
 }
 
@@ -187,4 +190,78 @@ fn parquet_opens_in_pyarrow_and_duckdb() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// Runs a two-process cluster of `pipeline` (one worker each), with `env_for(pid)` added to
+/// process `pid`; returns each process's exit code and stderr.
+fn cluster_run(dir: &Path, pipeline: &str, env_for: &dyn Fn(usize) -> Vec<(&'static str, &'static str)>) -> Vec<(Option<i32>, String)> {
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|pid| {
+            Command::new(bin())
+                .args(["run", pipeline, "-q", "-w", "1", "--processes", "2", "--process-id", &pid.to_string(), "--hostfile"])
+                .arg(&hostfile)
+                .current_dir(dir)
+                .env("IDFLOW_LOG", "warn")
+                .envs(env_for(pid))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    children
+        .into_iter()
+        .map(|mut c| {
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("cluster process did not finish in time");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let out = c.wait_with_output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_peer_process_is_a_one_line_error_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    make_faces(&faces, 12, 4);
+    let out = dir.path().join("out");
+    write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, "").replace("rows_per_shard: 5", "rows_per_shard: 2"));
+    let res = cluster_run(dir.path(), "p.yaml", &|pid| if pid == 1 { vec![("IDFLOW_TEST_CRASH_AFTER_SHARDS", "1")] } else { vec![] });
+    let (code, stderr) = &res[0];
+    assert_eq!(*code, Some(1), "{stderr}");
+    assert!(stderr.contains("lost the connection to process 1"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+    assert!(!out.exists(), "nothing published");
+}
+
+#[test]
+fn a_failing_peer_process_is_named_and_only_it_prints_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    make_faces(&faces, 4, 3);
+    // identity 1 belongs to global worker 1, the only worker of process 1
+    let bad = faces.join("person_001").join("01.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let out = dir.path().join("out");
+    write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, ""));
+    let res = cluster_run(dir.path(), "p.yaml", &|_| vec![]);
+    let (code0, err0) = &res[0];
+    let (code1, err1) = &res[1];
+    assert_eq!((*code0, *code1), (Some(1), Some(1)), "{err0}\n---\n{err1}");
+    assert!(err1.contains("person_001") && err1.contains("node `tensors`"), "{err1}");
+    assert!(err0.contains("process 1 failed") && !err0.contains("person_001"), "{err0}");
+    for e in [err0, err1] {
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!e.contains("another process failed"), "{e}");
+    }
+    assert!(!out.exists(), "nothing published");
 }

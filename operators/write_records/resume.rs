@@ -69,40 +69,47 @@ pub(crate) fn done_keys(dir: &Path) -> Result<(DoneKeys, Option<usize>), String>
     Ok((keys, max_index))
 }
 
+/// Every row of one Parquet file, as one batch.
+fn read_whole(path: &Path) -> Result<RecordBatch, String> {
+    let what = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let f = std::fs::File::open(path).map_err(|e| what(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| what(&e))?;
+    let schema = builder.schema().clone();
+    let batches = builder.build().map_err(|e| what(&e))?.collect::<Result<Vec<_>, _>>().map_err(|e| what(&e))?;
+    arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| what(&e))
+}
+
 /// The rows of a kept shard that `part` owns, in the node's input schema (the Hugging Face
-/// image struct becomes bytes again), for the nodes downstream of a resumed sink.
+/// image struct becomes bytes again; columns the shard leaves out come from its replay
+/// sidecar), for the nodes downstream of a resumed sink.
 pub(crate) fn replay_rows(shard: &Path, input: &SchemaRef, image_column: &str, part: &Partition) -> Result<Vec<RecordBatch>, String> {
-    let f = std::fs::File::open(shard).map_err(|e| format!("{}: {e}", shard.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.build()).map_err(|e| format!("{}: {e}", shard.display()))?;
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b.map_err(|e| format!("{}: {e}", shard.display()))?;
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(input.fields().len());
-        for f in input.fields() {
-            let c = b.column_by_name(f.name()).ok_or_else(|| {
-                format!(
-                    "{}: column `{}` was not written, so resumed rows cannot be passed to the nodes downstream (write all columns, or start over)",
-                    shard.display(),
-                    f.name()
-                )
-            })?;
-            let c = if f.name() == image_column && matches!(c.data_type(), DataType::Struct(_)) {
-                c.as_struct().column_by_name("bytes").cloned().ok_or_else(|| format!("{}: image struct without bytes", shard.display()))?
-            } else {
-                c.clone()
-            };
-            cols.push(c);
-        }
-        let batch = RecordBatch::try_new(input.clone(), cols).map_err(|e| format!("{}: {e}", shard.display()))?;
-        let ids = batch.column_by_name("identity").cloned();
-        let keep: BooleanArray =
-            (0..batch.num_rows()).map(|r| Some(ids.as_ref().and_then(|c| id_value(c.as_ref(), r)).is_none_or(|i| part.owns(i)))).collect();
-        let batch = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
-        if batch.num_rows() > 0 {
-            out.push(batch);
-        }
+    let main = read_whole(shard)?;
+    let sidecar_path = shard.parent().map(|d| d.join(super::REPLAY)).and_then(|d| shard.file_name().map(|n| d.join(n)));
+    let sidecar = match sidecar_path.filter(|p| p.exists()) {
+        Some(p) => Some(read_whole(&p)?),
+        None => None,
+    };
+    if sidecar.as_ref().is_some_and(|s| s.num_rows() != main.num_rows()) {
+        return Err(format!("{}: its replay sidecar has a different row count; remove the staging folder to start over", shard.display()));
     }
-    Ok(out)
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(input.fields().len());
+    for f in input.fields() {
+        let c = main.column_by_name(f.name()).or_else(|| sidecar.as_ref().and_then(|s| s.column_by_name(f.name()))).ok_or_else(|| {
+            format!("{}: column `{}` was not written, so resumed rows cannot be passed to the nodes downstream", shard.display(), f.name())
+        })?;
+        let c = if f.name() == image_column && matches!(c.data_type(), DataType::Struct(_)) {
+            c.as_struct().column_by_name("bytes").cloned().ok_or_else(|| format!("{}: image struct without bytes", shard.display()))?
+        } else {
+            c.clone()
+        };
+        cols.push(c);
+    }
+    let batch = RecordBatch::try_new(input.clone(), cols).map_err(|e| format!("{}: {e}", shard.display()))?;
+    let ids = batch.column_by_name("identity").cloned();
+    let keep: BooleanArray =
+        (0..batch.num_rows()).map(|r| Some(ids.as_ref().and_then(|c| id_value(c.as_ref(), r)).is_none_or(|i| part.owns(i)))).collect();
+    let batch = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?;
+    Ok(if batch.num_rows() > 0 { vec![batch] } else { Vec::new() })
 }
 
 /// Removes rows whose `(identity, sample)` is already written.
