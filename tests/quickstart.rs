@@ -19,12 +19,13 @@ fn repo() -> PathBuf {
 
 /// Runs the quickstart from the repository root with `IDFLOW_OUT=out` and extra `--set`s.
 fn quickstart(out: &Path, sets: &[&str]) -> std::process::Output {
-    quickstart_with_env(out, sets, &[])
+    quickstart_with(out, sets, &[], &[])
 }
 
-/// [`quickstart`] with extra environment variables.
-fn quickstart_with_env(out: &Path, sets: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+/// [`quickstart`] with extra environment variables and arguments.
+fn quickstart_with(out: &Path, sets: &[&str], env: &[(&str, &str)], extra: &[&str]) -> std::process::Output {
     let mut args = vec!["run".to_string(), "pipelines/quickstart.yaml".to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
     for s in sets {
         args.push("--set".into());
         args.push(s.to_string());
@@ -187,12 +188,30 @@ fn killed_quickstart_resumes_to_the_uninterrupted_dataset_and_reports() {
 
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("quickstart");
-    let killed = quickstart_with_env(dir.path(), &SMALL, &[("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")]);
+    let killed = quickstart_with(dir.path(), &SMALL, &[("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")], &[]);
     assert!(!killed.status.success(), "the crash hook must kill the run");
     assert!(!q.join("dataset").exists() && !q.join("acceptance.json").exists(), "nothing published by the killed run");
 
-    let resumed = quickstart(dir.path(), &SMALL);
+    // What the killed run settled: samples written, and samples finally rejected (journal).
+    let written = dataset_rows(&dir.path().join("quickstart/.dataset.idflow-staging")).len();
+    let journal_dir = dir.path().join("quickstart/.acceptance.json.idflow-staging");
+    let mut rejected = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(&journal_dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("decisions-")) {
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if v["accepted"] == false {
+                rejected.insert((v["identity"].as_u64().unwrap(), v["sample"].as_u64().unwrap()));
+            }
+        }
+    }
+    assert!(written > 0, "the killed run wrote some shards");
+
+    let report = dir.path().join("resume.json");
+    let resumed = quickstart_with(dir.path(), &SMALL, &[], &["--report", report.to_str().unwrap()]);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let drawn = r["operators"].as_array().unwrap().iter().find(|o| o["node"] == "latents").unwrap()["rows_out"].as_u64().unwrap();
+    assert_eq!(drawn as usize, 18 - written - rejected.len(), "written and finally rejected samples are not drawn again");
     let fq = full.path().join("quickstart");
     assert_eq!(dataset_rows(&q.join("dataset")), dataset_rows(&fq.join("dataset")));
     assert_eq!(without_fingerprint(&q.join("acceptance.json")), without_fingerprint(&fq.join("acceptance.json")));
