@@ -301,7 +301,7 @@ impl StagedOutput {
             return self.begin(resume, populate);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-        while !read_stamp(&self.staging).is_some_and(|s| s.fingerprint == self.stamp.fingerprint) {
+        while read_stamp(&self.staging).is_none_or(|s| s.fingerprint != self.stamp.fingerprint) {
             if std::time::Instant::now() > deadline {
                 return Err(OutputError::Io {
                     what: "process 0 did not open the staging folder",
