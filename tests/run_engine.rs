@@ -101,11 +101,14 @@ fn corrupt_image_fails_the_run_and_leaves_no_output() {
         assert_eq!(res.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("person_00") && stderr.contains("node `tensors`"), "error must name the file and node: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
-        // Only the in-progress marker (which lets a fixed rerun resume) may remain.
-        let leftovers: Vec<_> = std::fs::read_dir(&out)
-            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n != "_progress.json").collect())
+        // Nothing is published; the hidden staging folder (which lets a fixed rerun resume)
+        // holds no temporary file.
+        assert!(!out.exists(), "no shard or manifest may appear at the output path");
+        let staging = dir.path().join(".out.idflow-staging");
+        let tmp: Vec<_> = std::fs::read_dir(&staging)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".tmp")).collect())
             .unwrap_or_default();
-        assert!(leftovers.is_empty(), "no shard, temp file or manifest may remain: {leftovers:?}");
+        assert!(tmp.is_empty(), "no temporary file may remain: {tmp:?}");
     }
 }
 
