@@ -23,6 +23,13 @@ fn fixture(name: &str) -> PathBuf {
     p
 }
 
+/// Writes a 96×96 textured JPEG (large enough that half of it ends inside the image data) at
+/// `path`.
+fn write_jpeg(path: &Path) {
+    let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([(x * 7 ^ y * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
+    img.save(path).unwrap();
+}
+
 /// Cuts a file to half its length; returns its path.
 fn truncate_half(path: &Path) -> PathBuf {
     let bytes = std::fs::read(path).unwrap();
@@ -65,6 +72,7 @@ fn a_truncated_jpeg_fails_decode_naming_the_file_or_is_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let faces = dir.path().join("faces");
     make_faces(&faces, 2, 2);
+    write_jpeg(&faces.join("person_001/00.jpg"));
     let bad = truncate_half(&faces.join("person_001/00.jpg"));
     let out = dir.path().join("out");
     let (code, stderr) = run(dir.path(), &folder_pipeline(&faces, &out, 2, ""), &[]);
@@ -196,7 +204,7 @@ fn validate_names_a_missing_checkpoint_and_a_missing_read_root() {
     let out = dir.path().join("out");
     let (code, stderr) = validate(dir.path(), &embed_pipeline(&faces, &dir.path().join("nope.pth"), &out, ""));
     assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("p.yaml:10:") && stderr.contains("node `emb`, field `encoder.checkpoint`"), "{stderr}");
+    assert!(stderr.contains("p.yaml:11:") && stderr.contains("node `emb`, field `encoder.checkpoint`"), "{stderr}");
     assert!(stderr.contains("nope.pth does not exist"), "{stderr}");
 
     let (code, stderr) = validate(dir.path(), &embed_pipeline(&dir.path().join("no-faces"), &fixture("iresnet_tiny.pth"), &out, ""));

@@ -151,6 +151,18 @@ mod tests {
     }
 
     #[test]
+    fn half_a_jpeg_is_refused_although_the_decoder_alone_accepts_it() {
+        let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([(x * 7 ^ y * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+        let bytes = out.into_inner();
+        let half = &bytes[..bytes.len() / 2];
+        // `image` 0.25 (zune-jpeg) decodes these bytes into a 96×96 image, the rest filled in.
+        let err = decode_complete(half).unwrap_err();
+        assert!(err.to_string().contains("ends inside its image data, without its end-of-image marker (FF D9)"), "{err}");
+    }
+
+    #[test]
     fn non_images_are_undecodable() {
         let err = decode_complete(b"hello").unwrap_err();
         assert!(err.to_string().starts_with("not a decodable image"), "{err}");
