@@ -80,7 +80,12 @@ const PARAMS: &[ParamDoc] = &[
     },
     ParamDoc { name: "limit", ty: "integer", default: "all", doc: "keep at most this many contexts" },
     ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
-    ParamDoc { name: "allow_empty", ty: "bool", default: "false", doc: "accept keeping no contexts (otherwise an empty source is an error)" },
+    ParamDoc {
+        name: "allow_empty",
+        ty: "bool",
+        default: "false",
+        doc: "accept keeping no contexts (otherwise an empty source is an error)",
+    },
 ];
 
 const PARAMS_EMB: &[ParamDoc] = &[

@@ -88,8 +88,7 @@ mod tests {
     fn batch(values: Vec<f32>) -> RecordBatch {
         let schema = Schema::new(vec![Field::new("identity", DataType::UInt32, false), tensor_field("embedding", &[2])]);
         let rows = values.len() / 2;
-        let cols: Vec<ArrayRef> =
-            vec![Arc::new(UInt32Array::from_iter_values(0..rows as u32)), Arc::new(tensor_array(values, 2).unwrap())];
+        let cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from_iter_values(0..rows as u32)), Arc::new(tensor_array(values, 2).unwrap())];
         RecordBatch::try_new(Arc::new(schema), cols).unwrap()
     }
 

@@ -13,11 +13,11 @@
 
 use super::ParamDoc;
 use crate::batch::column;
+use crate::spec::{ConfigError, NodeSpec};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field};
-use crate::spec::{ConfigError, NodeSpec};
 use idflow_models::checkpoint::{load_model, parameter_shapes, shape_mismatches, stored_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::{
@@ -429,10 +429,8 @@ pub fn load_vq_decoder(inference: &Inference, path: &Path, cfg: &VqConfig, quant
     }
     native_checkpoint(path).map_err(fail)?;
     let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
-    let codebook = CODEBOOK_KEYS
-        .iter()
-        .find_map(|k| dict.get(k))
-        .ok_or_else(|| fail("no `quantize.embedding.weight` (codebook)".into()))?;
+    let codebook =
+        CODEBOOK_KEYS.iter().find_map(|k| dict.get(k)).ok_or_else(|| fail("no `quantize.embedding.weight` (codebook)".into()))?;
     let n_embed = codebook.dim(0).map_err(|e| fail(e.to_string()))?;
     let decoder = load_model(&dict, &LoadOptions::default(), |vb| VqDecoder::new(cfg, n_embed, vb))
         .map(|(d, _)| d)

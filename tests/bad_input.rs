@@ -209,7 +209,10 @@ fn validate_names_a_missing_checkpoint_and_a_missing_read_root() {
 
     let (code, stderr) = validate(dir.path(), &embed_pipeline(&dir.path().join("no-faces"), &fixture("iresnet_tiny.pth"), &out, ""));
     assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("p.yaml:5:") && stderr.contains("node `faces`, field `root`") && stderr.contains("no-faces does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("p.yaml:5:") && stderr.contains("node `faces`, field `root`") && stderr.contains("no-faces does not exist"),
+        "{stderr}"
+    );
     assert!(!out.exists());
 }
 

@@ -304,7 +304,8 @@ pub fn stored_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<usize>)>
     match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => safetensors_shapes(path),
         _ => {
-            let headers = idflow_dataset::formats::torch_zip::read_state_dict_shapes(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+            let headers =
+                idflow_dataset::formats::torch_zip::read_state_dict_shapes(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
             Ok(headers.into_iter().map(|h| (h.name, h.shape)).collect())
         }
     }

@@ -71,7 +71,8 @@ fn check_jpeg(bytes: &[u8]) -> Result<(), ImageBytesError> {
         }
         i += len;
         if marker == SOS {
-            i = scan_end(bytes, i).ok_or_else(|| truncated("ends inside its image data, without its end-of-image marker (FF D9)".into()))?;
+            i = scan_end(bytes, i)
+                .ok_or_else(|| truncated("ends inside its image data, without its end-of-image marker (FF D9)".into()))?;
         }
     }
 }
