@@ -26,7 +26,7 @@ fn fixture(name: &str) -> PathBuf {
 /// Writes a 96×96 textured JPEG (large enough that half of it ends inside the image data) at
 /// `path`.
 fn write_jpeg(path: &Path) {
-    let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([(x * 7 ^ y * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
+    let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([((x * 7) ^ (y * 3)) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
     img.save(path).unwrap();
 }
 

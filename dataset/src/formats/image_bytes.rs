@@ -153,7 +153,8 @@ mod tests {
 
     #[test]
     fn half_a_jpeg_is_refused_although_the_decoder_alone_accepts_it() {
-        let img = image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([(x * 7 ^ y * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
+        let img =
+            image::RgbImage::from_fn(96, 96, |x, y| image::Rgb([((x * 7) ^ (y * 3)) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
         let bytes = out.into_inner();
