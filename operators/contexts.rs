@@ -80,6 +80,12 @@ const PARAMS: &[ParamDoc] = &[
     },
     ParamDoc { name: "limit", ty: "integer", default: "all", doc: "keep at most this many contexts" },
     ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
+    ParamDoc {
+        name: "allow_empty",
+        ty: "bool",
+        default: "false",
+        doc: "accept keeping no contexts (otherwise an empty source is an error)",
+    },
 ];
 
 const PARAMS_EMB: &[ParamDoc] = &[
@@ -122,6 +128,8 @@ struct Params {
     limit: Option<usize>,
     #[serde(default = "default_batch_rows")]
     batch_rows: usize,
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 fn default_dim() -> usize {
@@ -156,6 +164,9 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
             }
             if p.count.is_some() {
                 return Err(n.error(Some("count"), "only for `kind: synthetic-uniform` (use `limit` for files)"));
+            }
+            if let Some(path) = p.path.as_deref().filter(|path| !path.exists()) {
+                return Err(n.error(Some("path"), format!("{} does not exist", path.display())));
             }
         }
     }
@@ -327,7 +338,18 @@ impl ContextsSource {
                 set
             }
         };
-        set.spread(self.p.max_similarity, self.p.limit)
+        let set = set.spread(self.p.max_similarity, self.p.limit)?;
+        if set.names.is_empty() && !self.p.allow_empty {
+            let source = match (&self.p.path, self.p.count) {
+                (Some(path), _) if self.p.limit != Some(0) => format!("{} holds no contexts", path.display()),
+                (None, Some(0)) => "`count` is 0".to_string(),
+                _ => "`limit` is 0".to_string(),
+            };
+            return Err(format!(
+                "no contexts to emit: {source}; an empty input is an error (set `allow_empty: true` on the node if it may be empty)"
+            ));
+        }
+        Ok(set)
     }
 }
 
@@ -349,7 +371,14 @@ impl Operator for ContextsSource {
             .map_err(|e| OpError::new(format!("node `{}`: {e}", self.node)))?;
         tracing::info!("node `{}`: {} contexts kept ({:.2?})", self.node, set.names.len(), started.elapsed());
         let identities: Vec<u32> = (0..set.names.len() as u32).filter(|&i| ctx.partition.owns(i as u64)).collect();
-        Ok(Started::Source(Box::new(ContextsTask { set, identities, next: 0, batch_rows: self.p.batch_rows })))
+        Ok(Started::Source(Box::new(ContextsTask {
+            set,
+            identities,
+            next: 0,
+            batch_rows: self.p.batch_rows,
+            node: self.node.clone(),
+            ctx: ctx.clone(),
+        })))
     }
 }
 
@@ -358,6 +387,8 @@ struct ContextsTask {
     identities: Vec<u32>,
     next: usize,
     batch_rows: usize,
+    node: String,
+    ctx: TaskContext,
 }
 
 impl SourceTask for ContextsTask {
@@ -372,7 +403,8 @@ impl SourceTask for ContextsTask {
         let end = (self.next + self.batch_rows).min(self.identities.len());
         let ids = &self.identities[self.next..end];
         self.next = end;
-        Ok(Some(context_batch(&self.set, ids, ids)?))
+        let batch = context_batch(&self.set, ids, ids)?;
+        Ok(Some(super::finite::finite_rows(&self.ctx, &self.node, batch, "context")?))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::batch::{binary_column, column, str_column};
 use crate::spec::ConfigError;
 use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use idflow_dataset::formats::image_bytes::decode_complete;
 use image::{imageops, RgbImage};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -187,7 +188,7 @@ struct DecodeTask {
 impl DecodeTask {
     /// Decodes one image into `dst` (CHW floats).
     fn decode_one(&self, bytes: &[u8], dst: &mut Vec<f32>) -> Result<(), String> {
-        let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
+        let img = decode_complete(bytes).map_err(|e| e.to_string())?.to_rgb8();
         let (h, w) = self.resize;
         let img = if img.height() == h && img.width() == w {
             img

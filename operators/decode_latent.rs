@@ -172,6 +172,7 @@ pub fn check_decode(node: &NodeSpec, p: &DecodeParams, field: &dyn Fn(&str) -> S
         return Err(node.error(Some(&*field("first_stage")), "ch_mult must not be empty"));
     }
     model_spec::check_inference(node, p.threads, field)?;
+    model_spec::check_checkpoint(node, &field("first_stage"), &p.first_stage.checkpoint, model_spec::Network::VqDecoder(&cfg))?;
     if let Some(s) = p.size {
         let (h, w) = s.hw();
         if h == 0 || w == 0 || h > 4096 || w > 4096 {
@@ -237,7 +238,10 @@ impl LatentDecoder {
             if pixels.len() != img_len * (end - start) {
                 return Err(format!("decoder produced {} values for {} latents of shape {shape:?}", pixels.len(), end - start));
             }
-            for img in pixels.chunks(img_len) {
+            for (j, img) in pixels.chunks(img_len).enumerate() {
+                if let Some(what) = super::finite::first_non_finite(img) {
+                    return Err(format!("latent {} of the batch decodes to a non-finite image ({what})", start + j));
+                }
                 out.push(to_rgb(img, h, w));
             }
             start = end;

@@ -194,6 +194,7 @@ struct Params {
 pub fn check_sampling(node: &crate::spec::NodeSpec, s: &SamplingParams, field: &dyn Fn(&str) -> String) -> Result<UNetConfig, ConfigError> {
     let cfg = model_spec::unet_config(s.model.config.as_ref()).map_err(|e| node.error(Some(&*field("model")), e))?;
     model_spec::check_inference(node, s.threads, field)?;
+    model_spec::check_checkpoint(node, &field("model"), &s.model.checkpoint, model_spec::Network::Unet(&cfg))?;
     model_spec::check_unet(&cfg, s.latent_shape[0]).map_err(|e| node.error(Some(&*field("latent_shape")), e))?;
     if s.latent_shape.contains(&0) {
         return Err(node.error(Some(&*field("latent_shape")), "dimensions must be positive"));
@@ -460,7 +461,7 @@ impl Operator for Diffuse {
             inputs: Vec::new(),
             pending_work: PendingWork::new(ctx.resume.keys()),
             next_job: 0,
-            counters: ctx.counters.clone(),
+            ctx: ctx.clone(),
         })))
     }
 }
@@ -482,8 +483,8 @@ struct DiffuseTask {
     pending_work: PendingWork,
     /// Job number of the next planned job.
     next_job: u64,
-    /// The node's report counters (time inside the denoiser).
-    counters: Arc<crate::operators::TaskCounters>,
+    /// The worker's context: report counters (time inside the denoiser), error policy.
+    ctx: TaskContext,
 }
 
 impl DiffuseTask {
@@ -509,7 +510,7 @@ impl DiffuseTask {
         let first = jobs.first().map(|j| (j.identity, j.noise_sample)).unwrap_or_default();
         let latents = self
             .generator
-            .latents_timed(&jobs, Some(&self.counters.model_ns))
+            .latents_timed(&jobs, Some(&self.ctx.counters.model_ns))
             .map_err(|e| self.err(format!("identity {} sample {} (batch of {}): {e}", first.0, first.1, jobs.len())))?;
         let seeds: Vec<u64> = jobs.iter().map(|j| self.generator.row_seed(j.identity, j.noise_sample)).collect();
         drop(jobs);
@@ -535,7 +536,8 @@ impl DiffuseTask {
         cols.push(Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|c| c.2))));
         cols.push(Arc::new(UInt64Array::from(seeds)));
         cols.push(Arc::new(tensor_array(latents, self.generator.latent_len())?));
-        out.rows.push(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)?);
+        let rows = RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)?;
+        out.rows.push(super::finite::finite_rows(&self.ctx, &self.node, rows, "latent")?);
         // drop input batches no pending job refers to
         let oldest = self.pending.first().map_or(self.inputs.len(), |p| p.0);
         if oldest > 0 {

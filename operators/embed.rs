@@ -17,6 +17,7 @@ use crate::spec::{ConfigError, NodeSpec};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use candle_core::{Device, Tensor};
+use idflow_dataset::formats::image_bytes::decode_complete;
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::traits::FaceEncoder;
 use image::{imageops, RgbImage};
@@ -124,6 +125,7 @@ pub fn check_embed(node: &NodeSpec, p: &EmbedParams, field: &dyn Fn(&str) -> Str
         return Err(node.error(Some(&*field("encoder")), "num_features must be positive"));
     }
     model_spec::check_inference(node, p.threads, field)?;
+    model_spec::check_checkpoint(node, &field("encoder"), &p.encoder.checkpoint, model_spec::Network::IResNet(&cfg))?;
     if p.std.contains(&0.0) {
         return Err(node.error(Some(&*field("std")), "must not contain 0"));
     }
@@ -163,7 +165,7 @@ impl FaceEmbedder {
 
     /// Decodes and resizes one encoded image to the encoder input.
     pub fn prepare(bytes: &[u8], side: u32) -> Result<RgbImage, String> {
-        let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
+        let img = decode_complete(bytes).map_err(|e| e.to_string())?.to_rgb8();
         Ok(if img.dimensions() == (side, side) { img } else { imageops::resize(&img, side, side, imageops::FilterType::Triangle) })
     }
 
@@ -305,7 +307,8 @@ impl Task for EmbedTask {
         fields.push(tensor_field(&self.p.output, &[self.encoder.dim()]));
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         cols.push(Arc::new(tensor_array(emb, self.encoder.dim())?));
-        out.rows.push(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)?);
+        let rows = RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), cols)?;
+        out.rows.push(super::finite::finite_rows(&self.ctx, node, rows, &self.p.output)?);
         Ok(())
     }
 }

@@ -82,6 +82,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     if p.size == 0 || !(p.size as usize).is_multiple_of(f) {
         return Err(ctx.node.error(Some("size"), format!("must be a positive multiple of the downsampling factor {f}")));
     }
+    model_spec::check_checkpoint(&ctx.node, "first_stage", &p.first_stage.checkpoint, model_spec::Network::VqEncoder(&cfg))?;
     let side = p.size as usize / f;
     let shape = [cfg.embed_dim, side, side];
     Ok(Arc::new(EncodeLatent { p, cfg, shape, node: ctx.node.id.clone(), encoder: OnceLock::new() }))

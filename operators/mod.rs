@@ -21,6 +21,7 @@ pub mod embed;
 pub mod encode_latent;
 pub mod evaluate;
 pub mod filter;
+pub mod finite;
 pub mod model_spec;
 pub mod pending;
 pub mod read;

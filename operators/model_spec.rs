@@ -13,11 +13,12 @@
 
 use super::ParamDoc;
 use crate::batch::column;
+use crate::spec::{ConfigError, NodeSpec};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::checkpoint::{load_model, parameter_shapes, shape_mismatches, stored_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::{
     compile_cached, default_cache_dir, CompileOptions, ExecutionProvider, OnnxError, OnnxModelSpec, OrtDenoiser, OrtFaceEncoder,
@@ -238,6 +239,68 @@ pub fn check_unet(cfg: &UNetConfig, latent_channels: usize) -> Result<(), String
     Ok(())
 }
 
+/// The network a checkpoint must hold, with its resolved configuration.
+#[derive(Clone, Copy, Debug)]
+pub enum Network<'a> {
+    /// IDiff-Face's denoiser.
+    Unet(&'a UNetConfig),
+    /// The first-stage decoder (its codebook size is read from the file).
+    VqDecoder(&'a VqConfig),
+    /// The first-stage encoder.
+    VqEncoder(&'a VqConfig),
+    /// An ElasticFace / insightface face encoder.
+    IResNet(&'a IResNetConfig),
+}
+
+/// Keys the first-stage codebook is stored under.
+const CODEBOOK_KEYS: [&str; 2] = ["quantize.embedding.weight", "first_stage_model.quantize.embedding.weight"];
+
+impl Network<'_> {
+    /// Every tensor the network requests when built, with its shape (no weights allocated);
+    /// `stored` gives the decoder its codebook size.
+    fn requested(self, stored: &[(String, Vec<usize>)]) -> Result<Vec<(String, candle_core::Shape)>, String> {
+        let shapes = match self {
+            Network::Unet(cfg) => parameter_shapes(|vb| idflow_models::unet::ConditionalUNet::new(cfg, vb)),
+            Network::VqEncoder(cfg) => parameter_shapes(|vb| idflow_models::vq::VqEncoder::new(cfg, vb)),
+            Network::IResNet(cfg) => parameter_shapes(|vb| IResNet::new(cfg, vb)),
+            Network::VqDecoder(cfg) => {
+                let n_embed = stored
+                    .iter()
+                    .find(|(k, _)| CODEBOOK_KEYS.contains(&k.as_str()))
+                    .and_then(|(_, s)| s.first().copied())
+                    .ok_or("no `quantize.embedding.weight` (codebook)")?;
+                parameter_shapes(|vb| VqDecoder::new(cfg, n_embed, vb))
+            }
+        };
+        shapes.map_err(|e| format!("cannot lay out the configured model: {e}"))
+    }
+}
+
+/// Plan-time check of a model checkpoint, shared by every model node (`idflow validate` runs it
+/// too): the file must exist and, read from its header alone (safetensors JSON header, torch
+/// pickle), hold every tensor `network` requests with the shape its configuration gives.
+/// `field` is the YAML field of the `{checkpoint, config}` block (`model`, `encoder`,
+/// `generate.model`, …); errors name `<field>.checkpoint`. A compiled `.onnx` file is only
+/// checked to exist: its recorded configuration is compared when it is opened.
+pub fn check_checkpoint(node: &NodeSpec, field: &str, checkpoint: &Path, network: Network) -> Result<(), ConfigError> {
+    let field = format!("{field}.checkpoint");
+    let fail = |m: String| node.error(Some(&field), m);
+    if !checkpoint.is_file() {
+        let what = if checkpoint.exists() { "is not a file" } else { "does not exist" };
+        return Err(fail(format!("{} {what}", checkpoint.display())));
+    }
+    if is_onnx_file(checkpoint) {
+        return Ok(());
+    }
+    let stored = stored_shapes(checkpoint).map_err(|e| fail(e.to_string()))?;
+    let requested = network.requested(&stored).map_err(|e| fail(format!("{}: {e}", checkpoint.display())))?;
+    let mismatches = shape_mismatches(&requested, &stored);
+    if !mismatches.is_empty() {
+        return Err(fail(format!("{}: {mismatches} (a checkpoint for another `config`?)", checkpoint.display())));
+    }
+    Ok(())
+}
+
 /// Whether a checkpoint path names a compiled ONNX file (extension `.onnx`).
 pub fn is_onnx_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
@@ -366,10 +429,8 @@ pub fn load_vq_decoder(inference: &Inference, path: &Path, cfg: &VqConfig, quant
     }
     native_checkpoint(path).map_err(fail)?;
     let dict = StateDict::from_file(path).map_err(|e| fail(e.to_string()))?;
-    let codebook = ["quantize.embedding.weight", "first_stage_model.quantize.embedding.weight"]
-        .iter()
-        .find_map(|k| dict.get(k))
-        .ok_or_else(|| fail("no `quantize.embedding.weight` (codebook)".into()))?;
+    let codebook =
+        CODEBOOK_KEYS.iter().find_map(|k| dict.get(k)).ok_or_else(|| fail("no `quantize.embedding.weight` (codebook)".into()))?;
     let n_embed = codebook.dim(0).map_err(|e| fail(e.to_string()))?;
     let decoder = load_model(&dict, &LoadOptions::default(), |vb| VqDecoder::new(cfg, n_embed, vb))
         .map(|(d, _)| d)

@@ -15,7 +15,7 @@
 //! (`identity % workers`), so the rows do not depend on the worker count; TFRecord shards and
 //! `.bin` pairs, which carry no identity up front, are split by shard / pair number instead.
 
-use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, TaskContext};
+use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, SourceTask, Started, TaskContext};
 use crate::spec::ConfigError;
 use arrow_schema::SchemaRef;
 use serde::Deserialize;
@@ -52,6 +52,7 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "parquet: columns to read" },
     ParamDoc { name: "schema", ty: "map column -> type", default: "from the file", doc: "parquet: declared columns (uint32, uint64, int64, float32, float64, bool, utf8, binary, float32[N]) for data that does not exist yet at planning time" },
     ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
+    ParamDoc { name: "allow_empty", ty: "bool", default: "false", doc: "accept a source with no rows (otherwise an empty input is an error)" },
 ];
 
 /// Input formats `read` understands.
@@ -94,6 +95,8 @@ struct Params {
     schema: Option<indexmap::IndexMap<String, String>>,
     #[serde(default = "default_batch_rows")]
     batch_rows: usize,
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 fn default_format() -> Format {
@@ -116,6 +119,11 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }
     if p.dim == 0 {
         return Err(ctx.node.error(Some("dim"), "must be at least 1"));
+    }
+    // Declared Parquet schemas are for data a previous pipeline writes later.
+    let written_later = p.format == Format::Parquet && p.schema.is_some();
+    if !written_later && !p.root.exists() {
+        return Err(ctx.node.error(Some("root"), format!("{} does not exist", p.root.display())));
     }
     let schema = match p.format {
         Format::ImageFolder | Format::ImageList => folder::image_folder_schema(),
@@ -151,7 +159,7 @@ impl Operator for Read {
         let err = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
         let p = &self.p;
         let (part, rows, node) = (&ctx.partition, p.batch_rows, self.node.clone());
-        let task: Box<dyn super::SourceTask> = match p.format {
+        let task: Box<dyn ListedSource> = match p.format {
             Format::ImageFolder => Box::new(
                 folder::FolderTask::image_folder(&p.root, &p.extensions, p.limit_identities, p.limit_per_identity, part, rows, node)
                     .map_err(err)?,
@@ -163,6 +171,44 @@ impl Operator for Read {
             Format::Contexts => Box::new(contexts::ContextsTask::open(&p.root, p.dim, part, rows).map_err(err)?),
             Format::Parquet => Box::new(parquet_files::ParquetTask::open(&p.root, self.schema.clone(), part, rows).map_err(err)?),
         };
-        Ok(Started::Source(task))
+        if task.source_rows() == 0 && !p.allow_empty {
+            return Err(err(format!(
+                "{} holds no rows; an empty input is an error (set `allow_empty: true` on the node if it may be empty)",
+                p.root.display()
+            )));
+        }
+        Ok(Started::Source(Box::new(CheckedSource { inner: task, node: self.node.clone(), ctx: ctx.clone() })))
+    }
+}
+
+/// A `read` source that knows how many rows the whole input holds (every worker's share
+/// together), so an empty input is caught on every worker alike.
+pub trait ListedSource: SourceTask {
+    /// Rows in the whole input, before the split among workers.
+    fn source_rows(&self) -> u64;
+}
+
+/// Hands on the rows of a source after refusing non-finite tensor values (contexts, embeddings,
+/// latents read from files): each such row is a bad row of the node.
+struct CheckedSource {
+    inner: Box<dyn ListedSource>,
+    node: String,
+    ctx: TaskContext,
+}
+
+impl SourceTask for CheckedSource {
+    fn expected_rows(&self) -> Option<u64> {
+        self.inner.expected_rows()
+    }
+
+    fn next_batch(&mut self) -> OpResult<Option<arrow_array::RecordBatch>> {
+        match self.inner.next_batch()? {
+            Some(batch) => Ok(Some(super::finite::finite_tensor_columns(&self.ctx, &self.node, batch)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn abort(&mut self) {
+        self.inner.abort();
     }
 }

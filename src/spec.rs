@@ -108,9 +108,11 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Location of one field of this node, falling back to the node itself.
+    /// Location of one field of this node: a nested field (`model.checkpoint`) is located at
+    /// its top-level field (`model`); falls back to the node itself.
     pub fn field_pos(&self, field: &str) -> Option<Pos> {
-        self.field_pos.get(field).copied().or(self.pos)
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        self.field_pos.get(field).or_else(|| self.field_pos.get(top)).copied().or(self.pos)
     }
 
     /// A [`ConfigError`] about this node.

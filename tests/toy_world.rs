@@ -132,8 +132,21 @@ fn shipped_pipelines_validate() {
         }
     }
     assert!(files.len() >= 3);
+    let mut complete = 0;
     for f in files {
-        let out = idflow(&root, &["validate", f.to_str().unwrap()]);
-        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        let out = idflow_command()
+            .args(["validate", f.to_str().unwrap()])
+            .env("FACES_ROOT", "pipelines/data/toy-faces")
+            .current_dir(&root)
+            .output()
+            .expect("run idflow");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Pipelines over data or weights a user supplies (the official checkpoints, benchmark
+        // files, an earlier pipeline's output) validate up to the first input that is not there,
+        // which `validate` names as a configuration error.
+        let missing_input = out.status.code() == Some(78) && stderr.contains("does not exist");
+        assert!(out.status.success() || missing_input, "{}: {stderr}", f.display());
+        complete += usize::from(out.status.success());
     }
+    assert!(complete >= 3, "only {complete} shipped pipelines validate completely");
 }

@@ -294,6 +294,93 @@ pub fn parameter_shapes<M>(build: impl FnOnce(VarBuilder) -> candle_core::Result
     Ok(out)
 }
 
+/// The largest safetensors header read (the format's own limit is 100 MB).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Every tensor's key and shape of a checkpoint, read from its header alone: the safetensors
+/// JSON header (8-byte length + JSON), or a torch zip's pickle. No tensor data is read.
+pub fn stored_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<usize>)>> {
+    let path = path.as_ref();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => safetensors_shapes(path),
+        _ => {
+            let headers =
+                idflow_dataset::formats::torch_zip::read_state_dict_shapes(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+            Ok(headers.into_iter().map(|h| (h.name, h.shape)).collect())
+        }
+    }
+}
+
+/// The shapes in a safetensors header, sorted by key.
+fn safetensors_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| checkpoint_error(path, format!("no safetensors header length: {e}")))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_SAFETENSORS_HEADER {
+        return Err(checkpoint_error(path, format!("safetensors header claims {len} bytes")));
+    }
+    let mut header = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut header).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    if header.len() as u64 != len {
+        return Err(checkpoint_error(path, format!("safetensors header is truncated: {} of {len} bytes", header.len())));
+    }
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| checkpoint_error(path, format!("bad safetensors header: {e}")))?;
+    let sorted: BTreeMap<String, Vec<usize>> = metadata.tensors().into_iter().map(|(k, info)| (k, info.shape.clone())).collect();
+    Ok(sorted.into_iter().collect())
+}
+
+/// How a checkpoint's stored shapes disagree with the shapes a model requests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShapeMismatches {
+    /// `(key, expected shape, stored shape)` in the model's request order; `None` when the key
+    /// is missing.
+    pub mismatched: Vec<(String, Vec<usize>, Option<Vec<usize>>)>,
+    /// Tensors the model requests.
+    pub requested: usize,
+}
+
+impl ShapeMismatches {
+    /// Whether every requested tensor is stored with its shape.
+    pub fn is_empty(&self) -> bool {
+        self.mismatched.is_empty()
+    }
+}
+
+impl std::fmt::Display for ShapeMismatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some((key, expected, found)) = self.mismatched.first() else { return write!(f, "all {} tensors fit", self.requested) };
+        let found = found.as_ref().map_or("no such tensor".to_string(), |s| format!("{s:?}"));
+        write!(
+            f,
+            "{} of {} tensors do not fit the configuration; first `{key}`: expected {expected:?}, found {found}",
+            self.mismatched.len(),
+            self.requested
+        )
+    }
+}
+
+/// Compares the shapes a model requests (from [`parameter_shapes`]) with a checkpoint's
+/// stored ones (from [`stored_shapes`]), finding the key prefix as [`load_model`] does.
+pub fn shape_mismatches(requested: &[(String, Shape)], stored: &[(String, Vec<usize>)]) -> ShapeMismatches {
+    let stored: HashMap<&str, &Vec<usize>> = stored.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    let prefix = requested
+        .iter()
+        .find_map(|(name, _)| KNOWN_PREFIXES.iter().find(|p| stored.contains_key(format!("{p}{name}").as_str())))
+        .copied()
+        .unwrap_or("");
+    let mismatched = requested
+        .iter()
+        .filter_map(|(name, shape)| {
+            let found = stored.get(format!("{prefix}{name}").as_str()).map(|s| s.to_vec());
+            (found.as_deref() != Some(shape.dims())).then(|| (name.clone(), shape.dims().to_vec(), found))
+        })
+        .collect();
+    ShapeMismatches { mismatched, requested: requested.len() }
+}
+
 /// Reads a checkpoint file and builds a model from it in one call.
 pub fn load_model_from_file<M>(
     path: impl AsRef<Path>,

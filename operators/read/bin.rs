@@ -23,6 +23,8 @@ pub struct BinTask {
     rows: Vec<(u32, u8, bool, Vec<u8>)>,
     next: usize,
     batch_rows: usize,
+    /// Rows (two per pair) for all workers together.
+    total: u64,
 }
 
 impl BinTask {
@@ -41,7 +43,13 @@ impl BinTask {
                 rows.push((pair, 1, same, b));
             }
         }
-        Ok(Self { rows, next: 0, batch_rows })
+        Ok(Self { rows, next: 0, batch_rows, total: 2 * bin.issame.len() as u64 })
+    }
+}
+
+impl super::ListedSource for BinTask {
+    fn source_rows(&self) -> u64 {
+        self.total
     }
 }
 

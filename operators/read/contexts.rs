@@ -31,6 +31,8 @@ pub struct ContextsTask {
     dim: usize,
     next: usize,
     batch_rows: usize,
+    /// Contexts in the file, for all workers together.
+    total: u64,
 }
 
 impl ContextsTask {
@@ -47,7 +49,13 @@ impl ContextsTask {
             .filter(|&i| part.owns(i as u64))
             .map(|i| (i as u32, c.names[i].clone(), c.values[i * dim..(i + 1) * dim].to_vec()))
             .collect();
-        Ok(Self { rows, dim, next: 0, batch_rows })
+        Ok(Self { rows, dim, next: 0, batch_rows, total: c.len() as u64 })
+    }
+}
+
+impl super::ListedSource for ContextsTask {
+    fn source_rows(&self) -> u64 {
+        self.total
     }
 }
 

@@ -29,6 +29,8 @@ pub struct FolderTask {
     next: usize,
     batch_rows: usize,
     node: String,
+    /// Files listed for all workers together.
+    total: u64,
 }
 
 fn to_u32(v: usize, what: &str) -> Result<u32, String> {
@@ -48,6 +50,7 @@ impl FolderTask {
     ) -> Result<Self, String> {
         let exts: Vec<&str> = extensions.iter().map(|e| e.trim_start_matches('.')).collect();
         let listing = list_image_folder(root, &exts, limit_identities, limit_per_identity).map_err(|e| e.to_string())?;
+        let total = listing.len() as u64;
         let mut entries = Vec::new();
         for (identity, name, path) in listing {
             let identity = to_u32(identity, "identity")?;
@@ -55,19 +58,27 @@ impl FolderTask {
                 entries.push(Entry { identity, name, path });
             }
         }
-        Ok(Self { entries, next: 0, batch_rows, node })
+        Ok(Self { entries, next: 0, batch_rows, node, total })
     }
 
     /// A `path\tlabel` list file.
     pub fn image_list(list: &Path, part: &Partition, batch_rows: usize, node: String) -> Result<Self, String> {
         let mut entries = Vec::new();
-        for (path, label) in read_image_list(list).map_err(|e| e.to_string())? {
+        let listing = read_image_list(list).map_err(|e| e.to_string())?;
+        let total = listing.len() as u64;
+        for (path, label) in listing {
             let identity = to_u32(label, "label")?;
             if part.owns(identity as u64) {
                 entries.push(Entry { identity, name: label.to_string(), path });
             }
         }
-        Ok(Self { entries, next: 0, batch_rows, node })
+        Ok(Self { entries, next: 0, batch_rows, node, total })
+    }
+}
+
+impl super::ListedSource for FolderTask {
+    fn source_rows(&self) -> u64 {
+        self.total
     }
 }
 

@@ -98,6 +98,8 @@ pub struct ParquetTask {
     part: Partition,
     by_identity: bool,
     batch_rows: usize,
+    /// Rows in all files together (from their footers).
+    total: u64,
 }
 
 impl ParquetTask {
@@ -105,7 +107,11 @@ impl ParquetTask {
     pub fn open(root: &Path, schema: SchemaRef, part: &Partition, batch_rows: usize) -> Result<Self, String> {
         let files = files(root)?;
         let by_identity = schema.field_with_name("identity").is_ok_and(|f| matches!(f.data_type(), DataType::UInt32 | DataType::UInt64));
-        Ok(Self { files, file_index: 0, reader: None, schema, part: part.clone(), by_identity, batch_rows })
+        let mut total = 0;
+        for path in &files {
+            total += file_rows(path)?;
+        }
+        Ok(Self { files, file_index: 0, reader: None, schema, part: part.clone(), by_identity, batch_rows, total })
     }
 
     fn convert(&self, b: RecordBatch, path: &Path) -> Result<RecordBatch, String> {
@@ -146,6 +152,19 @@ impl ParquetTask {
             (0..batch.num_rows()).map(|i| crate::batch::id_value(ids.as_ref(), i).map(|v| self.part.owns(v))).collect();
         arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| e.to_string())
     }
+}
+
+impl super::ListedSource for ParquetTask {
+    fn source_rows(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Rows of one Parquet file, from its footer.
+fn file_rows(path: &Path) -> Result<u64, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(u64::try_from(b.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
 impl SourceTask for ParquetTask {

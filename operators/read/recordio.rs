@@ -24,14 +24,24 @@ pub struct RecordIoTask {
     next: usize,
     batch_rows: usize,
     node: String,
+    /// Records in the index, for all workers together.
+    total: u64,
 }
 
 impl RecordIoTask {
     /// Opens `root` (a folder with `train.rec` + `train.idx`).
     pub fn open(root: &Path, part: &Partition, batch_rows: usize, node: String) -> Result<Self, String> {
         let mut reader = RecordIoReader::open_dir(root).map_err(|e| e.to_string())?;
-        let records = reader.records().map_err(|e| e.to_string())?.into_iter().filter(|r| part.owns(r.identity as u64)).collect();
-        Ok(Self { reader, records, next: 0, batch_rows, node })
+        let all = reader.records().map_err(|e| e.to_string())?;
+        let total = all.len() as u64;
+        let records = all.into_iter().filter(|r| part.owns(r.identity as u64)).collect();
+        Ok(Self { reader, records, next: 0, batch_rows, node, total })
+    }
+}
+
+impl super::ListedSource for RecordIoTask {
+    fn source_rows(&self) -> u64 {
+        self.total
     }
 }
 

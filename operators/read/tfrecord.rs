@@ -34,6 +34,8 @@ pub struct TfRecordTask {
     batch_rows: usize,
     open: HashMap<PathBuf, File>,
     node: String,
+    /// Records in the index, for all workers together.
+    total: u64,
 }
 
 /// The index file: `root` itself, or the only `*.index` file in the folder `root`.
@@ -80,8 +82,15 @@ impl TfRecordTask {
                 .map(|e| Rec { shard: shard_path(&dir, &name, e.shard), offset: e.offset, key: e.key, label: None })
                 .collect()
         };
+        let total = all.len() as u64;
         let records = all.into_iter().enumerate().filter(|(k, _)| part.owns(*k as u64)).map(|(_, r)| r).collect();
-        Ok(Self { records, next: 0, batch_rows, open: HashMap::new(), node })
+        Ok(Self { records, next: 0, batch_rows, open: HashMap::new(), node, total })
+    }
+}
+
+impl super::ListedSource for TfRecordTask {
+    fn source_rows(&self) -> u64 {
+        self.total
     }
 }
 

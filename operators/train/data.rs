@@ -9,6 +9,7 @@ use crate::fsutil::atomic_write;
 use crate::operators::model_spec::tensor_rows;
 use arrow_array::{Array, RecordBatch};
 use candle_core::Tensor;
+use idflow_dataset::formats::image_bytes::decode_complete;
 use idflow_dataset::rng::KeyedRng;
 use image::{imageops, RgbImage};
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +18,7 @@ use std::path::Path;
 /// Decodes encoded image bytes, resizes to `size`×`size` (bilinear) and normalises
 /// `(x/255 − 0.5)/0.5` into CHW floats.
 pub fn decode_image(bytes: &[u8], size: u32) -> Result<Vec<f32>, String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("not a decodable image: {e}"))?.to_rgb8();
+    let img = decode_complete(bytes).map_err(|e| e.to_string())?.to_rgb8();
     let img: RgbImage =
         if img.dimensions() == (size, size) { img } else { imageops::resize(&img, size, size, imageops::FilterType::Triangle) };
     let plane = (size * size) as usize;

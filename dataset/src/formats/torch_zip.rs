@@ -127,6 +127,25 @@ impl NamedTensor {
     }
 }
 
+/// A tensor's key, element type and shape as the pickle records them (no storage data read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorHeader {
+    /// Dotted state-dict key (nested dicts flattened with `.`).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape (empty for a scalar).
+    pub shape: Vec<usize>,
+}
+
+/// The arguments of one `torch._utils._rebuild_tensor*` call.
+struct Rebuild<'v> {
+    storage: &'v Value,
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
 /// An opened torch zip archive, over a file or (for in-memory data) a byte buffer.
 pub struct TorchArchive<R: Read + Seek = File> {
     path: PathBuf,
@@ -264,19 +283,39 @@ pub fn parse_state_dict(data: Vec<u8>, path: &Path) -> Result<Vec<NamedTensor>, 
 
 fn state_dict_from_archive<R: Read + Seek>(archive: &mut TorchArchive<R>, allow: &AllowList) -> Result<Vec<NamedTensor>, FormatError> {
     let root = archive.load_pickle(allow)?;
+    walk_state_dict(archive, &root, TensorResolver::tensor)
+}
+
+/// Every tensor's key, type and shape of a state-dict checkpoint, in file order, from the pickle
+/// alone: no tensor data is read, so this costs a fraction of [`read_state_dict`].
+pub fn read_state_dict_shapes(path: &Path) -> Result<Vec<TensorHeader>, FormatError> {
+    let mut archive = TorchArchive::open(path)?;
+    let root = archive.load_pickle(&AllowList::new(STATE_DICT_GLOBALS))?;
+    walk_state_dict(&mut archive, &root, TensorResolver::header)
+}
+
+/// A bare tensor, or the tensors of a (nested) dict, each turned into a `T` by `leaf`.
+fn walk_state_dict<'a, R: Read + Seek, T>(
+    archive: &'a mut TorchArchive<R>,
+    root: &Value,
+    leaf: Leaf<'a, R, T>,
+) -> Result<Vec<T>, FormatError> {
     let pkl = archive.member_path("data.pkl");
     let mut loader = TensorResolver::new(archive);
     let mut out = Vec::new();
-    if let Some(t) = loader.tensor("", &root)? {
+    if let Some(t) = leaf(&mut loader, "", root)? {
         // a bare tensor saved on its own
         out.push(t);
     } else if root.as_mapping().is_some() {
-        loader.flatten("", &root, &mut out)?;
+        loader.flatten("", root, &mut out, leaf)?;
     } else {
         return Err(FormatError::invalid(&pkl, format!("top-level object is a {}, not a dict of tensors", root.type_name())));
     }
     Ok(out)
 }
+
+/// Turns one pickled value into a `T` (a tensor, a header) or `None` when it is not a tensor.
+type Leaf<'a, R, T> = fn(&mut TensorResolver<'a, R>, &str, &Value) -> Result<Option<T>, FormatError>;
 
 /// Removes the first matching prefix (e.g. `module.`, `eps_model.`, `first_stage_model.`) from
 /// each tensor name; names without any of the prefixes are kept unchanged.
@@ -311,7 +350,7 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         FormatError::invalid(&self.archive.member_path("data.pkl"), format!("tensor '{name}': {message}"))
     }
 
-    fn flatten(&mut self, prefix: &str, v: &Value, out: &mut Vec<NamedTensor>) -> Result<(), FormatError> {
+    fn flatten<T>(&mut self, prefix: &str, v: &Value, out: &mut Vec<T>, leaf: Leaf<'a, R, T>) -> Result<(), FormatError> {
         let Some(items) = v.as_mapping() else {
             return Ok(());
         };
@@ -325,10 +364,10 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
                 },
             };
             let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
-            if let Some(t) = self.tensor(&name, val)? {
+            if let Some(t) = leaf(self, &name, val)? {
                 out.push(t);
             } else if val.as_mapping().is_some() {
-                self.flatten(&name, val, out)?;
+                self.flatten(&name, val, out, leaf)?;
             }
         }
         Ok(())
@@ -337,6 +376,21 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
     /// The tensor a value rebuilds, or `None` if it is not a tensor rebuild call; `name` labels
     /// the tensor (and errors).
     pub fn tensor(&mut self, name: &str, v: &Value) -> Result<Option<NamedTensor>, FormatError> {
+        let Some(r) = self.rebuild(name, v)? else { return Ok(None) };
+        let (dtype, storage) = self.storage(name, r.storage)?;
+        let data = self.gather(name, dtype, &storage, r.offset, &r.shape, &r.strides)?;
+        Ok(Some(NamedTensor { name: name.to_string(), dtype, shape: r.shape, strides: r.strides, storage_offset: r.offset, data }))
+    }
+
+    /// The key, type and shape of the tensor a value rebuilds, without reading its storage.
+    pub fn header(&mut self, name: &str, v: &Value) -> Result<Option<TensorHeader>, FormatError> {
+        let Some(r) = self.rebuild(name, v)? else { return Ok(None) };
+        let (dtype, _) = self.storage_id(name, r.storage)?;
+        Ok(Some(TensorHeader { name: name.to_string(), dtype, shape: r.shape }))
+    }
+
+    /// The arguments of a tensor rebuild call, or `None` if `v` is not one.
+    fn rebuild<'v>(&self, name: &str, v: &'v Value) -> Result<Option<Rebuild<'v>>, FormatError> {
         let Some(o) = v.as_object() else {
             return Ok(None);
         };
@@ -349,28 +403,27 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         let args = o.args.as_seq().unwrap_or(&[]);
         match func.as_str() {
             "_rebuild_parameter" | "_rebuild_parameter_with_state" => match args.first() {
-                Some(inner) => self.tensor(name, inner),
+                Some(inner) => self.rebuild(name, inner),
                 None => Err(self.bad(name, "_rebuild_parameter without arguments")),
             },
             "_rebuild_tensor" | "_rebuild_tensor_v2" => {
                 if args.len() < 4 {
                     return Err(self.bad(name, format!("{func} with {} arguments", args.len())));
                 }
-                let (dtype, storage) = self.storage(name, &args[0])?;
                 let offset = non_negative(&args[1]).ok_or_else(|| self.bad(name, "bad storage offset"))?;
                 let shape = usize_seq(&args[2]).ok_or_else(|| self.bad(name, "bad size tuple"))?;
                 let strides = usize_seq(&args[3]).ok_or_else(|| self.bad(name, "bad stride tuple"))?;
                 if shape.len() != strides.len() {
                     return Err(self.bad(name, "size and stride have different lengths"));
                 }
-                let data = self.gather(name, dtype, &storage, offset, &shape, &strides)?;
-                Ok(Some(NamedTensor { name: name.to_string(), dtype, shape, strides, storage_offset: offset, data }))
+                Ok(Some(Rebuild { storage: &args[0], offset, shape, strides }))
             }
             _ => Ok(None),
         }
     }
 
-    fn storage(&mut self, name: &str, v: &Value) -> Result<(DType, std::rc::Rc<Vec<u8>>), FormatError> {
+    /// The element type and record key of a storage persistent id.
+    fn storage_id(&self, name: &str, v: &Value) -> Result<(DType, String), FormatError> {
         let Value::PersistentId(pid) = v else {
             return Err(self.bad(name, "storage is not a persistent id"));
         };
@@ -391,6 +444,11 @@ impl<'a, R: Read + Seek> TensorResolver<'a, R> {
         if key.is_empty() || key.contains('/') || key.contains("..") {
             return Err(self.bad(name, format!("storage key '{key}' is not a plain record name")));
         }
+        Ok((dtype, key))
+    }
+
+    fn storage(&mut self, name: &str, v: &Value) -> Result<(DType, std::rc::Rc<Vec<u8>>), FormatError> {
+        let (dtype, key) = self.storage_id(name, v)?;
         if let Some((d, bytes)) = self.storages.get(&key) {
             if *d != dtype {
                 return Err(self.bad(name, format!("storage {key} is used with two dtypes")));
