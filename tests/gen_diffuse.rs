@@ -125,8 +125,10 @@ pub fn native_pipeline(t: &Tiny, out: &std::path::Path) -> String {
 fn default_onnx_backend_matches_native() {
     let dir = tempfile::tempdir().unwrap();
     let ddpm = Tiny { identities: 1, samples: 1, diffuse_extra: "    sampler: ddpm\n    guidance: 2.0\n".into(), ..Tiny::default() };
-    // 1,000 ancestral steps accumulate the per-step float differences (measured 1.25e-3).
-    for (name, t, tol) in [("ddim", Tiny::default(), 1e-3f32), ("ddpm", ddpm, 5e-3)] {
+    // The step differences accumulate: DDIM's measured worst latent difference depends on the
+    // CPU's GEMM kernels (under 1e-3 on one build machine, 1.24e-3 on an AVX2 AMD EPYC);
+    // 1,000 ancestral DDPM steps measured 1.25e-3.
+    for (name, t, tol) in [("ddim", Tiny::default(), 2.5e-3f32), ("ddpm", ddpm, 5e-3)] {
         let onnx = generate(dir.path(), &format!("{name}-onnx"), &t);
         let out = dir.path().join(format!("{name}-native"));
         std::fs::write(dir.path().join(format!("{name}-native.yaml")), native_pipeline(&t, &out)).unwrap();
@@ -142,6 +144,7 @@ fn default_onnx_backend_matches_native() {
             let px = ia.as_raw().iter().zip(ib.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
             assert!(px <= 2, "{name}: decoded pixels differ by {px}");
         }
+        eprintln!("{name}: worst latent difference {worst:e}");
         assert!(worst < tol, "{name}: ONNX latents differ from candle's by {worst}");
         assert!(onnx.iter().any(|r| r.latent.iter().any(|v| v.abs() > 0.1)), "non-trivial latents");
     }

@@ -21,7 +21,8 @@ fn kill_and_resume(d: &Path, t: &Tiny, expected: &[GenRow]) {
         .output()
         .unwrap();
     assert!(!killed.status.success());
-    let survived = read_rows(&out);
+    assert!(!out.exists(), "a killed run publishes nothing");
+    let survived = read_rows(&d.join(format!(".{name}.idflow-staging")));
     let partial = survived.len();
     assert!(partial > 0 && partial < expected.len(), "{partial} rows survived the crash ({} workers)", t.workers);
     assert!(survived.iter().all(|r| expected.contains(r)), "what survived is part of the uninterrupted dataset");
