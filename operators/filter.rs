@@ -460,6 +460,12 @@ impl FilterTask {
             for (k, (&r, image)) in todo.iter().zip(images).enumerate() {
                 draws[r] += 1;
                 let e = &emb[k * d..(k + 1) * d];
+                let bad = super::finite::first_non_finite(&latents[k * per..(k + 1) * per])
+                    .map(|v| format!("latent ({v})"))
+                    .or_else(|| super::finite::first_non_finite(e).map(|v| format!("embedding ({v})")));
+                if let Some(what) = bad {
+                    return Err(self.err(format!("{} (attempt {attempt}): the re-drawn {what} is not finite", row_label(batch, r))));
+                }
                 let sim = cosine(e, &ctx[r * cd..(r + 1) * cd]);
                 if sim >= self.p.threshold {
                     done.insert(
