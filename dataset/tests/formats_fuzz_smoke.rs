@@ -6,7 +6,7 @@ mod formats_common;
 
 use std::path::Path;
 
-use formats_common::fixture;
+use formats_common::reference;
 use idflow_dataset::formats::contexts::parse_contexts;
 use idflow_dataset::formats::recordio::{self, RecordIoFaceWriter};
 use idflow_dataset::formats::tfrecord::{self, TfRecordShardWriter};
@@ -106,7 +106,7 @@ fn verification_bin_survives_mutation() {
     let seeds = vec![
         encode_bin(&imgs, &issame, BytesStyle::CodecsEncode).unwrap(),
         encode_bin(&imgs, &issame, BytesStyle::Py2Str).unwrap(),
-        std::fs::read(fixture("tiny_verification_py2.bin")).unwrap()[..].to_vec(),
+        std::fs::read(reference("tiny_verification_py2.bin")).unwrap()[..].to_vec(),
     ];
     let p = Path::new("fuzz.bin");
     smoke("verification_bin", &seeds, 1500, |d| parse_bin(d, p).map(|_| ()));
@@ -166,7 +166,7 @@ fn small_checkpoint() -> Vec<u8> {
 
 #[test]
 fn contexts_and_torch_zip_survive_mutation() {
-    let seeds = vec![std::fs::read(fixture("contexts_dict.npy")).unwrap(), std::fs::read(fixture("contexts_plain.npy")).unwrap()];
+    let seeds = vec![std::fs::read(reference("contexts_dict.npy")).unwrap(), std::fs::read(reference("contexts_plain.npy")).unwrap()];
     let p = Path::new("fuzz_contexts.npy");
     smoke("contexts", &seeds, 1500, |d| parse_contexts(d.to_vec(), p).map(|_| ()));
     let p = Path::new("fuzz.ckpt");
