@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS seconds each (default 60) and prints libFuzzer's exec counts.
-# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
-# Seed corpora come from the reference fixtures and small valid files made here.
+# Needs rustup: installs a nightly toolchain and cargo-fuzz on first use when they are missing.
+# Seed corpora come from the reference fixtures in the repository (tests/fixtures/reference) and
+# small valid files made here (python3). The stable test suite replays the same entry points
+# (fuzz/src/lib.rs) on these seeds and their mutations: dataset/tests/formats_fuzz_smoke.rs.
 set -euo pipefail
 SECONDS_PER_TARGET="${1:-60}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-REF="${IDFLOW_REFERENCE_DIR:-$HERE/../../shared/fixtures/reference}"
+REF="$HERE/../tests/fixtures/reference"
 cd "$HERE"
-mkdir -p corpus/tfrecord corpus/recordio corpus/verification_bin corpus/contexts corpus/torch_zip
 
-cp "$REF/tiny_verification_py2.bin" corpus/verification_bin/ 2>/dev/null || echo "warning: reference fixtures not found at $REF" >&2
-cp "$REF/contexts_dict.npy" "$REF/contexts_dict_numpy2.npy" "$REF/contexts_plain.npy" corpus/contexts/ 2>/dev/null || true
-cp "$REF/contexts_dict.npy" corpus/torch_zip/ 2>/dev/null || true
-cp "$REF/vq_tiny_first_stage_encoder_state_dict.pt" corpus/torch_zip/ 2>/dev/null || true
+die() {
+  echo "fuzz/run.sh: $*" >&2
+  exit 2
+}
+[ -f "$REF/README.md" ] || die "the reference fixtures are missing at $REF (they are part of the repository: git checkout -- tests/fixtures/reference)"
+command -v python3 >/dev/null || die "python3 is needed to write the tfrecord and recordio seeds"
+command -v rustup >/dev/null || die "rustup is needed to install the nightly toolchain cargo-fuzz builds with (https://rustup.rs)"
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "installing the nightly toolchain (rustup toolchain install nightly --profile minimal)" >&2
+  rustup toolchain install nightly --profile minimal >&2 || die "cannot install the nightly toolchain"
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+  cargo install cargo-fuzz --locked >&2 || die "cannot install cargo-fuzz"
+fi
+
+mkdir -p corpus/tfrecord corpus/recordio corpus/verification_bin corpus/contexts corpus/torch_zip
+cp "$REF/tiny_verification_py2.bin" "$REF/tiny_verification.bin" corpus/verification_bin/
+cp "$REF/contexts_dict.npy" "$REF/contexts_dict_numpy2.npy" "$REF/contexts_plain.npy" corpus/contexts/
+cp "$REF/contexts_dict.npy" "$REF/vq_tiny_first_stage_encoder_state_dict.pt" corpus/torch_zip/
 
 python3 - <<'PY'
 import struct

@@ -10,19 +10,6 @@ use candle_core::{Device, Tensor};
 use idflow_models::checkpoint::StateDict;
 use std::path::{Path, PathBuf};
 
-/// The reference fixtures folder (`IDFLOW_REFERENCE_DIR` overrides).
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "{}/../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ))
-    });
-    let p = dir.join(name);
-    assert!(p.is_file(), "reference fixture {} is missing (set IDFLOW_REFERENCE_DIR)", p.display());
-    p
-}
-
 /// Writes a 96×96 textured JPEG (large enough that half of it ends inside the image data) at
 /// `path`.
 fn write_jpeg(path: &Path) {
@@ -83,7 +70,7 @@ fn a_truncated_jpeg_fails_decode_naming_the_file_or_is_skipped_and_counted() {
 
     let (code, stderr) = run(dir.path(), &folder_pipeline(&faces, &out, 2, "    on_error: skip\n"), &["--report", "r.json"]);
     assert_eq!(code, Some(0), "{stderr}");
-    let rows = read_rows(&out);
+    let rows = image_rows(&out);
     assert_eq!(rows.len(), 3);
     assert!(!rows.iter().any(|r| r.2.ends_with("person_001/00.jpg")));
     assert_eq!(report_skipped(dir.path(), 1), 1);
@@ -118,7 +105,7 @@ fn an_empty_input_folder_is_an_error_unless_the_node_allows_it() {
 
     let (code, stderr) = run(dir.path(), &text, &["--set", "nodes.faces.allow_empty=true"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(read_rows(&out).is_empty());
+    assert!(image_rows(&out).is_empty());
 }
 
 #[test]
@@ -159,7 +146,7 @@ fn a_context_file_with_nan_is_rejected_naming_the_row() {
 
 /// The tiny IResNet fixture saved as safetensors with `change` applied to its entries.
 fn tiny_encoder(dir: &Path, name: &str, change: impl Fn(&str, &Tensor) -> Option<Tensor>) -> PathBuf {
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     let entries = dict.entries().iter().map(|(k, t)| (k.clone(), change(k, t).unwrap_or_else(|| t.clone()))).collect();
     let path = dir.join(name);
     StateDict::new(name, entries).save_safetensors(&path).unwrap();
@@ -171,7 +158,7 @@ fn embed_pipeline(faces: &Path, checkpoint: &Path, out: &Path, extra: &str) -> S
         "name: emb\nnodes:\n  faces:\n    op: read\n    root: {}\n  emb:\n    op: embed\n    input: faces\n    backend: native\n{extra}    encoder:\n      checkpoint: {}\n      config: {}\n  out:\n    op: write-records\n    input: emb\n    path: {}\n    columns: [identity, embedding]\n",
         faces.display(),
         checkpoint.display(),
-        fixture("iresnet_tiny_config.json").display(),
+        reference("iresnet_tiny_config.json").display(),
         out.display()
     )
 }
@@ -207,7 +194,7 @@ fn validate_names_a_missing_checkpoint_and_a_missing_read_root() {
     assert!(stderr.contains("p.yaml:11:") && stderr.contains("node `emb`, field `encoder.checkpoint`"), "{stderr}");
     assert!(stderr.contains("nope.pth does not exist"), "{stderr}");
 
-    let (code, stderr) = validate(dir.path(), &embed_pipeline(&dir.path().join("no-faces"), &fixture("iresnet_tiny.pth"), &out, ""));
+    let (code, stderr) = validate(dir.path(), &embed_pipeline(&dir.path().join("no-faces"), &reference("iresnet_tiny.pth"), &out, ""));
     assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("p.yaml:5:") && stderr.contains("node `faces`, field `root`") && stderr.contains("no-faces does not exist"),
@@ -222,7 +209,7 @@ fn validate_refuses_a_checkpoint_whose_shapes_do_not_fit_the_config() {
     let faces = dir.path().join("faces");
     make_faces(&faces, 1, 1);
     let out = dir.path().join("out");
-    let (code, stderr) = validate(dir.path(), &embed_pipeline(&faces, &fixture("iresnet_tiny.pth"), &out, ""));
+    let (code, stderr) = validate(dir.path(), &embed_pipeline(&faces, &reference("iresnet_tiny.pth"), &out, ""));
     assert_eq!(code, Some(0), "the fixture fits its config: {stderr}");
     let wrong = tiny_encoder(dir.path(), "wrong.safetensors", |k, _| match k {
         "fc.weight" => Some(Tensor::zeros((16, 100), candle_core::DType::F32, &Device::Cpu).unwrap()),

@@ -3,19 +3,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var("IDFLOW_REFERENCE_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        )
-    });
-    let p = Path::new(&dir).join(name);
-    assert!(p.exists(), "reference fixture {} is missing", p.display());
-    p
-}
+use std::path::Path;
 
 fn compile(dir: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["compile"];
@@ -34,9 +22,9 @@ fn reference_checkpoints_compile_to_loadable_graphs() {
                 "--model".into(),
                 "iresnet".into(),
                 "--checkpoint".into(),
-                fixture("iresnet_tiny.pth").display().to_string(),
+                reference("iresnet_tiny.pth").display().to_string(),
                 "--config".into(),
-                fixture("iresnet_tiny_config.json").display().to_string(),
+                reference("iresnet_tiny_config.json").display().to_string(),
             ],
             vec!["image"],
             vec!["features"],
@@ -46,7 +34,7 @@ fn reference_checkpoints_compile_to_loadable_graphs() {
                 "--model".into(),
                 "unet".into(),
                 "--checkpoint".into(),
-                fixture("idiff_unet_tiny.ckpt").display().to_string(),
+                reference("idiff_unet_tiny.ckpt").display().to_string(),
                 "--config".into(),
                 "reference-tiny".into(),
                 "--dropout-mask".into(),
@@ -59,7 +47,7 @@ fn reference_checkpoints_compile_to_loadable_graphs() {
                 "--model".into(),
                 "vq-decoder".into(),
                 "--checkpoint".into(),
-                fixture("vq_tiny_first_stage_decoder_state_dict.pt").display().to_string(),
+                reference("vq_tiny_first_stage_decoder_state_dict.pt").display().to_string(),
                 "--config".into(),
                 "reference-tiny".into(),
             ],
@@ -71,7 +59,7 @@ fn reference_checkpoints_compile_to_loadable_graphs() {
                 "--model".into(),
                 "vq-encoder".into(),
                 "--checkpoint".into(),
-                fixture("vq_tiny_first_stage_encoder_state_dict.pt").display().to_string(),
+                reference("vq_tiny_first_stage_encoder_state_dict.pt").display().to_string(),
                 "--config".into(),
                 "reference-tiny".into(),
             ],
@@ -103,7 +91,7 @@ fn a_checkpoint_that_does_not_fit_the_config_is_refused() {
             "--model",
             "unet",
             "--checkpoint",
-            fixture("idiff_unet_tiny.ckpt").to_str().unwrap(),
+            reference("idiff_unet_tiny.ckpt").to_str().unwrap(),
             "--config",
             "idiff-face-ca",
             "--out",

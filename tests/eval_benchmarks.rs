@@ -3,24 +3,6 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-
-fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "{}/../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ))
-    });
-    assert!(dir.join("README.md").is_file(), "reference fixtures not found at {} (set IDFLOW_REFERENCE_DIR)", dir.display());
-    dir
-}
-
-fn fixture(name: &str) -> PathBuf {
-    let p = reference_dir().join(name);
-    assert!(p.is_file(), "missing reference fixture {}", p.display());
-    p
-}
 
 fn json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -41,8 +23,8 @@ fn tiny_verification_bin_matches_the_official_pipeline() {
 fn check_tiny_verification_bin(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
-    let bin = fixture("tiny_verification.bin");
-    let ckpt = fixture("iresnet_tiny.pth");
+    let bin = reference("tiny_verification.bin");
+    let ckpt = reference("iresnet_tiny.pth");
     // The fixture's config: IResNet [1,1,1,1], 16 features, flip TTA, 10 folds.
     let pipeline = format!(
         "name: eval-bin\nseed: 3\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n    size: 16\n  report:\n    op: evaluate\n    input: faces\n    output: {}\n    benchmarks: [{}]\n    encoder:\n      checkpoint: {}\n      backend: {backend}\n      config: {{layers: [1, 1, 1, 1], num_features: 16}}\n",
@@ -56,7 +38,7 @@ fn check_tiny_verification_bin(backend: &str) {
     assert!(run.status.success(), "idflow ({backend}) failed: {stderr}");
     assert!(stderr.contains("| Model | LFW | CFP-FP | CPLFW | AgeDB | CALFW | tiny_verification | Average |"), "table printed: {stderr}");
 
-    let expected = json(&fixture("verification_expected.json"))["tiny_verification_bin"].clone();
+    let expected = json(&reference("verification_expected.json"))["tiny_verification_bin"].clone();
     let metrics = json(&out.join("metrics.json"));
     let got = &metrics["benchmarks"][0];
     assert_eq!(got["name"], "tiny_verification");

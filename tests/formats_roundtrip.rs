@@ -73,18 +73,6 @@ fn every_output_format_reads_back_identically() {
     }
 }
 
-fn reference(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var("IDFLOW_REFERENCE_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        )
-    });
-    let p = Path::new(&dir).join(name);
-    assert!(p.exists(), "reference fixture {} is missing", p.display());
-    p
-}
-
 #[test]
 fn verification_bin_reads_as_pairs() {
     let dir = tempfile::tempdir().unwrap();

@@ -248,7 +248,7 @@ fn context_files_dict_npy_plain_npy_and_parquet() {
     let mut outs = Vec::new();
     for file in ["contexts_dict.npy", "contexts_dict_numpy2.npy", "contexts_plain.npy"] {
         let out = dir.path().join(file.replace('.', "_"));
-        let src = format!("    kind: file\n    path: {}\n", fixture(file).display());
+        let src = format!("    kind: file\n    path: {}\n", reference(file).display());
         std::fs::write(dir.path().join("p.yaml"), contexts_pipeline(&src, &out, 2)).unwrap();
         run_ok(dir.path(), &["run", "p.yaml", "-q"]);
         let rows = read_contexts_out(&out);
@@ -279,7 +279,7 @@ fn context_files_dict_npy_plain_npy_and_parquet() {
     assert!(!from_parquet.is_empty());
     assert_eq!(from_parquet.iter().map(|r| (&r.1, &r.2)).collect::<Vec<_>>(), shard_rows.iter().map(|r| (&r.1, &r.2)).collect::<Vec<_>>());
     // a wrong `dim` is a clear run-time error naming the file
-    let src = format!("    kind: file\n    path: {}\n    dim: 128\n", fixture("contexts_plain.npy").display());
+    let src = format!("    kind: file\n    path: {}\n    dim: 128\n", reference("contexts_plain.npy").display());
     std::fs::write(dir.path().join("p.yaml"), contexts_pipeline(&src, &dir.path().join("bad"), 1)).unwrap();
     let outp = idflow(dir.path(), &["run", "p.yaml", "-q"]);
     assert!(!outp.status.success());

@@ -15,7 +15,7 @@ fn generate(dir: &std::path::Path, name: &str, t: &Tiny) -> Vec<GenRow> {
     let out = dir.join(name);
     std::fs::write(dir.join(format!("{name}.yaml")), tiny_pipeline(t, &out)).unwrap();
     run_ok(dir, &["run", &format!("{name}.yaml"), "-q"]);
-    read_rows(&out)
+    generated_rows(&out)
 }
 
 #[test]
@@ -67,9 +67,9 @@ fn same_bytes_for_one_and_two_workers_and_any_batch_size() {
 }
 
 fn tiny_unet() -> (ConditionalUNet, DdpmSchedule) {
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("idiff_unet_tiny_config.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(reference("idiff_unet_tiny_config.json")).unwrap()).unwrap();
     let cfg: UNetConfig = serde_json::from_value(json["eps_model"].clone()).unwrap();
-    let dict = StateDict::from_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let unet = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap().0;
     (unet, DdpmSchedule::from_state_dict(&dict).unwrap().expect("schedule buffers in the checkpoint"))
 }
@@ -85,7 +85,7 @@ fn ddpm_operator_loop_matches_an_independent_loop() {
     let out = dir.path().join("ddpm");
     std::fs::write(dir.path().join("ddpm.yaml"), native_pipeline(&t, &out)).unwrap();
     run_ok(dir.path(), &["run", "ddpm.yaml", "-q"]);
-    let rows = read_rows(&out);
+    let rows = generated_rows(&out);
     assert_eq!(rows.len(), 1);
     let (unet, s) = tiny_unet();
     assert_eq!(s.len(), 1000);
@@ -133,7 +133,7 @@ fn default_onnx_backend_matches_native() {
         let out = dir.path().join(format!("{name}-native"));
         std::fs::write(dir.path().join(format!("{name}-native.yaml")), native_pipeline(&t, &out)).unwrap();
         run_ok(dir.path(), &["run", &format!("{name}-native.yaml"), "-q"]);
-        let native = read_rows(&out);
+        let native = generated_rows(&out);
         assert_eq!(onnx.len(), t.identities * t.samples);
         assert_eq!(onnx.len(), native.len());
         let mut worst = 0f32;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// The tiny IResNet with its 16-feature head widened to 512 (keyed random values), so its
 /// embeddings live in the 512-wide context space of the tiny UNet.
 fn wide_iresnet(dir: &Path) -> PathBuf {
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     let mut entries = Vec::new();
     for (k, t) in dict.entries() {
         let widened = match k.as_str() {
@@ -173,7 +173,7 @@ fn filter_redraws_rejected_samples_and_reports_acceptance() {
 #[test]
 fn embed_matches_official_flip_tta_features() {
     let dir = tempfile::tempdir().unwrap();
-    let io = candle_core::safetensors::load(fixture("iresnet_tiny_io.safetensors"), &Device::Cpu).unwrap();
+    let io = candle_core::safetensors::load(reference("iresnet_tiny_io.safetensors"), &Device::Cpu).unwrap();
     let imgs = io["image_uint8"].to_dtype(DType::U8).unwrap();
     let faces = dir.path().join("faces");
     for n in 0..2 {
@@ -193,8 +193,8 @@ fn embed_matches_official_flip_tta_features() {
         let yaml = format!(
             "name: emb\nnodes:\n  faces:\n    op: read\n    root: {}\n  emb:\n    op: embed\n    input: faces\n    flip: {flip}\n    backend: {backend}\n    encoder:\n      checkpoint: {}\n      config: {}\n  out:\n    op: write-records\n    input: emb\n    path: {}\n    columns: [identity, embedding]\n",
             faces.display(),
-            fixture("iresnet_tiny.pth").display(),
-            fixture("iresnet_tiny_config.json").display(),
+            reference("iresnet_tiny.pth").display(),
+            reference("iresnet_tiny_config.json").display(),
             out.display()
         );
         std::fs::write(dir.path().join("e.yaml"), yaml).unwrap();
@@ -231,7 +231,7 @@ fn two_stage_pipeline_turns_unconditional_samples_into_identities() {
     );
     std::fs::write(dir.path().join("t.yaml"), yaml).unwrap();
     run_ok(dir.path(), &["run", "t.yaml", "-q"]);
-    let rows = read_rows(&out);
+    let rows = generated_rows(&out);
     assert_eq!(rows.len(), 8, "2 seeds x 2 unconditional samples = 4 identities, x 2 samples");
     assert_eq!(rows.iter().map(|r| r.identity).collect::<Vec<_>>(), [0, 0, 1, 1, 2, 2, 3, 3]);
     let names: Vec<String> = read_batches(&out)

@@ -44,7 +44,7 @@ fn checkpoints_are_compiled_once_into_the_cache() {
     std::fs::write(d.join("b.yaml"), tiny_pipeline(&t, &d.join("b"))).unwrap();
     assert_ok(&run_with_cache(d, "b.yaml", &cache), "second run");
     assert_eq!(cached(&cache), first, "cache entries are reused, not rewritten");
-    assert_eq!(read_rows(&d.join("a")), read_rows(&d.join("b")));
+    assert_eq!(generated_rows(&d.join("a")), generated_rows(&d.join("b")));
     // another configuration of the same decoder weights is another entry
     let yaml = tiny_pipeline(&t, &d.join("c"))
         .replace("  faces:\n    op: decode-latent\n", "  faces:\n    op: decode-latent\n    quantize: false\n");
@@ -63,8 +63,8 @@ fn an_onnx_checkpoint_runs_as_it_is() {
         let out = idflow_command().arg("compile").args(args).current_dir(d).output().unwrap();
         assert_ok(&out, "idflow compile");
     };
-    let ckpt = fixture("idiff_unet_tiny.ckpt");
-    let unet_cfg = fixture("idiff_unet_tiny_config.json");
+    let ckpt = reference("idiff_unet_tiny.ckpt");
+    let unet_cfg = reference("idiff_unet_tiny_config.json");
     compile(&[
         "--model",
         "unet",
@@ -76,8 +76,8 @@ fn an_onnx_checkpoint_runs_as_it_is() {
         "--out",
         unet.to_str().unwrap(),
     ]);
-    let dec = fixture("vq_tiny_first_stage_decoder_state_dict.pt");
-    let vq_cfg = fixture("vq_tiny_config.json");
+    let dec = reference("vq_tiny_first_stage_decoder_state_dict.pt");
+    let vq_cfg = reference("vq_tiny_config.json");
     compile(&[
         "--model",
         "vq-decoder",
@@ -102,7 +102,7 @@ fn an_onnx_checkpoint_runs_as_it_is() {
     assert_ok(&run_with_cache(d, "onnx.yaml", &cache2), ".onnx run");
     assert!(cached(&cache2).is_empty(), "an .onnx checkpoint is not compiled again");
     // same graphs (and the schedule recorded in the file): identical rows
-    assert_eq!(read_rows(&d.join("ckpt")), read_rows(&d.join("onnx")));
+    assert_eq!(generated_rows(&d.join("ckpt")), generated_rows(&d.join("onnx")));
 
     // a file compiled for another configuration is refused, naming the file
     let mut other: serde_json::Value = serde_json::from_slice(&std::fs::read(&unet_cfg).unwrap()).unwrap();
@@ -186,7 +186,7 @@ fn without_ort_dylib_path_the_ort_env_venv_is_used() {
         .output()
         .unwrap();
     assert_ok(&out, "run with IDFLOW_ORT_VENV");
-    assert_eq!(read_rows(&d.join("out")).len(), 2);
+    assert_eq!(generated_rows(&d.join("out")).len(), 2);
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn threads_and_providers_are_checked_and_applied() {
     // one thread: same rows (the thread count does not change results)
     std::fs::write(d.join("one.yaml"), with("    threads: 1\n", "one")).unwrap();
     run_ok(d, &["run", "one.yaml", "-q"]);
-    assert_eq!(read_rows(&d.join("base")), read_rows(&d.join("one")));
+    assert_eq!(generated_rows(&d.join("base")), generated_rows(&d.join("one")));
     // threads: 0 is a configuration error naming the field
     std::fs::write(d.join("zero.yaml"), with("    threads: 0\n", "zero")).unwrap();
     let out = idflow(d, &["validate", "zero.yaml"]);
@@ -225,5 +225,5 @@ fn threads_and_providers_are_checked_and_applied() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("CUDAExecutionProvider unavailable") && stderr.contains("running on CPUExecutionProvider"), "{stderr}");
-    assert_eq!(read_rows(&d.join("base")), read_rows(&d.join("fallback")));
+    assert_eq!(generated_rows(&d.join("base")), generated_rows(&d.join("fallback")));
 }

@@ -22,14 +22,14 @@ fn kill_and_resume(d: &Path, t: &Tiny, expected: &[GenRow]) {
         .unwrap();
     assert!(!killed.status.success());
     assert!(!out.exists(), "a killed run publishes nothing");
-    let survived = read_rows(&d.join(format!(".{name}.idflow-staging")));
+    let survived = generated_rows(&d.join(format!(".{name}.idflow-staging")));
     let partial = survived.len();
     assert!(partial > 0 && partial < expected.len(), "{partial} rows survived the crash ({} workers)", t.workers);
     assert!(survived.iter().all(|r| expected.contains(r)), "what survived is part of the uninterrupted dataset");
 
     let report_file = format!("{name}.json");
     run_ok(d, &["run", &yaml, "-q", "--report", &report_file]);
-    let rows = read_rows(&out);
+    let rows = generated_rows(&out);
     assert_eq!(rows, expected, "resumed rows equal the uninterrupted run, none duplicated ({} workers)", t.workers);
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join(&report_file)).unwrap()).unwrap();
     let op = |name: &str| report["operators"].as_array().unwrap().iter().find(|o| o["op"] == name).unwrap().clone();
@@ -47,7 +47,7 @@ fn killed_generation_resumes_to_identical_rows() {
     let t1 = Tiny { identities: 4, samples: 5, workers: 1, ..Tiny::default() };
     std::fs::write(d.join("full.yaml"), tiny_pipeline(&t1, &full)).unwrap();
     run_ok(d, &["run", "full.yaml", "-q"]);
-    let expected = read_rows(&full);
+    let expected = generated_rows(&full);
     assert_eq!(expected.len(), 20);
 
     kill_and_resume(d, &t1, &expected);

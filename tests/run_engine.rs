@@ -22,7 +22,7 @@ fn one_and_two_workers_write_identical_rows() {
         let out = dir.path().join(format!("out{workers}"));
         write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, workers, ""));
         run_ok(dir.path(), &["run", "p.yaml", "-q"]);
-        let rows = read_rows(&out);
+        let rows = image_rows(&out);
         assert_eq!(rows.len(), 28);
         let manifest = idflow::operators::write_records::read_manifest(&out).unwrap();
         assert_eq!(manifest["total_rows"], 28);
@@ -49,7 +49,7 @@ fn workers_flag_and_set_override_change_the_run() {
     let out = dir.path().join("out");
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q", "-w", "3", "--set", "nodes.faces.limit_identities=2", "--report", "r.json"]);
-    assert_eq!(read_rows(&out).len(), 4);
+    assert_eq!(image_rows(&out).len(), 4);
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
     assert_eq!(report["workers"], 3);
     assert_eq!(report["ok"], true);
@@ -72,9 +72,9 @@ fn rerun_replaces_an_earlier_dataset() {
     assert!(shards(&out).len() >= 4);
     let refused = idflow(dir.path(), &["run", "p.yaml", "-q", "--set", "nodes.faces.limit_identities=1"]);
     assert_eq!(refused.status.code(), Some(1), "another plan over a finished dataset needs --overwrite");
-    assert_eq!(read_rows(&out).len(), 24, "the refused run changed nothing");
+    assert_eq!(image_rows(&out).len(), 24, "the refused run changed nothing");
     run_ok(dir.path(), &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.limit_identities=1"]);
-    assert_eq!(read_rows(&out).len(), 4, "stale shards of the first run must be gone");
+    assert_eq!(image_rows(&out).len(), 4, "stale shards of the first run must be gone");
 }
 
 fn corrupt_setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -119,7 +119,7 @@ fn corrupt_image_is_skipped_and_counted_with_on_error_skip() {
     let out = dir.path().join("out");
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 2, "    on_error: skip\n"));
     run_ok(dir.path(), &["run", "p.yaml", "-q", "--report", "r.json"]);
-    let rows = read_rows(&out);
+    let rows = image_rows(&out);
     assert_eq!(rows.len(), 10);
     assert!(!rows.iter().any(|r| r.2.ends_with("person_001/01.png") || r.2.ends_with("person_002/00.jpg")));
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
@@ -169,7 +169,7 @@ fn two_processes_on_loopback_match_one_process() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    assert_eq!(read_rows(&single), read_rows(&cluster));
+    assert_eq!(image_rows(&single), image_rows(&cluster));
     let manifest = idflow::operators::write_records::read_manifest(&cluster).unwrap();
     assert_eq!(manifest["total_rows"], 27, "process 0's manifest covers both processes' shards");
 }

@@ -7,24 +7,12 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
-use common::{idflow, read_batches, write_pipeline};
-use std::path::PathBuf;
-
-fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "{}/../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ))
-    })
-}
+use common::{idflow, read_batches, reference, write_pipeline};
 
 #[test]
 fn encode_latent_matches_the_reference_encoder() {
-    let refdir = reference_dir();
-    let encoder = refdir.join("vq_tiny_first_stage_encoder_state_dict.pt");
-    let io = refdir.join("vq_tiny_io.safetensors");
-    assert!(encoder.exists() && io.exists(), "missing reference fixtures under {} (set IDFLOW_REFERENCE_DIR)", refdir.display());
+    let encoder = reference("vq_tiny_first_stage_encoder_state_dict.pt");
+    let io = reference("vq_tiny_io.safetensors");
     let tensors = candle_core::safetensors::load(&io, &candle_core::Device::Cpu).unwrap();
     let x: Vec<f32> = tensors["x"].flatten_all().unwrap().to_vec1().unwrap();
     let h: Vec<f32> = tensors["h"].flatten_all().unwrap().to_vec1().unwrap();

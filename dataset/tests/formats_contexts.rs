@@ -2,18 +2,18 @@
 
 mod formats_common;
 
-use formats_common::{f32s, fixture, safetensor};
+use formats_common::{f32s, reference, safetensor};
 use idflow_dataset::formats::contexts::{self, read_contexts};
 use idflow_dataset::formats::npy::{read_npy, write_npy, NpyData};
 use idflow_dataset::formats::FormatError;
 
 #[test]
 fn dict_contexts_read_exactly_in_both_numpy_spellings() {
-    let (_, shape, bytes) = safetensor(&fixture("contexts_dict.safetensors"), "contexts");
+    let (_, shape, bytes) = safetensor(&reference("contexts_dict.safetensors"), "contexts");
     assert_eq!(shape, vec![5, 512]);
     let expected = f32s(&bytes);
     for file in ["contexts_dict.npy", "contexts_dict_numpy2.npy"] {
-        let c = read_contexts(&fixture(file)).unwrap_or_else(|e| panic!("{e}"));
+        let c = read_contexts(&reference(file)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.names, vec!["0", "1", "2", "3", "4"], "{file}");
         assert_eq!(c.dim, 512);
         assert_eq!(c.renormalised, 0, "{file}: rows are already unit norm");
@@ -26,13 +26,13 @@ fn dict_contexts_read_exactly_in_both_numpy_spellings() {
 
 #[test]
 fn plain_npy_is_normalised_exactly_like_admis() {
-    let st = fixture("contexts_dict.safetensors");
+    let st = reference("contexts_dict.safetensors");
     let raw = f32s(&safetensor(&st, "plain_raw").2);
     let normalized = f32s(&safetensor(&st, "plain_normalized").2);
-    let arr = read_npy(&fixture("contexts_plain.npy")).unwrap();
+    let arr = read_npy(&reference("contexts_plain.npy")).unwrap();
     assert_eq!(arr.shape, vec![5, 512]);
     assert_eq!(arr.data, NpyData::F32(raw));
-    let c = read_contexts(&fixture("contexts_plain.npy")).unwrap();
+    let c = read_contexts(&reference("contexts_plain.npy")).unwrap();
     assert_eq!(c.names.len(), 5);
     assert_eq!(c.renormalised, 5);
     let mismatches = c.values.iter().zip(&normalized).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
@@ -92,7 +92,7 @@ fn npy_round_trip_and_errors() {
 
 #[test]
 fn truncated_dict_contexts_fail_cleanly() {
-    let full = std::fs::read(fixture("contexts_dict.npy")).unwrap();
+    let full = std::fs::read(reference("contexts_dict.npy")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ctx_cut.npy");
     for len in [4, 100, full.len() / 2, full.len() - 10] {

@@ -5,7 +5,7 @@ mod formats_common;
 use std::io::Write;
 use std::path::Path;
 
-use formats_common::{fixture, safetensor};
+use formats_common::{reference, safetensor};
 use idflow_dataset::formats::pickle::{self, BytesStyle, CallKind, Object, Value};
 use idflow_dataset::formats::torch_zip::{self, DType, NamedTensor};
 use idflow_dataset::formats::FormatError;
@@ -46,7 +46,7 @@ fn parse_keys(path: &Path) -> Vec<(String, KeyList)> {
 }
 
 fn check_against_keys(ckpt: &str, expected: &[(String, Vec<usize>, String)]) -> Vec<NamedTensor> {
-    let tensors = torch_zip::read_state_dict(&fixture(ckpt)).unwrap_or_else(|e| panic!("{e}"));
+    let tensors = torch_zip::read_state_dict(&reference(ckpt)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(tensors.len(), expected.len(), "{ckpt}: entry count");
     for (t, (name, shape, dtype)) in tensors.iter().zip(expected) {
         assert_eq!(&t.name, name, "{ckpt}: key order");
@@ -59,10 +59,10 @@ fn check_against_keys(ckpt: &str, expected: &[(String, Vec<usize>, String)]) -> 
 
 #[test]
 fn idiff_unet_checkpoint_matches_key_list_and_schedule() {
-    let keys = parse_keys(&fixture("idiff_unet_tiny_keys.txt"));
+    let keys = parse_keys(&reference("idiff_unet_tiny_keys.txt"));
     let tensors = check_against_keys("idiff_unet_tiny.ckpt", &keys[0].1);
     assert_eq!(tensors.len(), 846);
-    let schedule = fixture("ddpm_schedule_T1000.safetensors");
+    let schedule = reference("ddpm_schedule_T1000.safetensors");
     for name in [
         "betas",
         "alphas",
@@ -86,13 +86,13 @@ fn idiff_unet_checkpoint_matches_key_list_and_schedule() {
 
 #[test]
 fn iresnet_and_vq_checkpoints_match_key_lists() {
-    let keys = parse_keys(&fixture("iresnet_tiny_keys.txt"));
+    let keys = parse_keys(&reference("iresnet_tiny_keys.txt"));
     let t = check_against_keys("iresnet_tiny.pth", &keys[0].1);
     let nbt = t.iter().find(|t| t.name == "bn1.num_batches_tracked").unwrap();
     assert_eq!(nbt.dtype, DType::I64);
     assert!(nbt.shape.is_empty());
     assert_eq!(nbt.data, 0i64.to_le_bytes());
-    let vq = parse_keys(&fixture("vq_tiny_keys.txt"));
+    let vq = parse_keys(&reference("vq_tiny_keys.txt"));
     assert_eq!(vq.len(), 2);
     for (file, keys) in &vq {
         check_against_keys(file, keys);
@@ -218,7 +218,7 @@ fn legacy_truncated_and_foreign_files_are_clear_errors() {
     let err = torch_zip::read_state_dict(&legacy).unwrap_err();
     assert!(matches!(err, FormatError::Unsupported { .. }) && err.to_string().contains("legacy"), "{err}");
 
-    let full = std::fs::read(fixture("iresnet_tiny.pth")).unwrap();
+    let full = std::fs::read(reference("iresnet_tiny.pth")).unwrap();
     let cut = dir.path().join("cut.pth");
     for len in [10usize, 1000, full.len() / 2, full.len() - 30] {
         std::fs::write(&cut, &full[..len]).unwrap();

@@ -3,17 +3,17 @@
 
 mod formats_common;
 
-use formats_common::{fixture, safetensor};
+use formats_common::{reference, safetensor};
 use idflow_dataset::formats::pickle::BytesStyle;
 use idflow_dataset::formats::verification_bin::{read_bin, write_bin, write_bin_with_style};
 use idflow_dataset::formats::FormatError;
 
 #[test]
 fn python3_bin_reads_and_decodes_to_reference_pixels() {
-    let bin = read_bin(&fixture("tiny_verification.bin")).unwrap();
+    let bin = read_bin(&reference("tiny_verification.bin")).unwrap();
     assert_eq!(bin.images.len(), 120);
     assert_eq!(bin.pairs(), 60);
-    let expected = fixture("tiny_verification_expected.safetensors");
+    let expected = reference("tiny_verification_expected.safetensors");
     let (_, _, issame) = safetensor(&expected, "issame");
     assert_eq!(bin.issame, issame.iter().map(|&b| b != 0).collect::<Vec<_>>());
     let (_, shape, pixels) = safetensor(&expected, "decoded_first4_hwc_uint8");
@@ -40,8 +40,8 @@ fn python3_bin_reads_and_decodes_to_reference_pixels() {
 
 #[test]
 fn python2_bin_matches_first_ten_pairs() {
-    let py3 = read_bin(&fixture("tiny_verification.bin")).unwrap();
-    let py2 = read_bin(&fixture("tiny_verification_py2.bin")).unwrap();
+    let py3 = read_bin(&reference("tiny_verification.bin")).unwrap();
+    let py2 = read_bin(&reference("tiny_verification_py2.bin")).unwrap();
     assert_eq!(py2.pairs(), 10);
     assert_eq!(py2.images[..], py3.images[..20]);
     assert_eq!(py2.issame[..], py3.issame[..10]);
@@ -49,7 +49,7 @@ fn python2_bin_matches_first_ten_pairs() {
 
 #[test]
 fn write_then_read_round_trips_in_both_spellings() {
-    let src = read_bin(&fixture("tiny_verification.bin")).unwrap();
+    let src = read_bin(&reference("tiny_verification.bin")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("out.bin");
     write_bin(&p, &src.images, &src.issame).unwrap();
@@ -68,7 +68,7 @@ fn write_then_read_round_trips_in_both_spellings() {
 
 #[test]
 fn damaged_and_hostile_bins_are_clear_errors() {
-    let full = std::fs::read(fixture("tiny_verification_py2.bin")).unwrap();
+    let full = std::fs::read(reference("tiny_verification_py2.bin")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.bin");
     for len in [0, 1, 2, 50, full.len() / 3, full.len() - 1] {

@@ -1,25 +1,15 @@
 //! The metrics against the golden numbers of the reference tools (insightface `evaluate`,
-//! pyeer `get_eer_stats`), read in place from the shared fixtures folder.
-
-use std::path::PathBuf;
+//! pyeer `get_eer_stats`), read from the reference fixtures (`tests/fixtures/reference`).
 
 use idflow_dataset::metrics::numeric::arange;
 use idflow_dataset::metrics::scores::score_stats;
 use idflow_dataset::metrics::verification::{self, evaluate, evaluate_f64, pair_distances};
+use idflow_testkit::reference;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "{}/../../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ))
-    })
-}
-
 fn read(name: &str) -> Vec<u8> {
-    let path = reference_dir().join(name);
+    let path = reference(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reference fixture {} is missing or unreadable: {e}", path.display()))
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use candle_core::{Module, Tensor};
-use common::{assert_close, fixture, get, load_io};
+use common::{assert_close, get, load_io, reference};
 use idflow_models::checkpoint::{load_model, load_model_from_file, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::schedule::SCHEDULE_KEYS;
@@ -29,7 +29,7 @@ fn tiny_cfg() -> IResNetConfig {
 }
 
 fn tiny_dict() -> StateDict {
-    StateDict::from_torch_file(fixture("iresnet_tiny.pth")).unwrap()
+    StateDict::from_torch_file(reference("iresnet_tiny.pth")).unwrap()
 }
 
 #[test]
@@ -59,9 +59,9 @@ fn non_zip_files_are_clear_errors() {
 
 #[test]
 fn every_key_of_the_unet_checkpoint_is_consumed_by_unet_plus_schedule() {
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let cfg: idflow_models::unet::UNetConfig = {
-        let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
+        let text = std::fs::read_to_string(reference("idiff_unet_tiny_config.json")).unwrap();
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let m = v["eps_model"].as_object_mut().unwrap();
         m.remove("_target_");
@@ -144,28 +144,28 @@ fn one_call_loaders_read_the_official_files() {
         attn_resolutions: vec![],
     };
     let vq = idflow_models::pretrained::load_vq_first_stage(
-        fixture("vq_tiny_first_stage_encoder_state_dict.pt"),
-        fixture("vq_tiny_first_stage_decoder_state_dict.pt"),
+        reference("vq_tiny_first_stage_encoder_state_dict.pt"),
+        reference("vq_tiny_first_stage_decoder_state_dict.pt"),
         &cfg,
         &opts,
     )
     .unwrap();
     assert_eq!(vq.decoder.quantizer().codebook_shape(), (64, 3));
-    let net = idflow_models::pretrained::load_iresnet(fixture("iresnet_tiny.pth"), &tiny_cfg(), &opts).unwrap();
+    let net = idflow_models::pretrained::load_iresnet(reference("iresnet_tiny.pth"), &tiny_cfg(), &opts).unwrap();
     let io = load_io("iresnet_tiny_io.safetensors");
     assert_close("load_iresnet", &net.forward(get(&io, "input")).unwrap(), get(&io, "features"), 1e-4);
 }
 
 #[test]
 fn load_idiff_face_returns_the_unet_and_the_checkpoint_schedule() {
-    let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
+    let text = std::fs::read_to_string(reference("idiff_unet_tiny_config.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let m = v["eps_model"].as_object_mut().unwrap();
     m.remove("_target_");
     m.remove("n_context_classes");
     let cfg: idflow_models::unet::UNetConfig = serde_json::from_value(v["eps_model"].clone()).unwrap();
     let (unet, schedule, report) =
-        idflow_models::pretrained::load_idiff_face(fixture("idiff_unet_tiny.ckpt"), &cfg, &LoadOptions::default()).unwrap();
+        idflow_models::pretrained::load_idiff_face(reference("idiff_unet_tiny.ckpt"), &cfg, &LoadOptions::default()).unwrap();
     assert_eq!(report.prefix, "eps_model.");
     assert_eq!(schedule.len(), 1000);
     let io = load_io("idiff_unet_tiny_io.safetensors");

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{assert_close, fixture, get, load_io};
+use common::{assert_close, get, load_io, reference};
 use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::sampler::{
     batch_noise, ddim_timesteps, ddpm_adds_noise, sample, CpuStepMath, DdimCoefficients, DdpmCoefficients, NoiseKey, SamplerConfig,
@@ -39,7 +39,7 @@ fn tiny_unet(dict: &StateDict) -> ConditionalUNet {
 #[test]
 fn schedule_from_checkpoint_and_recomputed_match_the_reference() {
     let io = load_io("ddpm_schedule_T1000.safetensors");
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let from_ckpt = DdpmSchedule::from_state_dict(&dict).unwrap().expect("checkpoint has the buffers");
     let computed = DdpmSchedule::linear(1000);
     for (key, (a, b)) in SCHEDULE_KEYS.iter().zip(from_ckpt.buffers().iter().zip(computed.buffers())) {
@@ -56,7 +56,7 @@ fn schedule_from_checkpoint_and_recomputed_match_the_reference() {
 #[test]
 fn ddpm_step_matches_official_given_eps_and_with_the_unet() {
     let io = load_io("ddpm_steps.safetensors");
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let schedule = DdpmSchedule::from_state_dict(&dict).unwrap().unwrap();
     let unet = tiny_unet(&dict);
     let ts: Vec<i64> = get(&io, "t").to_vec1().unwrap();
@@ -137,7 +137,7 @@ fn guidance_formula() {
 
 #[test]
 fn batched_guidance_equals_two_passes_and_noise_is_keyed_per_sample() {
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let unet = tiny_unet(&dict);
     let io = load_io("idiff_unet_tiny_io.safetensors");
     let (x, t, context) = (get(&io, "x"), get(&io, "t"), get(&io, "context"));
@@ -159,7 +159,7 @@ fn batched_guidance_equals_two_passes_and_noise_is_keyed_per_sample() {
 
 #[test]
 fn short_ddim_sampling_is_batch_independent() {
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let unet = tiny_unet(&dict);
     let schedule = DdpmSchedule::from_state_dict(&dict).unwrap().unwrap();
     let io = load_io("idiff_unet_tiny_io.safetensors");

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use common::{assert_close, fixture, get, load_io};
+use common::{assert_close, get, load_io, reference};
 use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig, IrBackbone};
 
@@ -14,7 +14,7 @@ fn l2_normalize(x: &Tensor) -> Tensor {
 
 #[test]
 fn tiny_iresnet_matches_official_features() {
-    let dict = StateDict::from_torch_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_torch_file(reference("iresnet_tiny.pth")).unwrap();
     assert_eq!(dict.len(), 115);
     let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
     let (net, report) = load_model(&dict, &LoadOptions::default(), |vb| IResNet::new(&cfg, vb)).unwrap();

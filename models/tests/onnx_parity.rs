@@ -7,11 +7,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use candle_core::{DType, Device, Module, Tensor};
-use common::{assert_close, fixture, get, load_io, max_abs_diff};
+use common::{assert_close, get, load_io, max_abs_diff, ort_dylib, reference};
 use idflow_dataset::rng::KeyedRng;
 use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
@@ -23,24 +20,6 @@ use idflow_models::onnx::{
 use idflow_models::traits::{Denoiser, FaceEncoder, FirstStage};
 use idflow_models::unet::{ConditionalUNet, UNetConfig};
 use idflow_models::vq::{VqConfig, VqDecoder, VqEncoder};
-
-/// The ONNX Runtime library path, installed on first use by `tests/py/ort_env.sh`.
-pub fn ort_dylib() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = PathBuf::from(format!(
-            "{}/../tests/py/ort_env.sh",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ));
-        let out =
-            std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(out.status.success(), "{} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr));
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "ort_env.sh printed {}, which is not a file", path.display());
-        path
-    })
-    .clone()
-}
 
 fn runtime() -> OrtRuntime {
     OrtRuntime::new(Some(&ort_dylib())).expect("ONNX Runtime must load")
@@ -64,7 +43,7 @@ fn iresnet_config() -> IResNetConfig {
 }
 
 fn iresnet_encoder() -> (OrtFaceEncoder, StateDict) {
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     let bytes = compile_iresnet(&dict, &iresnet_config(), &CompileOptions::default()).unwrap();
     let session = runtime().session_from_bytes(&bytes, &opts()).unwrap();
     assert_eq!(session.active_providers(), ["CPUExecutionProvider"]);
@@ -117,8 +96,8 @@ struct Vq {
 }
 
 fn vq() -> Vq {
-    let enc = StateDict::from_file(fixture("vq_tiny_first_stage_encoder_state_dict.pt")).unwrap();
-    let dec = StateDict::from_file(fixture("vq_tiny_first_stage_decoder_state_dict.pt")).unwrap();
+    let enc = StateDict::from_file(reference("vq_tiny_first_stage_encoder_state_dict.pt")).unwrap();
+    let dec = StateDict::from_file(reference("vq_tiny_first_stage_decoder_state_dict.pt")).unwrap();
     let cfg = vq_config();
     let o = CompileOptions::default();
     let rt = runtime();
@@ -182,7 +161,7 @@ fn vq_batch_of_five_matches_native() {
 // ---------------------------------------------------------------- UNet
 
 fn unet_config() -> UNetConfig {
-    let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
+    let text = std::fs::read_to_string(reference("idiff_unet_tiny_config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut eps_model = json["eps_model"].clone();
     let obj = eps_model.as_object_mut().unwrap();
@@ -198,7 +177,7 @@ fn unet_session(dict: &StateDict, cfg: &UNetConfig, export: &UNetExport) -> OrtD
 
 #[test]
 fn unet_eps_matches_reference() {
-    let dict = StateDict::from_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let cfg = unet_config();
     let io = load_io("idiff_unet_tiny_io.safetensors");
     let (x, t, c) = (get(&io, "x"), get(&io, "t"), get(&io, "context"));
@@ -220,7 +199,7 @@ fn unet_eps_matches_reference() {
 
 #[test]
 fn unet_batch_of_five_and_guidance_match_native() {
-    let dict = StateDict::from_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let cfg = unet_config();
     let (native, _) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap();
     let d = unet_session(&dict, &cfg, &UNetExport::default());

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use common::fixture;
+use common::{ort_dylib, reference};
 use idflow_models::checkpoint::StateDict;
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::onnx::builder::{Dim, ElemType, GraphBuilder};
@@ -17,21 +16,6 @@ use idflow_models::onnx::{
     compile_iresnet, compile_to_file, serialize, CompileOptions, ExecutionProvider, OnnxError, OrtRuntime, SessionOptions, TensorInput,
 };
 use prost::Message;
-
-fn ort_dylib() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = PathBuf::from(format!(
-            "{}/../tests/py/ort_env.sh",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ));
-        let out =
-            std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
-}
 
 fn runtime() -> OrtRuntime {
     OrtRuntime::new(Some(&ort_dylib())).expect("ONNX Runtime must load")
@@ -107,7 +91,7 @@ fn missing_library_is_a_clear_error() {
     assert!(msg.contains("/nonexistent/onnxruntime"), "{msg}");
     assert!(msg.contains("onnxruntime==1.32.0") && msg.contains("ORT_DYLIB_PATH"), "{msg}");
     // a file that is not a shared library
-    let not_a_lib = fixture("iresnet_tiny_config.json");
+    let not_a_lib = reference("iresnet_tiny_config.json");
     let rt = runtime(); // the process environment may already exist; a different path is refused
     let err = OrtRuntime::new(Some(&not_a_lib)).unwrap_err();
     assert!(err.to_string().contains("iresnet_tiny_config.json"), "{err}");
@@ -172,7 +156,7 @@ fn run_rejects_bad_inputs() {
 }
 
 fn iresnet_bytes() -> Vec<u8> {
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
     compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap()
 }
@@ -192,7 +176,7 @@ fn compiled_model_is_valid_onnx_protobuf() {
     assert_eq!(dims[2].value, Some(DimensionValue::DimValue(112)));
     assert_eq!(graph.output[0].name, "features");
     // every official tensor except the int64 counters became an initializer, f32 little-endian
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     let conv1 = graph.initializer.iter().find(|t| t.name == "conv1.weight").unwrap();
     assert_eq!(conv1.dims, [64, 3, 3, 3]);
     let want = dict.get("conv1.weight").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -228,7 +212,7 @@ fn compile_to_file_is_atomic_and_loadable() {
 
 #[test]
 fn compile_checks_keys_and_shapes_strictly() {
-    let dict = StateDict::from_file(fixture("iresnet_tiny.pth")).unwrap();
+    let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
     // wrong embedding width → a shape error naming the key
     let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 512, ..Default::default() };
     let err = compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap_err();
@@ -253,7 +237,7 @@ fn compile_cache_is_keyed_by_checkpoint_and_config() {
     use idflow_models::onnx::{compile_cached, OnnxModelSpec};
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("backbone.pth");
-    std::fs::copy(fixture("iresnet_tiny.pth"), &ckpt).unwrap();
+    std::fs::copy(reference("iresnet_tiny.pth"), &ckpt).unwrap();
     let cache = dir.path().join("cache");
     let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
     let o = CompileOptions::default();
@@ -291,7 +275,7 @@ fn concurrent_cache_lookups_compile_once() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
-    let ckpt = fixture("iresnet_tiny.pth");
+    let ckpt = reference("iresnet_tiny.pth");
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> =
             (0..4).map(|_| s.spawn(|| compile_cached(&cache, &ckpt, &spec, &CompileOptions::default()).unwrap())).collect();

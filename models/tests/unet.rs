@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::{assert_close, fixture, get, load_io};
+use common::{assert_close, get, load_io, reference};
 use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::unet::{parameter_count, ConditionType, ConditionalUNet, UNetConfig};
 
@@ -27,7 +27,7 @@ fn tiny_config() -> UNetConfig {
 
 #[test]
 fn tiny_config_matches_the_fixture_json() {
-    let text = std::fs::read_to_string(fixture("idiff_unet_tiny_config.json")).unwrap();
+    let text = std::fs::read_to_string(reference("idiff_unet_tiny_config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cfg = UNetConfig::from_official(&json["eps_model"]).unwrap();
     assert_eq!(cfg, tiny_config());
@@ -37,7 +37,7 @@ fn tiny_config_matches_the_fixture_json() {
 
 #[test]
 fn tiny_unet_matches_official_outputs() {
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     assert_eq!(dict.len(), 846);
     let cfg = tiny_config();
     let (unet, report) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap();
@@ -82,7 +82,7 @@ fn class_label_contexts_are_refused_with_a_clear_error() {
 
 #[test]
 fn context_dropout_only_in_training() {
-    let dict = StateDict::from_torch_file(fixture("idiff_unet_tiny.ckpt")).unwrap();
+    let dict = StateDict::from_torch_file(reference("idiff_unet_tiny.ckpt")).unwrap();
     let cfg = tiny_config();
     let (unet, _) = load_model(&dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap();
     let io = load_io("idiff_unet_tiny_io.safetensors");

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::DType;
-use common::{assert_close, fixture, get, load_io};
+use common::{assert_close, get, load_io, reference};
 use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::traits::FirstStage;
 use idflow_models::vq::{VqConfig, VqDecoder, VqEncoder, VqModel};
@@ -24,8 +24,8 @@ fn tiny_config() -> VqConfig {
 
 fn load() -> VqModel {
     let cfg = tiny_config();
-    let enc = StateDict::from_torch_file(fixture("vq_tiny_first_stage_encoder_state_dict.pt")).unwrap();
-    let dec = StateDict::from_torch_file(fixture("vq_tiny_first_stage_decoder_state_dict.pt")).unwrap();
+    let enc = StateDict::from_torch_file(reference("vq_tiny_first_stage_encoder_state_dict.pt")).unwrap();
+    let dec = StateDict::from_torch_file(reference("vq_tiny_first_stage_decoder_state_dict.pt")).unwrap();
     assert_eq!((enc.len(), dec.len()), (88, 113));
     let (encoder, er) = load_model(&enc, &LoadOptions::default(), |vb| VqEncoder::new(&cfg, vb)).unwrap();
     // the codebook size comes from the stored codebook

@@ -374,18 +374,7 @@ mod tests {
 mod fixture_tests {
     //! The encoder path against the reference fixtures (fixtures README, sections 5 and 7).
     use super::*;
-
-    fn reference(name: &str) -> PathBuf {
-        let dir = std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "{}/../shared/fixtures/reference",
-                std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-            ))
-        });
-        let p = dir.join(name);
-        assert!(p.is_file(), "missing reference fixture {} (set IDFLOW_REFERENCE_DIR)", p.display());
-        p
-    }
+    use idflow_testkit::reference;
 
     /// Raw little-endian bytes and shape of one safetensors entry.
     fn tensor(file: &str, key: &str) -> (Vec<u8>, Vec<usize>) {
@@ -403,20 +392,11 @@ mod fixture_tests {
     }
 
     /// Installs ONNX Runtime where the encoder looks for it when `ORT_DYLIB_PATH` is unset: the
-    /// venv `tests/py/ort_env.sh` makes in the cargo target folder (`$CARGO_TARGET_DIR`, else the
-    /// folder two levels above this test executable). Without it these tests depended on an
-    /// integration test having made the venv first, and failed on a fresh target folder.
+    /// venv `tests/py/ort_env.sh` makes in the cargo target folder. Without it these tests
+    /// depended on an integration test having made the venv first, and failed on a fresh target
+    /// folder.
     fn ensure_runtime() {
-        static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-        READY.get_or_init(|| {
-            // the run-time variable first, like `reference`: a target folder reused by a clone at
-            // another path runs test binaries whose compile-time manifest path is stale
-            let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-            let script = PathBuf::from(root).join("tests/py/ort_env.sh");
-            let out =
-                std::process::Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-        });
+        idflow_testkit::ort_dylib();
     }
 
     fn tiny_encoder(flip: bool) -> Encoder {

@@ -1,29 +1,9 @@
-//! Helpers shared by the `formats_*` integration tests.
+//! Helpers shared by the `formats_*` integration tests (the reference fixtures come from
+//! [`idflow_testkit`]).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-/// The reference fixture directory (`IDFLOW_REFERENCE_DIR` overrides).
-pub fn reference_dir() -> PathBuf {
-    match std::env::var_os("IDFLOW_REFERENCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(format!(
-            "{}/../../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        )),
-    }
-}
-
-/// Path of one reference fixture; panics (fails the test) with a clear message when missing.
-pub fn fixture(name: &str) -> PathBuf {
-    let p = reference_dir().join(name);
-    assert!(
-        p.is_file(),
-        "reference fixture {} is missing (set IDFLOW_REFERENCE_DIR to the folder holding the reference fixtures)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)]
+pub use idflow_testkit::reference;
 
 /// Decodes a hex string.
 pub fn hex(s: &str) -> Vec<u8> {

@@ -1,35 +1,15 @@
-//! Shared helpers of the fixture tests: locating the reference data and comparing tensors.
+//! Shared helpers of the fixture tests: loading and comparing tensors (the reference fixtures
+//! and ONNX Runtime come from [`idflow_testkit`]).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
-
-/// The reference fixture folder (`IDFLOW_REFERENCE_DIR` overrides the default beside the clone).
-pub fn reference_dir() -> PathBuf {
-    std::env::var_os("IDFLOW_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "{}/../../shared/fixtures/reference",
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-        ))
-    })
-}
-
-/// Path of a fixture file; panics with a clear message when it is missing.
-pub fn fixture(name: &str) -> PathBuf {
-    let p = reference_dir().join(name);
-    assert!(
-        p.is_file(),
-        "reference fixture {} is missing (set IDFLOW_REFERENCE_DIR to the folder holding the reference data)",
-        p.display()
-    );
-    p
-}
+#[allow(unused_imports)]
+pub use idflow_testkit::{ort_dylib, reference};
+use std::collections::HashMap;
 
 /// Loads a safetensors fixture into a map.
 pub fn load_io(name: &str) -> HashMap<String, Tensor> {
-    let p = fixture(name);
+    let p = reference(name);
     candle_core::safetensors::load(&p, &Device::Cpu).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
