@@ -255,19 +255,8 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<Outcome, Ru
     let stats: Arc<Vec<Arc<NodeStats>>> = Arc::new(plan.nodes.iter().map(|_| Arc::new(NodeStats::default())).collect());
     let failure = Arc::new(Failure { process: opts.process_id, ..Failure::default() });
     if up_to_date(&plan) {
-        let report = RunReport {
-            pipeline: plan.spec.name.clone(),
-            file: plan.spec.file.display().to_string(),
-            workers: opts.workers,
-            processes: opts.processes,
-            process_id: opts.process_id,
-            wall_seconds: started.elapsed().as_secs_f64(),
-            peak_rss_bytes: peak_rss_bytes(),
-            ok: true,
-            errors: vec![],
-            operators: plan.nodes.iter().zip(stats.iter()).map(|(n, s)| s.snapshot(&n.spec.id, n.info.name)).collect(),
-        };
-        return (report, Ok(Outcome::UpToDate));
+        let result = Ok(Outcome::UpToDate);
+        return (run_report(&plan, opts, &stats, started, &result), result);
     }
     let progress = crate::progress::Progress::start(
         plan.nodes.iter().zip(stats.iter()).map(|(n, s)| (n.spec.id.clone(), n.info.name.to_string(), s.clone())).collect(),
@@ -295,7 +284,13 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<Outcome, Ru
         Ok(Outcome::Ran)
     })();
     progress.finish();
-    let report = RunReport {
+    let report = run_report(&plan, opts, &stats, started, &result);
+    (report, result)
+}
+
+/// The report of this process's part of a run.
+fn run_report(plan: &Plan, opts: &RunOptions, stats: &[Arc<NodeStats>], started: Instant, result: &Result<Outcome, RunError>) -> RunReport {
+    RunReport {
         pipeline: plan.spec.name.clone(),
         file: plan.spec.file.display().to_string(),
         workers: opts.workers,
@@ -304,14 +299,13 @@ pub fn run(plan: Arc<Plan>, opts: &RunOptions) -> (RunReport, Result<Outcome, Ru
         wall_seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
         ok: result.is_ok(),
-        errors: match &result {
+        errors: match result {
             Err(RunError::Failed(v)) => v.clone(),
             Err(e) => vec![e.to_string()],
             Ok(_) => vec![],
         },
         operators: plan.nodes.iter().zip(stats.iter()).map(|(n, s)| s.snapshot(&n.spec.id, n.info.name)).collect(),
-    };
-    (report, result)
+    }
 }
 
 fn run_worker(

@@ -13,13 +13,7 @@ fn kill_and_resume(d: &Path, t: &Tiny, expected: &[GenRow]) {
     let out = d.join(&name);
     let yaml = format!("{name}.yaml");
     std::fs::write(d.join(&yaml), tiny_pipeline(t, &out)).unwrap();
-    let killed = idflow_command()
-        .args(["run", &yaml, "-q"])
-        .current_dir(d)
-        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
-        .env("IDFLOW_LOG", "error")
-        .output()
-        .unwrap();
+    let killed = crashed_run(d, &["run", &yaml, "-q"], 2);
     assert!(!killed.status.success());
     assert!(!out.exists(), "a killed run publishes nothing");
     let survived = generated_rows(&d.join(format!(".{name}.idflow-staging")));

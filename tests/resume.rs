@@ -6,7 +6,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 fn rows(dir: &Path) -> Vec<(u32, u32, Vec<u8>)> {
     let mut v = Vec::new();
@@ -46,13 +45,7 @@ fn nodes_after_a_resumed_sink_see_every_row() {
         images.display()
     );
     write_pipeline(d, "p.yaml", &text);
-    let killed = Command::new(bin())
-        .args(["run", "p.yaml", "-q"])
-        .current_dir(d)
-        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
-        .env("IDFLOW_LOG", "error")
-        .output()
-        .unwrap();
+    let killed = crashed_run(d, &["run", "p.yaml", "-q"], 2);
     assert!(!killed.status.success());
     let again = idflow(d, &["run", "p.yaml", "-q"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
@@ -74,13 +67,7 @@ fn interrupted_run_resumes_to_the_same_dataset() {
 
     let crash = d.join("crash");
     write_pipeline(d, "crash.yaml", &pipeline(&crash));
-    let killed = Command::new(bin())
-        .args(["run", "crash.yaml", "-q"])
-        .current_dir(d)
-        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "3")
-        .env("IDFLOW_LOG", "error")
-        .output()
-        .unwrap();
+    let killed = crashed_run(d, &["run", "crash.yaml", "-q"], 3);
     assert!(!killed.status.success(), "the crash hook must kill the run");
     assert!(!crash.exists(), "a killed run leaves nothing at the output path for readers to glob");
     let staging = d.join(".crash.idflow-staging");
@@ -132,13 +119,7 @@ fn overwrite_keeps_the_old_dataset_until_the_new_one_is_published() {
     let old_rows = rows(&out);
     let old_manifest = std::fs::read(out.join("_manifest.json")).unwrap();
 
-    let killed = Command::new(bin())
-        .args(["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"])
-        .current_dir(d)
-        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", "2")
-        .env("IDFLOW_LOG", "error")
-        .output()
-        .unwrap();
+    let killed = crashed_run(d, &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"], 2);
     assert!(!killed.status.success());
     assert!(rows(&out) == old_rows, "the killed run left the old dataset as it was");
     assert_eq!(std::fs::read(out.join("_manifest.json")).unwrap(), old_manifest);

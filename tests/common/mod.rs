@@ -36,6 +36,18 @@ pub fn run_ok(dir: &Path, args: &[&str]) -> Output {
     idflow_testkit::process::run_ok(&bin(), dir, args)
 }
 
+/// Runs `idflow` with `args` in `dir` and kills it (an abort without clean-up, as a crash
+/// would) right after its `shards`-th shard got its final name.
+pub fn crashed_run(dir: &Path, args: &[&str], shards: usize) -> Output {
+    idflow_command()
+        .args(args)
+        .current_dir(dir)
+        .env("IDFLOW_TEST_CRASH_AFTER_SHARDS", shards.to_string())
+        .env("IDFLOW_LOG", "error")
+        .output()
+        .expect("run idflow")
+}
+
 /// Writes `n_ids` identities × `per_id` JPEG/PNG images of distinct content under `root`.
 pub fn make_faces(root: &Path, n_ids: usize, per_id: usize) {
     for i in 0..n_ids {

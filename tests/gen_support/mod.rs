@@ -7,7 +7,7 @@ use std::path::Path;
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)]
-pub use common::{bin, idflow, idflow_command, ort_dylib, read_batches, reference, reference_dir, run_ok, test_cache};
+pub use common::{bin, crashed_run, idflow, idflow_command, ort_dylib, read_batches, reference, reference_dir, run_ok, test_cache};
 #[allow(unused_imports)]
 pub use idflow_testkit::parquet::{generated_rows, list_row, GenRow};
 
