@@ -212,7 +212,11 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         (None, false) => return Err(ctx.node.error(Some("encoder"), "`benchmarks` need an `encoder` to embed their images")),
         (Some(_), true) => return Err(ctx.node.error(Some("benchmarks"), "an `encoder` is given but no `benchmarks` to run it on")),
         (Some(e), false) => {
-            e.config().map_err(|m| ctx.node.error(Some("encoder"), m))?;
+            let cfg = e.config().map_err(|m| ctx.node.error(Some("encoder"), m))?;
+            super::model_spec::check_checkpoint(&ctx.node, "encoder", &e.checkpoint, super::model_spec::Network::IResNet(&cfg))?;
+            if let Some(missing) = p.benchmarks.iter().find(|b| !b.is_file()) {
+                return Err(ctx.node.error(Some("benchmarks"), format!("{} does not exist", missing.display())));
+            }
         }
         (None, true) => {}
     }

@@ -221,3 +221,29 @@ fn validate_refuses_a_checkpoint_whose_shapes_do_not_fit_the_config() {
     assert!(stderr.contains("node `emb`, field `encoder.checkpoint`") && stderr.contains("wrong.safetensors"), "{stderr}");
     assert!(stderr.contains("2 of ") && stderr.contains("first `fc.weight`: expected [16, 25088], found [16, 100]"), "{stderr}");
 }
+
+/// `evaluate`'s encoder is checked like `embed`'s, and its benchmark files must exist.
+#[test]
+fn validate_checks_the_evaluate_encoder_and_benchmarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |checkpoint: &Path, bench: &Path| {
+        format!(
+            "name: ev\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n    size: 16\n  report:\n    op: evaluate\n    input: faces\n    output: out\n    benchmarks: [{}]\n    encoder:\n      checkpoint: {}\n      config: {}\n",
+            bench.display(),
+            checkpoint.display(),
+            reference("iresnet_tiny_config.json").display()
+        )
+    };
+    let bench = reference("tiny_verification.bin");
+    let (code, stderr) = validate(dir.path(), &pipeline(&reference("iresnet_tiny.pth"), &bench));
+    assert_eq!(code, Some(0), "the fixture fits its config: {stderr}");
+    let wrong = tiny_encoder(dir.path(), "wrong.safetensors", |k, _| {
+        (k == "fc.weight").then(|| Tensor::zeros((16, 100), candle_core::DType::F32, &Device::Cpu).unwrap())
+    });
+    let (code, stderr) = validate(dir.path(), &pipeline(&wrong, &bench));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("node `report`, field `encoder.checkpoint`") && stderr.contains("first `fc.weight`"), "{stderr}");
+    let (code, stderr) = validate(dir.path(), &pipeline(&reference("iresnet_tiny.pth"), &dir.path().join("lfw.bin")));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("node `report`, field `benchmarks`") && stderr.contains("lfw.bin does not exist"), "{stderr}");
+}
