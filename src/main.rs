@@ -222,29 +222,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Ok(config_failure(e)),
         },
         Command::Graph { pipeline, format } => match load_plan(&pipeline) {
-            Ok(plan) => {
-                print!("{}", graph::render(&plan, format));
-                Ok(ExitCode::SUCCESS)
-            }
+            Ok(plan) => print_quietly(&graph::render(&plan, format)),
             Err(e) => Ok(config_failure(e)),
         },
         Command::Ops { name } => {
-            let mut found = false;
-            for info in operators::registry() {
-                if name.as_deref().is_some_and(|n| n != info.name) {
-                    continue;
-                }
-                found = true;
-                println!("{} ({:?}): {}", info.name, info.role, info.summary);
+            use std::fmt::Write as _;
+            let mut text = String::new();
+            for info in operators::registry().iter().filter(|i| name.as_deref().is_none_or(|n| n == i.name)) {
+                writeln!(text, "{} ({:?}): {}", info.name, info.role, info.summary)?;
                 for p in info.params {
-                    println!("    {:<20} {:<18} default {:<16} {}", p.name, p.ty, p.default, p.doc);
+                    writeln!(text, "    {:<20} {:<18} default {:<16} {}", p.name, p.ty, p.default, p.doc)?;
                 }
-                println!("    {:<20} {:<18} default {:<16} what to do with a bad row", "on_error", "fail | skip", "fail");
+                writeln!(text, "    {:<20} {:<18} default {:<16} what to do with a bad row", "on_error", "fail | skip", "fail")?;
             }
-            if !found {
+            if text.is_empty() {
                 anyhow::bail!("no operator named `{}`", name.unwrap_or_default());
             }
-            Ok(ExitCode::SUCCESS)
+            print_quietly(&text)
         }
         Command::Compile { model, checkpoint, config, depth, no_quantize, dropout_mask, out } => {
             compile(model, &checkpoint, config, depth, !no_quantize, dropout_mask, &out)?;
@@ -352,6 +346,17 @@ fn exit_quietly_on_lost_peer() {
             _ => default(info),
         }
     }));
+}
+
+/// Writes `text` to standard output. A reader that closed the pipe early (`idflow ops | head`)
+/// is not an error: the command ends quietly with success, as Unix filters do.
+fn print_quietly(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Lists what the run wrote (each node's outputs that exist), one `node label: path` line each.

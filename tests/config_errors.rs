@@ -139,3 +139,18 @@ fn ops_lists_every_operator_with_parameters() {
     }
     assert!(text.contains("rows_per_shard") && text.contains("limit_per_identity"));
 }
+
+/// `idflow ops | head`: a reader that closes the pipe before the listing is written ends the
+/// command quietly with success, not with a "Broken pipe" panic.
+#[test]
+fn ops_into_a_closed_pipe_exits_quietly() {
+    let mut child = idflow_command().arg("ops").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader is gone before idflow writes
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status.code());
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    let unknown = idflow(std::path::Path::new("."), &["ops", "no-such-op"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no operator named `no-such-op`"));
+}
