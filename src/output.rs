@@ -273,6 +273,8 @@ impl StagedOutput {
     pub fn begin(&self, resume: bool, populate: &dyn Fn(&Path) -> Result<(), String>) -> Result<Begun, OutputError> {
         let staged = read_stamp(&self.staging);
         if resume && staged.as_ref().is_some_and(|s| s.fingerprint == self.stamp.fingerprint) {
+            // Files a killed run was still writing are not part of what it finished.
+            remove_temporary_files(&self.staging)?;
             return Ok(Begun::Resumed);
         }
         if self.staging.exists() {
@@ -352,6 +354,19 @@ impl StagedOutput {
         // The staging path now holds the previous output.
         remove_dir(&self.staging)
     }
+}
+
+/// Removes every `*.tmp` file below `dir` (temporary names of unfinished writes).
+fn remove_temporary_files(dir: &Path) -> Result<(), OutputError> {
+    for entry in std::fs::read_dir(dir).map_err(io("cannot read", dir))?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_temporary_files(&path)?;
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) -> Result<(), OutputError> {
@@ -449,8 +464,11 @@ mod tests {
         let a = StagedOutput::new(&target, stamp("a"));
         a.begin(true, &|_| Ok(())).unwrap();
         std::fs::write(a.staging().join("part"), b"1").unwrap();
+        std::fs::create_dir_all(a.staging().join(".replay")).unwrap();
+        std::fs::write(a.staging().join(".replay/.part.tmp"), b"half").unwrap();
         assert_eq!(a.begin(true, &|_| Ok(())).unwrap(), Begun::Resumed);
         assert!(a.staging().join("part").exists());
+        assert!(!a.staging().join(".replay/.part.tmp").exists(), "a killed write's temporary file is dropped");
         let b = StagedOutput::new(&target, stamp("b"));
         assert_eq!(b.begin(true, &|_| Ok(())).unwrap(), Begun::Fresh);
         assert!(!b.staging().join("part").exists());

@@ -47,11 +47,25 @@ fn nodes_after_a_resumed_sink_see_every_row() {
     write_pipeline(d, "p.yaml", &text);
     let killed = crashed_run(d, &["run", "p.yaml", "-q"], 2);
     assert!(!killed.status.success());
+    // what a killed writer leaves half-written
+    std::fs::write(d.join(".out.idflow-staging/.part-00099.parquet.tmp"), b"half a shard").unwrap();
     let again = idflow(d, &["run", "p.yaml", "-q"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(rows(&out).len(), 40);
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "no temporary file is published: {names:?}");
     let list = std::fs::read_to_string(images.join("images.lst")).unwrap();
     assert_eq!(list.lines().count(), 40, "the downstream node received the kept rows too");
+
+    // The image folder is never "complete", so the plan runs again: the published dataset of
+    // this plan is reused (its shards staged again), nothing is rendered, every row reaches
+    // the folder node.
+    let before = rows(&out);
+    let rerun = idflow(d, &["run", "p.yaml", "-q", "--report", "r.json"]);
+    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    assert_eq!(rendered(d, "r.json"), 0, "the published dataset is reused, not regenerated");
+    assert!(rows(&out) == before);
+    assert_eq!(std::fs::read_to_string(images.join("images.lst")).unwrap().lines().count(), 40);
 }
 
 #[test]
