@@ -4,27 +4,15 @@
 //! Both take RGB `[B, 3, 112, 112]` images normalised as `((x/255) − 0.5)/0.5` and return the
 //! raw (un-normalised) feature vector. BatchNorms run in eval mode with the running statistics.
 
-use crate::conv::Conv2d;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d_no_bias, subsample2d, BatchNorm, NormMode, PRelu};
+use crate::nn::{Backend, Candle, ConvSpec, NormMode};
 
-/// Eval-mode (running statistics) or training-mode (batch statistics) BatchNorm.
-fn bn(norm: &BatchNorm, x: &Tensor, mode: NormMode) -> Result<Tensor> {
-    norm.forward_mode(x, mode)
-}
-
-/// Keyed inverted dropout (`torch.nn.Dropout`): zero with probability `p`, scale by `1/(1 − p)`.
-fn dropout(x: &Tensor, p: f64, rng: &mut KeyedRng) -> Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
-    }
-    let keep: Vec<f32> = (0..x.elem_count()).map(|_| if rng.chance(p) { 0.0 } else { (1.0 / (1.0 - p)) as f32 }).collect();
-    x * Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?
-}
+/// Result of the backend `B`'s operations.
+type BResult<B, T> = std::result::Result<T, <B as Backend>::Error>;
 
 /// BatchNorm epsilon of both backbones (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
@@ -54,7 +42,7 @@ pub struct IResNetConfig {
     /// smaller for the toy world's recognizers).
     #[serde(default = "default_widths")]
     pub widths: [usize; 4],
-    /// Input side in pixels, a multiple of 16 (112 in the published models).
+    /// Input side in pixels (112 in the published models); each stage halves it (rounding up).
     #[serde(default = "default_input_size")]
     pub input_size: usize,
 }
@@ -80,122 +68,172 @@ impl IResNetConfig {
         iresnet_layers(depth).map(|layers| Self { layers, ..Self::default() })
     }
 
-    /// Inputs to the `fc` layer: last width × (input / 16)².
+    /// The standard configuration for a depth with `num_features` outputs.
+    pub fn depth_features(depth: usize, num_features: usize) -> Option<Self> {
+        Self::depth(depth).map(|c| Self { num_features, ..c })
+    }
+
+    /// Side of the last stage's feature map (each stage halves with a 3×3/2 convolution).
+    pub fn final_side(&self) -> usize {
+        (0..4).fold(self.input_size, |s, _| s.div_ceil(2))
+    }
+
+    /// Inputs to the `fc` layer: last width × final side².
     pub fn fc_in(&self) -> usize {
-        let side = self.input_size / 16;
+        let side = self.final_side();
         self.widths[3] * side * side
     }
+
+    fn validate<B: Backend>(&self) -> BResult<B, ()> {
+        if self.input_size < 16 || self.widths.contains(&0) || self.num_features == 0 {
+            return Err(B::error(format!("IResNet: input_size must be at least 16 and widths/num_features positive, got {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// Loads a bias-free `k×k` convolution.
+fn conv<B: Backend>(vars: &B::Vars<'_>, c_in: usize, c_out: usize, kernel: usize, stride: usize) -> BResult<B, B::Conv2d> {
+    B::load_conv2d(vars, ConvSpec::new(c_in, c_out, kernel).stride(stride).pad(kernel / 2).no_bias())
+}
+
+/// The parameter source of child module `i` (`Sequential` index).
+fn at<'v, B: Backend>(vars: &B::Vars<'v>, i: usize) -> B::Vars<'v> {
+    B::push(vars, &i.to_string())
+}
+
+/// Loads an affine BatchNorm.
+fn batch_norm<B: Backend>(vars: &B::Vars<'_>, channels: usize) -> BResult<B, B::BatchNorm> {
+    B::load_batch_norm(vars, channels, BN_EPS, true)
 }
 
 /// `IBasicBlock`: `bn1 → conv1 (3×3) → bn2 → prelu → conv2 (3×3, stride s) → bn3`, plus the
 /// (1×1 conv + BN) downsampled identity; no activation after the sum.
 #[derive(Clone, Debug)]
-struct IBasicBlock {
-    bn1: BatchNorm,
-    conv1: Conv2d,
-    bn2: BatchNorm,
-    prelu: PRelu,
-    conv2: Conv2d,
-    bn3: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+struct IBasicBlock<B: Backend> {
+    bn1: B::BatchNorm,
+    conv1: B::Conv2d,
+    bn2: B::BatchNorm,
+    prelu: B::PRelu,
+    conv2: B::Conv2d,
+    bn3: B::BatchNorm,
+    downsample: Option<(B::Conv2d, B::BatchNorm)>,
 }
 
-impl IBasicBlock {
-    fn new(inplanes: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> IBasicBlock<B> {
+    fn new(inplanes: usize, planes: usize, stride: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let pp = |name: &str| B::push(vars, name);
         let downsample = if stride != 1 || inplanes != planes {
-            let dvb = vb.pp("downsample");
-            Some((conv2d_no_bias(inplanes, planes, 1, stride, 0, dvb.pp("0"))?, BatchNorm::new(planes, BN_EPS, true, dvb.pp("1"))?))
+            let d = pp("downsample");
+            Some((conv::<B>(&B::push(&d, "0"), inplanes, planes, 1, stride)?, batch_norm::<B>(&B::push(&d, "1"), planes)?))
         } else {
             None
         };
         Ok(Self {
-            bn1: BatchNorm::new(inplanes, BN_EPS, true, vb.pp("bn1"))?,
-            conv1: conv2d_no_bias(inplanes, planes, 3, 1, 1, vb.pp("conv1"))?,
-            bn2: BatchNorm::new(planes, BN_EPS, true, vb.pp("bn2"))?,
-            prelu: PRelu::new(planes, vb.pp("prelu"))?,
-            conv2: conv2d_no_bias(planes, planes, 3, stride, 1, vb.pp("conv2"))?,
-            bn3: BatchNorm::new(planes, BN_EPS, true, vb.pp("bn3"))?,
+            bn1: batch_norm::<B>(&pp("bn1"), inplanes)?,
+            conv1: conv::<B>(&pp("conv1"), inplanes, planes, 3, 1)?,
+            bn2: batch_norm::<B>(&pp("bn2"), planes)?,
+            prelu: B::load_prelu(&pp("prelu"), planes)?,
+            conv2: conv::<B>(&pp("conv2"), planes, planes, 3, stride)?,
+            bn3: batch_norm::<B>(&pp("bn3"), planes)?,
             downsample,
         })
     }
-}
 
-impl IBasicBlock {
-    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
-        let out = bn(&self.bn1, x, mode)?;
-        let out = bn(&self.bn2, &self.conv1.forward(&out)?, mode)?;
-        let out = self.prelu.forward(&out)?;
-        let out = bn(&self.bn3, &self.conv2.forward(&out)?, mode)?;
+    fn forward(&self, b: &B, x: &B::Tensor, mode: NormMode) -> BResult<B, B::Tensor> {
+        let out = b.batch_norm(&self.bn1, x, mode)?;
+        let out = b.batch_norm(&self.bn2, &b.conv2d(&self.conv1, &out)?, mode)?;
+        let out = b.prelu(&self.prelu, &out)?;
+        let out = b.batch_norm(&self.bn3, &b.conv2d(&self.conv2, &out)?, mode)?;
         let identity = match &self.downsample {
-            Some((conv, norm)) => bn(norm, &conv.forward(x)?, mode)?,
+            Some((conv, norm)) => b.batch_norm(norm, &b.conv2d(conv, x)?, mode)?,
             None => x.clone(),
         };
-        out + identity
+        b.add(&out, &identity)
     }
 }
 
-/// ElasticFace `backbones.iresnet.IResNet` (`IBasicBlock`, no SE), eval mode.
+/// ElasticFace `backbones.iresnet.IResNet` (`IBasicBlock`, no SE), generic over the
+/// [`Backend`]; widths and input size are configurable (the toy world trains small ones).
 #[derive(Clone, Debug)]
-pub struct IResNet {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    prelu: PRelu,
-    stages: Vec<Vec<IBasicBlock>>,
-    bn2: BatchNorm,
-    fc: Linear,
-    features: BatchNorm,
+pub struct IResNet<B: Backend = Candle> {
+    conv1: B::Conv2d,
+    bn1: B::BatchNorm,
+    prelu: B::PRelu,
+    stages: Vec<Vec<IBasicBlock<B>>>,
+    bn2: B::BatchNorm,
+    fc: B::Linear,
+    features: B::BatchNorm,
 }
 
-impl IResNet {
-    /// Builds the network; keys as in the official state dict (`conv1`, `layer1.0.bn1`, `fc`, …).
-    pub fn new(config: &IResNetConfig, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> IResNet<B> {
+    /// Builds the network on backend `B`; keys as in the official state dict (`conv1`,
+    /// `layer1.0.bn1`, `fc`, …).
+    pub fn build(config: &IResNetConfig, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        config.validate::<B>()?;
+        let pp = |name: &str| B::push(vars, name);
         let stem = config.widths[0];
         let mut inplanes = stem;
         let mut stages = Vec::with_capacity(4);
         for (s, (&blocks, &planes)) in config.layers.iter().zip(config.widths.iter()).enumerate() {
-            let lvb = vb.pp(format!("layer{}", s + 1));
+            let lvars = pp(&format!("layer{}", s + 1));
             let mut stage = Vec::with_capacity(blocks);
-            for b in 0..blocks {
-                let stride = if b == 0 { 2 } else { 1 };
-                stage.push(IBasicBlock::new(inplanes, planes, stride, lvb.pp(b))?);
+            for i in 0..blocks {
+                let stride = if i == 0 { 2 } else { 1 };
+                stage.push(IBasicBlock::new(inplanes, planes, stride, &B::push(&lvars, &i.to_string()))?);
                 inplanes = planes;
             }
             stages.push(stage);
         }
         Ok(Self {
-            conv1: conv2d_no_bias(3, stem, 3, 1, 1, vb.pp("conv1"))?,
-            bn1: BatchNorm::new(stem, BN_EPS, true, vb.pp("bn1"))?,
-            prelu: PRelu::new(stem, vb.pp("prelu"))?,
+            conv1: conv::<B>(&pp("conv1"), 3, stem, 3, 1)?,
+            bn1: batch_norm::<B>(&pp("bn1"), stem)?,
+            prelu: B::load_prelu(&pp("prelu"), stem)?,
             stages,
-            bn2: BatchNorm::new(config.widths[3], BN_EPS, true, vb.pp("bn2"))?,
-            fc: candle_nn::linear(config.fc_in(), config.num_features, vb.pp("fc"))?,
-            features: BatchNorm::new(config.num_features, BN_EPS, true, vb.pp("features"))?,
+            bn2: batch_norm::<B>(&pp("bn2"), config.widths[3])?,
+            fc: B::load_linear(&pp("fc"), config.fc_in(), config.num_features)?,
+            features: batch_norm::<B>(&pp("features"), config.num_features)?,
         })
+    }
+
+    /// `[B, 3, S, S]` → `[B, num_features]` raw features on backend `b`, BatchNorms in `mode`.
+    pub fn forward_with(&self, b: &B, x: &B::Tensor, mode: NormMode) -> BResult<B, B::Tensor> {
+        let h = b.batch_norm(&self.bn1, &b.conv2d(&self.conv1, x)?, mode)?;
+        let mut h = b.prelu(&self.prelu, &h)?;
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (i, block) in stage.iter().enumerate() {
+                b.scope(&format!("layer{}.{i}", s + 1));
+                h = block.forward(b, &h, mode)?;
+            }
+        }
+        b.scope("head");
+        let h = b.flatten_from(&b.batch_norm(&self.bn2, &h, mode)?, 1)?;
+        b.batch_norm(&self.features, &b.linear(&self.fc, &h)?, mode)
     }
 }
 
-impl IResNet {
-    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
-        let mut h = self.prelu.forward(&bn(&self.bn1, &self.conv1.forward(x)?, mode)?)?;
-        for stage in &self.stages {
-            for block in stage {
-                h = block.run(&h, mode)?;
-            }
-        }
-        let h = bn(&self.bn2, &h, mode)?.flatten_from(1)?;
-        bn(&self.features, &self.fc.forward(&h)?, mode)
+impl IResNet<Candle> {
+    /// Builds (or loads, from a filled `VarBuilder`) the network.
+    pub fn new(config: &IResNetConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(config, &vb)
     }
 
     /// Training-mode forward: BatchNorms use batch statistics and update their running ones.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, NormMode::TRAIN)
+        self.forward_with(&Candle, x, NormMode::TRAIN)
+    }
+
+    /// [`forward_train`](Self::forward_train) of one data-parallel replica: batch statistics,
+    /// running statistics updated only when `update_running`.
+    pub fn forward_train_replica(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
+        self.forward_with(&Candle, x, NormMode::Batch { update_running })
     }
 }
 
-impl Module for IResNet {
-    /// `[B, 3, 112, 112]` → `[B, num_features]` (raw features, before L2 normalisation).
+impl Module for IResNet<Candle> {
+    /// `[B, 3, S, S]` → `[B, num_features]` (raw features, before L2 normalisation), eval mode.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, NormMode::Running)
+        self.forward_with(&Candle, x, NormMode::Running)
     }
 }
 
@@ -203,118 +241,126 @@ impl Module for IResNet {
 /// `shortcut_layer` = `MaxPool2d(1, s)` (strided subsampling) when the width is unchanged,
 /// otherwise 1×1 conv (stride s) → BN.
 #[derive(Clone, Debug)]
-struct BasicBlockIr {
-    res: (BatchNorm, Conv2d, BatchNorm, PRelu, Conv2d, BatchNorm),
-    shortcut: Option<(Conv2d, BatchNorm)>,
+struct BasicBlockIr<B: Backend> {
+    res: (B::BatchNorm, B::Conv2d, B::BatchNorm, B::PRelu, B::Conv2d, B::BatchNorm),
+    shortcut: Option<(B::Conv2d, B::BatchNorm)>,
     stride: usize,
 }
 
-impl BasicBlockIr {
-    fn new(in_channels: usize, depth: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let r = vb.pp("res_layer");
+impl<B: Backend> BasicBlockIr<B> {
+    fn new(in_channels: usize, depth: usize, stride: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let r = B::push(vars, "res_layer");
         let shortcut = if in_channels == depth {
             None
         } else {
-            let s = vb.pp("shortcut_layer");
-            Some((conv2d_no_bias(in_channels, depth, 1, stride, 0, s.pp("0"))?, BatchNorm::new(depth, BN_EPS, true, s.pp("1"))?))
+            let s = B::push(vars, "shortcut_layer");
+            Some((conv::<B>(&at::<B>(&s, 0), in_channels, depth, 1, stride)?, batch_norm::<B>(&at::<B>(&s, 1), depth)?))
         };
         Ok(Self {
             res: (
-                BatchNorm::new(in_channels, BN_EPS, true, r.pp("0"))?,
-                conv2d_no_bias(in_channels, depth, 3, 1, 1, r.pp("1"))?,
-                BatchNorm::new(depth, BN_EPS, true, r.pp("2"))?,
-                PRelu::new(depth, r.pp("3"))?,
-                conv2d_no_bias(depth, depth, 3, stride, 1, r.pp("4"))?,
-                BatchNorm::new(depth, BN_EPS, true, r.pp("5"))?,
+                batch_norm::<B>(&at::<B>(&r, 0), in_channels)?,
+                conv::<B>(&at::<B>(&r, 1), in_channels, depth, 3, 1)?,
+                batch_norm::<B>(&at::<B>(&r, 2), depth)?,
+                B::load_prelu(&at::<B>(&r, 3), depth)?,
+                conv::<B>(&at::<B>(&r, 4), depth, depth, 3, stride)?,
+                batch_norm::<B>(&at::<B>(&r, 5), depth)?,
             ),
             shortcut,
             stride,
         })
     }
-}
 
-impl BasicBlockIr {
-    fn run(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+    fn forward(&self, b: &B, x: &B::Tensor, mode: NormMode) -> BResult<B, B::Tensor> {
         let (bn0, c1, bn2, p3, c4, bn5) = &self.res;
-        let r = bn(bn2, &c1.forward(&bn(bn0, x, mode)?)?, mode)?;
-        let r = bn(bn5, &c4.forward(&p3.forward(&r)?)?, mode)?;
+        let r = b.batch_norm(bn2, &b.conv2d(c1, &b.batch_norm(bn0, x, mode)?)?, mode)?;
+        let r = b.batch_norm(bn5, &b.conv2d(c4, &b.prelu(p3, &r)?)?, mode)?;
         let shortcut = match &self.shortcut {
-            Some((conv, norm)) => bn(norm, &conv.forward(x)?, mode)?,
-            None if self.stride > 1 => subsample2d(x, self.stride)?,
+            Some((conv, norm)) => b.batch_norm(norm, &b.conv2d(conv, x)?, mode)?,
+            None if self.stride > 1 => b.subsample2d(x, self.stride)?,
             None => x.clone(),
         };
-        r + shortcut
+        b.add(&r, &shortcut)
     }
 }
 
 /// TFace `Backbone(input_size=[112, 112], num_layers, mode="ir")`: `input_layer`, `body`,
 /// `output_layer` = BN2d → Dropout → Flatten → Linear(512·7·7, 512) → BatchNorm1d(affine=False).
 #[derive(Clone, Debug)]
-pub struct IrBackbone {
-    input: (Conv2d, BatchNorm, PRelu),
-    body: Vec<BasicBlockIr>,
-    output: (BatchNorm, Linear, BatchNorm),
+pub struct IrBackbone<B: Backend = Candle> {
+    input: (B::Conv2d, B::BatchNorm, B::PRelu),
+    body: Vec<BasicBlockIr<B>>,
+    output: (B::BatchNorm, B::Linear, B::BatchNorm),
     dropout: f64,
 }
 
-impl IrBackbone {
-    /// Builds IR-18/34/50/100 (`depth`); `None` for other depths.
-    pub fn new(depth: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> IrBackbone<B> {
+    /// Builds IR-18/34/50/100 (`depth`) on backend `B`.
+    pub fn build(depth: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         let Some(layers) = iresnet_layers(depth).filter(|_| depth <= 100) else {
-            candle_core::bail!("TFace IR backbone: unsupported depth {depth} (18, 34, 50 or 100)");
+            return Err(B::error(format!("TFace IR backbone: unsupported depth {depth} (18, 34, 50 or 100)")));
         };
-        let i = vb.pp("input_layer");
-        let input = (conv2d_no_bias(3, 64, 3, 1, 1, i.pp("0"))?, BatchNorm::new(64, BN_EPS, true, i.pp("1"))?, PRelu::new(64, i.pp("2"))?);
+        let i = B::push(vars, "input_layer");
+        let input = (conv::<B>(&at::<B>(&i, 0), 3, 64, 3, 1)?, batch_norm::<B>(&at::<B>(&i, 1), 64)?, B::load_prelu(&at::<B>(&i, 2), 64)?);
+        let body_vars = B::push(vars, "body");
         let mut body = Vec::new();
         let mut in_channels = 64;
         for (&units, &depth_c) in layers.iter().zip(WIDTHS.iter()) {
             for u in 0..units {
                 let stride = if u == 0 { 2 } else { 1 };
-                body.push(BasicBlockIr::new(in_channels, depth_c, stride, vb.pp("body").pp(body.len()))?);
+                body.push(BasicBlockIr::new(in_channels, depth_c, stride, &at::<B>(&body_vars, body.len()))?);
                 in_channels = depth_c;
             }
         }
-        let o = vb.pp("output_layer");
+        let o = B::push(vars, "output_layer");
         let output = (
-            BatchNorm::new(512, BN_EPS, true, o.pp("0"))?,
-            candle_nn::linear(512 * 7 * 7, 512, o.pp("3"))?,
-            BatchNorm::new(512, BN_EPS, false, o.pp("4"))?,
+            batch_norm::<B>(&at::<B>(&o, 0), 512)?,
+            B::load_linear(&at::<B>(&o, 3), 512 * 7 * 7, 512)?,
+            B::load_batch_norm(&at::<B>(&o, 4), 512, BN_EPS, false)?,
         );
         Ok(Self { input, body, output, dropout: 0.4 })
     }
+
+    /// `[B, 3, 112, 112]` → `[B, 512]` on backend `b`, BatchNorms in `mode`; `dropout_rng`
+    /// turns on TFace's Dropout(0.4) before the final Linear (training).
+    pub fn forward_with(&self, b: &B, x: &B::Tensor, mode: NormMode, dropout_rng: Option<&mut KeyedRng>) -> BResult<B, B::Tensor> {
+        let (conv, norm, prelu) = &self.input;
+        let mut h = b.prelu(prelu, &b.batch_norm(norm, &b.conv2d(conv, x)?, mode)?)?;
+        for (index, block) in self.body.iter().enumerate() {
+            b.scope(&format!("body.{index}"));
+            h = block.forward(b, &h, mode)?;
+        }
+        b.scope("output_layer");
+        let (bn2d, fc, bn1d) = &self.output;
+        let mut h = b.batch_norm(bn2d, &h, mode)?;
+        if let Some(rng) = dropout_rng {
+            h = b.dropout(&h, self.dropout, rng)?;
+        }
+        b.batch_norm(bn1d, &b.linear(fc, &b.flatten_from(&h, 1)?)?, mode)
+    }
 }
 
-impl IrBackbone {
-    fn run(&self, x: &Tensor, mode: NormMode, dropout_rng: Option<&mut KeyedRng>) -> Result<Tensor> {
-        let (conv, norm, prelu) = &self.input;
-        let mut h = prelu.forward(&bn(norm, &conv.forward(x)?, mode)?)?;
-        for block in &self.body {
-            h = block.run(&h, mode)?;
-        }
-        let (bn2d, fc, bn1d) = &self.output;
-        let mut h = bn(bn2d, &h, mode)?;
-        if let Some(rng) = dropout_rng {
-            h = dropout(&h, self.dropout, rng)?;
-        }
-        bn(bn1d, &fc.forward(&h.flatten_from(1)?)?, mode)
+impl IrBackbone<Candle> {
+    /// Builds IR-18/34/50/100 (`depth`); an error for other depths.
+    pub fn new(depth: usize, vb: VarBuilder) -> Result<Self> {
+        Self::build(depth, &vb)
     }
 
     /// Training-mode forward: batch-statistics BatchNorms (running statistics updated) and
     /// TFace's Dropout(0.4) before the final Linear, with the dropout mask drawn from `rng`.
     pub fn forward_train(&self, x: &Tensor, rng: &mut KeyedRng) -> Result<Tensor> {
-        self.run(x, NormMode::TRAIN, Some(rng))
+        self.forward_with(&Candle, x, NormMode::TRAIN, Some(rng))
     }
 
     /// [`forward_train`](Self::forward_train) of one data-parallel replica: batch statistics,
     /// running statistics updated only when `update_running`.
     pub fn forward_train_replica(&self, x: &Tensor, rng: &mut KeyedRng, update_running: bool) -> Result<Tensor> {
-        self.run(x, NormMode::Batch { update_running }, Some(rng))
+        self.forward_with(&Candle, x, NormMode::Batch { update_running }, Some(rng))
     }
 }
 
-impl Module for IrBackbone {
-    /// `[B, 3, 112, 112]` → `[B, 512]`.
+impl Module for IrBackbone<Candle> {
+    /// `[B, 3, 112, 112]` → `[B, 512]`, eval mode.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, NormMode::Running, None)
+        self.forward_with(&Candle, x, NormMode::Running, None)
     }
 }

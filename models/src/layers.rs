@@ -258,9 +258,10 @@ pub struct PRelu {
 }
 
 impl PRelu {
-    /// Loads the per-channel slopes (`weight`, shape `[channels]`).
+    /// Loads the per-channel slopes (`weight`, shape `[channels]`; PyTorch's initial slope 0.25
+    /// for a fresh variable).
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(channels, "weight")? })
+        Ok(Self { weight: vb.get_with_hints(channels, "weight", Init::Const(0.25))? })
     }
 }
 

@@ -43,6 +43,7 @@ pub mod fused;
 pub mod heads;
 pub mod iresnet;
 pub mod layers;
+pub mod nn;
 pub mod onnx;
 pub mod pretrained;
 pub mod sampler;

@@ -18,13 +18,12 @@
 //!
 //! With `is_context_conditional = false` the context is ignored entirely (unconditional model).
 
-use crate::channel::GroupNorm;
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d, conv_transpose2d, group_norm, softmax_last, Pointwise};
+use crate::nn::{Backend, Candle, ConvSpec, PointwiseFrom};
 
 /// GroupNorm epsilon used throughout the UNet (PyTorch's default).
 const GN_EPS: f64 = 1e-5;
@@ -147,21 +146,30 @@ impl UNetConfig {
             .collect()
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate<B: Backend>(&self) -> std::result::Result<(), B::Error> {
         if self.channel_multipliers.is_empty() || self.channel_multipliers.len() != self.is_attention.len() {
-            candle_core::bail!(
+            return Err(B::error(format!(
                 "UNet config: channel_multipliers ({}) and is_attention ({}) must be non-empty and equally long",
                 self.channel_multipliers.len(),
                 self.is_attention.len()
-            );
+            )));
         }
         if !self.initial_channels.is_multiple_of(GN_GROUPS) {
-            candle_core::bail!("UNet config: initial_channels {} is not a multiple of 32", self.initial_channels);
+            return Err(B::error(format!("UNet config: initial_channels {} is not a multiple of 32", self.initial_channels)));
         }
         if self.attention_head_channels == 0 {
-            candle_core::bail!("UNet config: attention_head_channels must be > 0");
+            return Err(B::error("UNet config: attention_head_channels must be > 0".into()));
         }
         Ok(())
+    }
+
+    /// Attention heads of a level with `channels` channels.
+    fn heads(&self, channels: usize) -> usize {
+        if self.attention_heads <= 0 {
+            channels / self.attention_head_channels
+        } else {
+            self.attention_heads as usize
+        }
     }
 
     fn use_context(&self) -> bool {
@@ -169,133 +177,146 @@ impl UNetConfig {
     }
 }
 
+/// Result of the backend `B`'s operations.
+type BResult<B, T> = std::result::Result<T, <B as Backend>::Error>;
+
 /// `SinusoidalTimeEmbedding`: `[cos, sin]` of `t · freq_k` then `lin2(SiLU(lin1(·)))`.
 #[derive(Clone, Debug)]
-pub struct TimeEmbedding {
-    frequencies: Vec<f32>,
-    lin1: Linear,
-    lin2: Linear,
+pub struct TimeEmbedding<B: Backend = Candle> {
+    frequencies: B::Param,
+    lin1: B::Linear,
+    lin2: B::Linear,
 }
 
-impl TimeEmbedding {
-    fn new(time_channels: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> TimeEmbedding<B> {
+    fn new(time_channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         let input_channels = time_channels / 4;
         let half = input_channels / 2;
         // float32 like the original: exp(-ln(10000) * k / half)
         let log_max = -(10000f64.ln()) as f32;
         let frequencies = (0..half).map(|k| ((log_max * k as f32) / half as f32).exp()).collect();
         Ok(Self {
-            frequencies,
-            lin1: candle_nn::linear(input_channels, time_channels, vb.pp("lin1"))?,
-            lin2: candle_nn::linear(time_channels, time_channels, vb.pp("lin2"))?,
+            frequencies: B::constant(vars, "frequencies", &[1, half], frequencies)?,
+            lin1: B::load_linear(&B::push(vars, "lin1"), half * 2, time_channels)?,
+            lin2: B::load_linear(&B::push(vars, "lin2"), time_channels, time_channels)?,
         })
     }
 
-    /// Embeds timesteps `t` (`[B]`, any numeric dtype) to `[B, 4·initial_channels]`.
-    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let ts = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let half = self.frequencies.len();
-        let mut emb = Vec::with_capacity(ts.len() * half * 2);
-        for &tv in &ts {
-            emb.extend(self.frequencies.iter().map(|f| (tv * f).cos()));
-            emb.extend(self.frequencies.iter().map(|f| (tv * f).sin()));
-        }
-        let dtype = self.lin1.weight().dtype();
-        let emb = Tensor::from_vec(emb, (ts.len(), half * 2), self.lin1.weight().device())?.to_dtype(dtype)?;
-        self.lin2.forward(&self.lin1.forward(&emb)?.silu()?)
+    /// Embeds timesteps `t` (`[B]`, any numeric type) to `[B, 4·initial_channels]`.
+    pub fn forward(&self, b: &B, t: &B::Tensor) -> BResult<B, B::Tensor> {
+        let emb = b.sinusoid(t, &self.frequencies)?;
+        let h = b.silu(&b.linear(&self.lin1, &emb)?)?;
+        b.linear(&self.lin2, &h)
     }
+}
+
+/// The embeddings every residual block reads, computed once per forward pass.
+struct Embeddings<T> {
+    /// `SiLU(time_emb(t))`, `[B, time_channels]`.
+    t_silu: T,
+    /// The projected context `[B, context_channels]` (after dropout / the empty-context mask).
+    c: Option<T>,
+    /// `SiLU(c)`.
+    c_silu: Option<T>,
 }
 
 /// How a residual block injects the embeddings.
 #[derive(Clone, Debug)]
-enum ResidualConditioning {
+enum ResidualConditioning<B: Backend> {
     /// `(1 + scale(e))·GN(h) + shift(e)` with `e = time_emb(t) [+ context_emb(c)]`;
     /// `DiffAE` additionally multiplies by `context_emb(c)`.
-    ScaleShift { scale_emb: Linear, shift_emb: Linear, norm2: GroupNorm, context_emb: Option<Linear>, multiplicative_context: bool },
+    ScaleShift { scale_emb: B::Linear, shift_emb: B::Linear, norm2: B::GroupNorm, context_emb: Option<B::Linear>, multiplicative_context: bool },
     /// `GN(h + time_emb(t) [+ context_emb(c)])`.
-    Additive { norm2: GroupNorm, context_emb: Option<Linear> },
+    Additive { norm2: B::GroupNorm, context_emb: Option<B::Linear> },
 }
 
 /// `ResidualBlock`: GN → SiLU → conv1, conditioning, SiLU → conv2, plus a (1×1) shortcut.
 #[derive(Clone, Debug)]
-pub struct ResidualBlock {
-    norm1: GroupNorm,
-    conv1: crate::conv::Conv2d,
-    time_emb: Linear,
-    conditioning: ResidualConditioning,
-    conv2: crate::conv::Conv2d,
-    shortcut: Option<crate::conv::Conv2d>,
+pub struct ResidualBlock<B: Backend = Candle> {
+    norm1: B::GroupNorm,
+    conv1: B::Conv2d,
+    time_emb: B::Linear,
+    conditioning: ResidualConditioning<B>,
+    conv2: B::Conv2d,
+    shortcut: Option<B::Conv2d>,
 }
 
-impl ResidualBlock {
-    fn new(cfg: &UNetConfig, in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
-        let time_channels = cfg.time_channels();
-        let norm1 = group_norm(GN_GROUPS, in_channels, GN_EPS, vb.pp("norm1"))?;
-        let conv1 = conv2d(in_channels, out_channels, 3, 1, 1, vb.pp("conv1"))?;
-        let time_emb = candle_nn::linear(time_channels, out_channels, vb.pp("time_emb").pp("1"))?;
-        let block_context = |vb: VarBuilder| candle_nn::linear(cfg.context_channels, out_channels, vb.pp("context_emb").pp("1"));
+impl<B: Backend> ResidualBlock<B> {
+    fn new(cfg: &UNetConfig, in_channels: usize, out_channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let pp = |name: &str| B::push(vars, name);
+        let gn = |vars: &B::Vars<'_>, c: usize| B::load_group_norm(vars, GN_GROUPS, c, GN_EPS);
+        let block_context = || B::load_linear(&B::push(&pp("context_emb"), "1"), cfg.context_channels, out_channels);
         let conditioning = match cfg.condition_type {
             ConditionType::Ca | ConditionType::AdaGn | ConditionType::DiffAe => {
-                let context_emb =
-                    if cfg.use_context() && cfg.condition_type != ConditionType::Ca { Some(block_context(vb.clone())?) } else { None };
+                let context_emb = if cfg.use_context() && cfg.condition_type != ConditionType::Ca { Some(block_context()?) } else { None };
                 ResidualConditioning::ScaleShift {
-                    scale_emb: candle_nn::linear(out_channels, out_channels, vb.pp("scale_emb"))?,
-                    shift_emb: candle_nn::linear(out_channels, out_channels, vb.pp("shift_emb"))?,
-                    norm2: group_norm(GN_GROUPS, out_channels, GN_EPS, vb.pp("norm2").pp("norm"))?,
+                    scale_emb: B::load_linear(&pp("scale_emb"), out_channels, out_channels)?,
+                    shift_emb: B::load_linear(&pp("shift_emb"), out_channels, out_channels)?,
+                    norm2: gn(&B::push(&pp("norm2"), "norm"), out_channels)?,
                     context_emb,
                     multiplicative_context: cfg.condition_type == ConditionType::DiffAe,
                 }
             }
             ConditionType::AddPlusGn => ResidualConditioning::Additive {
-                norm2: group_norm(GN_GROUPS, out_channels, GN_EPS, vb.pp("norm2"))?,
-                context_emb: if cfg.use_context() { Some(block_context(vb.clone())?) } else { None },
+                norm2: gn(&pp("norm2"), out_channels)?,
+                context_emb: if cfg.use_context() { Some(block_context()?) } else { None },
             },
         };
-        let conv2 = conv2d(out_channels, out_channels, 3, 1, 1, vb.pp("conv2"))?;
-        let shortcut =
-            if in_channels != out_channels { Some(conv2d(in_channels, out_channels, 1, 1, 0, vb.pp("shortcut"))?) } else { None };
-        Ok(Self { norm1, conv1, time_emb, conditioning, conv2, shortcut })
+        Ok(Self {
+            norm1: gn(&pp("norm1"), in_channels)?,
+            conv1: B::load_conv2d(&pp("conv1"), ConvSpec::new(in_channels, out_channels, 3).pad(1))?,
+            time_emb: B::load_linear(&B::push(&pp("time_emb"), "1"), cfg.time_channels(), out_channels)?,
+            conditioning,
+            conv2: B::load_conv2d(&pp("conv2"), ConvSpec::new(out_channels, out_channels, 3).pad(1))?,
+            shortcut: if in_channels != out_channels {
+                Some(B::load_conv2d(&pp("shortcut"), ConvSpec::new(in_channels, out_channels, 1))?)
+            } else {
+                None
+            },
+        })
     }
 
-    fn forward(&self, x: &Tensor, t_emb: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let spatial = |v: Tensor| v.unsqueeze(2)?.unsqueeze(3);
-        let context_proj = |emb: &Option<Linear>| -> Result<Option<Tensor>> {
-            match (emb, c) {
-                (Some(lin), Some(c)) => Ok(Some(lin.forward(&c.silu()?)?)),
-                (Some(_), None) => {
-                    candle_core::bail!("context-conditional residual block called without context")
-                }
+    fn forward(&self, b: &B, x: &B::Tensor, e: &Embeddings<B::Tensor>) -> BResult<B, B::Tensor> {
+        let h = b.conv2d(&self.conv1, &b.silu(&b.group_norm(&self.norm1, x)?)?)?;
+        let t_proj = b.linear(&self.time_emb, &e.t_silu)?;
+        let context_proj = |emb: &Option<B::Linear>| -> BResult<B, Option<B::Tensor>> {
+            match (emb, &e.c_silu) {
+                (Some(lin), Some(c)) => Ok(Some(b.linear(lin, c)?)),
+                (Some(_), None) => Err(B::error("context-conditional residual block called without context".into())),
                 (None, _) => Ok(None),
             }
         };
+        let spatial = |v: &B::Tensor| b.unsqueeze(v, &[2, 3]);
         let h = match &self.conditioning {
             ResidualConditioning::ScaleShift { scale_emb, shift_emb, norm2, context_emb, multiplicative_context } => {
-                let mut emb = self.time_emb.forward(&t_emb.silu()?)?;
                 let ctx = context_proj(context_emb)?;
-                if let (Some(ctx), false) = (&ctx, *multiplicative_context) {
-                    emb = (emb + ctx)?;
-                }
-                let scale = spatial(scale_emb.forward(&emb)?)?;
-                let shift = spatial(shift_emb.forward(&emb)?)?;
-                let mut h = norm2.forward(&h)?.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
-                if let (Some(ctx), true) = (ctx, *multiplicative_context) {
-                    h = h.broadcast_mul(&spatial(ctx)?)?;
+                let emb = match (&ctx, multiplicative_context) {
+                    (Some(ctx), false) => b.add(&t_proj, ctx)?,
+                    _ => t_proj,
+                };
+                let scale = b.linear(scale_emb, &emb)?;
+                let shift = b.linear(shift_emb, &emb)?;
+                let hn = b.group_norm(norm2, &h)?;
+                let scale1 = spatial(&b.add_scalar(&scale, 1.0)?)?;
+                let shift = spatial(&shift)?;
+                let mut h = b.add(&b.mul(&hn, &scale1)?, &shift)?;
+                if let (Some(ctx), true) = (ctx, multiplicative_context) {
+                    h = b.mul(&h, &spatial(&ctx)?)?;
                 }
                 h
             }
             ResidualConditioning::Additive { norm2, context_emb } => {
-                let mut h = h.broadcast_add(&spatial(self.time_emb.forward(&t_emb.silu()?)?)?)?;
+                let mut h = b.add(&h, &spatial(&t_proj)?)?;
                 if let Some(ctx) = context_proj(context_emb)? {
-                    h = h.broadcast_add(&spatial(ctx)?)?;
+                    h = b.add(&h, &spatial(&ctx)?)?;
                 }
-                norm2.forward(&h)?
+                b.group_norm(norm2, &h)?
             }
         };
-        let h = self.conv2.forward(&h.silu()?)?;
+        let h = b.conv2d(&self.conv2, &b.silu(&h)?)?;
         match &self.shortcut {
-            Some(s) => h + s.forward(x)?,
-            None => h + x,
+            Some(s) => b.add(&h, &b.conv2d(s, x)?),
+            None => b.add(&h, x),
         }
     }
 }
@@ -303,216 +324,220 @@ impl ResidualBlock {
 /// `MultiHeadAttention` with 1×1 Conv1d projections on `[B, C, L]` sequences. Heads are
 /// contiguous channel chunks; q and k are both scaled by `head_channels^(-1/4)`.
 #[derive(Clone, Debug)]
-pub struct MultiHeadAttention {
-    to_q: Pointwise,
-    to_k: Pointwise,
-    to_v: Pointwise,
-    proj_out: Pointwise,
-    n_heads: usize,
+pub struct MultiHeadAttention<B: Backend = Candle> {
+    to_q: B::Pointwise,
+    to_k: B::Pointwise,
+    to_v: B::Pointwise,
+    proj_out: B::Pointwise,
+    inner: usize,
     head_channels: usize,
 }
 
-impl MultiHeadAttention {
-    fn new(in_channels: usize, kv_channels: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> MultiHeadAttention<B> {
+    fn new(in_channels: usize, kv_channels: usize, n_heads: usize, head_channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         let inner = n_heads * head_channels;
+        let conv1d = |name: &str, c_in: usize, c_out: usize| B::load_pointwise(&B::push(vars, name), c_in, c_out, PointwiseFrom::Conv1d);
         Ok(Self {
-            to_q: Pointwise::conv1d(in_channels, inner, vb.pp("to_q"))?,
-            to_k: Pointwise::conv1d(kv_channels, inner, vb.pp("to_k"))?,
-            to_v: Pointwise::conv1d(kv_channels, inner, vb.pp("to_v"))?,
-            proj_out: Pointwise::conv1d(inner, in_channels, vb.pp("proj_out"))?,
-            n_heads,
+            to_q: conv1d("to_q", in_channels, inner)?,
+            to_k: conv1d("to_k", kv_channels, inner)?,
+            to_v: conv1d("to_v", kv_channels, inner)?,
+            proj_out: conv1d("proj_out", inner, in_channels)?,
+            inner,
             head_channels,
         })
     }
 
     /// Attends from `x` (`[B, C, Lq]`) to `c` (`[B, C_kv, Lk]`, `x` itself for self-attention).
-    pub fn forward(&self, x: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, b: &B, x: &B::Tensor, c: Option<&B::Tensor>) -> BResult<B, B::Tensor> {
         let c = c.unwrap_or(x);
-        let (b, _, lq) = x.dims3()?;
-        let lk = c.dim(2)?;
-        let (h, ch) = (self.n_heads, self.head_channels);
-        let scale = 1.0 / (ch as f64).sqrt().sqrt();
-        let q = (self.to_q.forward(x)? * scale)?.reshape((b * h, ch, lq))?;
-        let k = (self.to_k.forward(c)? * scale)?.reshape((b * h, ch, lk))?;
-        let v = self.to_v.forward(c)?.reshape((b * h, ch, lk))?;
+        let ch = self.head_channels as i64;
+        let scale = 1.0 / (self.head_channels as f64).sqrt().sqrt();
+        // [B, heads·ch, L] → [B·heads, ch, L]
+        let q = b.reshape(&b.mul_scalar(&b.pointwise(&self.to_q, x)?, scale)?, &[-1, ch, 0])?;
+        let k = b.reshape(&b.mul_scalar(&b.pointwise(&self.to_k, c)?, scale)?, &[-1, ch, 0])?;
+        let v = b.reshape(&b.pointwise(&self.to_v, c)?, &[-1, ch, 0])?;
         // weight[b, t, s] = Σ_c q[b, c, t] k[b, c, s]
-        let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k)?;
-        let weight = softmax_last(&weight)?;
+        let weight = b.softmax_last(&b.matmul(&b.transpose(&q, &[0, 2, 1])?, &k)?)?;
         // a[b, c, t] = Σ_s weight[b, t, s] v[b, c, s]
-        let a = v.matmul(&weight.transpose(1, 2)?.contiguous()?)?;
-        self.proj_out.forward(&a.reshape((b, h * ch, lq))?)
+        let a = b.matmul(&v, &b.transpose(&weight, &[0, 2, 1])?)?;
+        b.pointwise(&self.proj_out, &b.reshape(&a, &[-1, self.inner as i64, 0])?)
     }
 }
 
 /// `SpatialEmbeddingCrossAttentionBlock`: self-attention over pixels, cross-attention to context
 /// tokens, channel feed-forward, all pre-normed by one shared `x_norm`, with residual connections.
 #[derive(Clone, Debug)]
-pub struct CrossAttentionBlock {
-    x_proj_in: crate::conv::Conv2d,
-    x_proj_out: crate::conv::Conv2d,
-    self_attention: MultiHeadAttention,
-    c_proj_in: Linear,
-    cross_attention: MultiHeadAttention,
-    x_norm: GroupNorm,
-    c_norm: GroupNorm,
-    ff_in: Pointwise,
-    ff_out: Pointwise,
+pub struct CrossAttentionBlock<B: Backend = Candle> {
+    x_proj_in: B::Conv2d,
+    x_proj_out: B::Conv2d,
+    self_attention: MultiHeadAttention<B>,
+    c_proj_in: B::Linear,
+    cross_attention: MultiHeadAttention<B>,
+    x_norm: B::GroupNorm,
+    c_norm: B::GroupNorm,
+    ff_in: B::Pointwise,
+    ff_out: B::Pointwise,
     context_dim: usize,
     context_tokens: usize,
 }
 
-impl CrossAttentionBlock {
-    fn new(in_channels: usize, context_dim: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> CrossAttentionBlock<B> {
+    fn new(in_channels: usize, context_dim: usize, n_heads: usize, head_channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let pp = |name: &str| B::push(vars, name);
         let inner = n_heads * head_channels;
         let d = head_channels;
+        let ff = pp("ff");
         Ok(Self {
-            x_proj_in: conv2d(in_channels, inner, 1, 1, 0, vb.pp("x_proj_in"))?,
-            x_proj_out: conv2d(inner, in_channels, 1, 1, 0, vb.pp("x_proj_out"))?,
-            self_attention: MultiHeadAttention::new(inner, inner, n_heads, head_channels, vb.pp("self_attention"))?,
-            c_proj_in: candle_nn::linear(context_dim, context_dim * d, vb.pp("c_proj_in"))?,
-            cross_attention: MultiHeadAttention::new(inner, context_dim, n_heads, head_channels, vb.pp("cross_attention"))?,
-            x_norm: group_norm(GN_GROUPS, inner, GN_EPS, vb.pp("x_norm"))?,
-            c_norm: group_norm(GN_GROUPS, context_dim, GN_EPS, vb.pp("c_norm"))?,
-            ff_in: Pointwise::linear(inner, inner * 4, vb.pp("ff").pp("0"))?,
-            ff_out: Pointwise::linear(inner * 4, inner, vb.pp("ff").pp("2"))?,
+            x_proj_in: B::load_conv2d(&pp("x_proj_in"), ConvSpec::new(in_channels, inner, 1))?,
+            x_proj_out: B::load_conv2d(&pp("x_proj_out"), ConvSpec::new(inner, in_channels, 1))?,
+            self_attention: MultiHeadAttention::new(inner, inner, n_heads, head_channels, &pp("self_attention"))?,
+            c_proj_in: B::load_linear(&pp("c_proj_in"), context_dim, context_dim * d)?,
+            cross_attention: MultiHeadAttention::new(inner, context_dim, n_heads, head_channels, &pp("cross_attention"))?,
+            x_norm: B::load_group_norm(&pp("x_norm"), GN_GROUPS, inner, GN_EPS)?,
+            c_norm: B::load_group_norm(&pp("c_norm"), GN_GROUPS, context_dim, GN_EPS)?,
+            ff_in: B::load_pointwise(&B::push(&ff, "0"), inner, inner * 4, PointwiseFrom::Linear)?,
+            ff_out: B::load_pointwise(&B::push(&ff, "2"), inner * 4, inner, PointwiseFrom::Linear)?,
             context_dim,
             context_tokens: d,
         })
     }
 
-    fn forward(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
-        let (b, _, h, w) = x.dims4()?;
-        let x1 = self.x_proj_in.forward(x)?;
-        let inner = x1.dim(1)?;
-        let x1 = x1.reshape((b, inner, h * w))?;
-        let cc = self.c_proj_in.forward(c)?.reshape((b, self.context_dim, self.context_tokens))?;
-        let cc = self.c_norm.forward(&cc)?;
-        let x1 = (self.self_attention.forward(&self.x_norm.forward(&x1)?, None)? + &x1)?;
-        let x1 = (self.cross_attention.forward(&self.x_norm.forward(&x1)?, Some(&cc))? + &x1)?;
-        let ff = self.ff_out.forward(&self.ff_in.forward(&self.x_norm.forward(&x1)?)?.gelu_erf()?)?;
-        let x1 = (ff + &x1)?.reshape((b, inner, h, w))?;
-        self.x_proj_out.forward(&x1)? + x
+    fn forward(&self, b: &B, x: &B::Tensor, c: &B::Tensor) -> BResult<B, B::Tensor> {
+        let x1_4d = b.conv2d(&self.x_proj_in, x)?;
+        let x1 = b.reshape(&x1_4d, &[0, 0, -1])?;
+        let cc = b.reshape(&b.linear(&self.c_proj_in, c)?, &[0, self.context_dim as i64, self.context_tokens as i64])?;
+        let cc = b.group_norm(&self.c_norm, &cc)?;
+        let sa = self.self_attention.forward(b, &b.group_norm(&self.x_norm, &x1)?, None)?;
+        let x1 = b.add(&sa, &x1)?;
+        let ca = self.cross_attention.forward(b, &b.group_norm(&self.x_norm, &x1)?, Some(&cc))?;
+        let x1 = b.add(&ca, &x1)?;
+        let ff = b.pointwise(&self.ff_in, &b.group_norm(&self.x_norm, &x1)?)?;
+        let ff = b.pointwise(&self.ff_out, &b.gelu_erf(&ff)?)?;
+        let x1 = b.reshape_like(&b.add(&ff, &x1)?, &x1_4d)?;
+        b.add(&b.conv2d(&self.x_proj_out, &x1)?, x)
     }
 }
 
 /// `SpatialSelfAttentionBlock`: GroupNorm then multi-head self-attention over pixels, residual.
 #[derive(Clone, Debug)]
-pub struct SelfAttentionBlock {
-    norm: GroupNorm,
-    attention: MultiHeadAttention,
+pub struct SelfAttentionBlock<B: Backend = Candle> {
+    norm: B::GroupNorm,
+    attention: MultiHeadAttention<B>,
 }
 
-impl SelfAttentionBlock {
-    fn new(in_channels: usize, n_heads: usize, head_channels: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> SelfAttentionBlock<B> {
+    fn new(in_channels: usize, n_heads: usize, head_channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         Ok(Self {
-            norm: group_norm(GN_GROUPS, in_channels, GN_EPS, vb.pp("norm"))?,
-            attention: MultiHeadAttention::new(in_channels, in_channels, n_heads, head_channels, vb.pp("attention"))?,
+            norm: B::load_group_norm(&B::push(vars, "norm"), GN_GROUPS, in_channels, GN_EPS)?,
+            attention: MultiHeadAttention::new(in_channels, in_channels, n_heads, head_channels, &B::push(vars, "attention"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let y = self.norm.forward(x)?.reshape((b, c, h * w))?;
-        self.attention.forward(&y, None)?.reshape((b, c, h, w))? + x
+    fn forward(&self, b: &B, x: &B::Tensor) -> BResult<B, B::Tensor> {
+        let y = b.reshape(&b.group_norm(&self.norm, x)?, &[0, 0, -1])?;
+        let a = b.reshape_like(&self.attention.forward(b, &y, None)?, x)?;
+        b.add(&a, x)
     }
 }
 
 /// The attention flavour of a block.
 #[derive(Clone, Debug)]
-enum Attention {
-    Cross(Box<CrossAttentionBlock>),
-    SelfOnly(SelfAttentionBlock),
+enum Attention<B: Backend> {
+    Cross(Box<CrossAttentionBlock<B>>),
+    SelfOnly(SelfAttentionBlock<B>),
 }
 
-impl Attention {
-    fn new(cfg: &UNetConfig, channels: usize, vb: VarBuilder) -> Result<Self> {
-        let n_heads = if cfg.attention_heads <= 0 { channels / cfg.attention_head_channels } else { cfg.attention_heads as usize };
+impl<B: Backend> Attention<B> {
+    fn new(cfg: &UNetConfig, channels: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let n_heads = cfg.heads(channels);
         if cfg.condition_type == ConditionType::Ca && cfg.use_context() {
-            Ok(Self::Cross(Box::new(CrossAttentionBlock::new(channels, cfg.context_channels, n_heads, cfg.attention_head_channels, vb)?)))
+            Ok(Self::Cross(Box::new(CrossAttentionBlock::new(channels, cfg.context_channels, n_heads, cfg.attention_head_channels, vars)?)))
         } else {
-            Ok(Self::SelfOnly(SelfAttentionBlock::new(channels, n_heads, cfg.attention_head_channels, vb)?))
+            Ok(Self::SelfOnly(SelfAttentionBlock::new(channels, n_heads, cfg.attention_head_channels, vars)?))
         }
     }
 
-    fn forward(&self, x: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, b: &B, x: &B::Tensor, c: Option<&B::Tensor>) -> BResult<B, B::Tensor> {
         match (self, c) {
-            (Self::Cross(block), Some(c)) => block.forward(x, c),
-            (Self::Cross(_), None) => {
-                candle_core::bail!("cross-attention block called without context")
-            }
-            (Self::SelfOnly(block), _) => block.forward(x),
+            (Self::Cross(block), Some(c)) => block.forward(b, x, c),
+            (Self::Cross(_), None) => Err(B::error("cross-attention block called without context".into())),
+            (Self::SelfOnly(block), _) => block.forward(b, x),
         }
     }
 }
 
 /// A down/up-path module.
 #[derive(Clone, Debug)]
-enum Stage {
+enum Stage<B: Backend> {
     /// `DownBlock` / `UpBlock`: residual block, optional attention.
-    Block { res: Box<ResidualBlock>, attn: Option<Attention> },
+    Block { res: Box<ResidualBlock<B>>, attn: Option<Attention<B>> },
     /// `Downsample`: 3×3 conv, stride 2, padding 1.
-    Down(crate::conv::Conv2d),
+    Down(B::Conv2d),
     /// `Upsample`: ConvTranspose2d 4×4, stride 2, padding 1.
-    Up(crate::conv::ConvTranspose2d),
+    Up(B::ConvTranspose2d),
 }
 
-impl Stage {
-    fn block(cfg: &UNetConfig, in_ch: usize, out_ch: usize, attention: bool, vb: VarBuilder) -> Result<Self> {
-        let res = Box::new(ResidualBlock::new(cfg, in_ch, out_ch, vb.pp("res"))?);
-        let attn = if attention { Some(Attention::new(cfg, out_ch, vb.pp("attn"))?) } else { None };
+impl<B: Backend> Stage<B> {
+    fn block(cfg: &UNetConfig, in_ch: usize, out_ch: usize, attention: bool, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let res = Box::new(ResidualBlock::new(cfg, in_ch, out_ch, &B::push(vars, "res"))?);
+        let attn = if attention { Some(Attention::new(cfg, out_ch, &B::push(vars, "attn"))?) } else { None };
         Ok(Self::Block { res, attn })
     }
 
-    fn forward(&self, x: &Tensor, t_emb: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, b: &B, x: &B::Tensor, e: &Embeddings<B::Tensor>) -> BResult<B, B::Tensor> {
         match self {
             Self::Block { res, attn } => {
-                let x = res.forward(x, t_emb, c)?;
+                let x = res.forward(b, x, e)?;
                 match attn {
-                    Some(a) => a.forward(&x, c),
+                    Some(a) => a.forward(b, &x, e.c.as_ref()),
                     None => Ok(x),
                 }
             }
-            Self::Down(conv) => conv.forward(x),
-            Self::Up(conv) => conv.forward(x),
+            Self::Down(conv) => b.conv2d(conv, x),
+            Self::Up(conv) => b.conv_transpose2d(conv, x),
         }
     }
 }
 
 /// How the context enters the network.
 #[derive(Clone, Debug)]
-struct ContextInput {
-    context_emb: Linear,
-    empty: Tensor,
+struct ContextInput<B: Backend> {
+    context_emb: B::Linear,
+    empty: B::Param,
     dropout_probability: f64,
 }
 
-/// IDiff-Face's denoiser `eps_model(x_t, t, context, dropout_mask)`.
+/// IDiff-Face's denoiser `eps_model(x_t, t, context, dropout_mask)`, generic over the
+/// [`Backend`] (candle by default).
 #[derive(Clone, Debug)]
-pub struct ConditionalUNet {
+pub struct ConditionalUNet<B: Backend = Candle> {
     config: UNetConfig,
-    image_proj: crate::conv::Conv2d,
-    time_emb: TimeEmbedding,
-    context: Option<ContextInput>,
-    down: Vec<Stage>,
-    middle: (ResidualBlock, Attention, ResidualBlock),
-    up: Vec<Stage>,
-    norm: GroupNorm,
-    final_conv: crate::conv::Conv2d,
+    image_proj: B::Conv2d,
+    time_emb: TimeEmbedding<B>,
+    context: Option<ContextInput<B>>,
+    down: Vec<Stage<B>>,
+    middle: (ResidualBlock<B>, Attention<B>, ResidualBlock<B>),
+    up: Vec<Stage<B>>,
+    norm: B::GroupNorm,
+    final_conv: B::Conv2d,
 }
 
-impl ConditionalUNet {
-    /// Builds the network; `vb` is rooted at the model (keys without `eps_model.`).
-    pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
-        config.validate()?;
+impl<B: Backend> ConditionalUNet<B> {
+    /// Builds the network on backend `B`; `vars` is rooted at the model (keys without
+    /// `eps_model.`).
+    pub fn build(config: &UNetConfig, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        config.validate::<B>()?;
         let cfg = config;
-        let image_proj = conv2d(cfg.input_channels, cfg.initial_channels, 3, 1, 1, vb.pp("image_proj"))?;
-        let time_emb = TimeEmbedding::new(cfg.time_channels(), vb.pp("time_emb"))?;
+        let pp = |name: &str| B::push(vars, name);
+        let conv3 = |vars: &B::Vars<'_>, c_in: usize, c_out: usize| B::load_conv2d(vars, ConvSpec::new(c_in, c_out, 3).pad(1));
+        let image_proj = conv3(&pp("image_proj"), cfg.input_channels, cfg.initial_channels)?;
+        let time_emb = TimeEmbedding::new(cfg.time_channels(), &pp("time_emb"))?;
         let context = if cfg.use_context() {
-            let context_emb = candle_nn::linear(cfg.context_input_channels, cfg.context_channels, vb.pp("context_emb"))?;
+            let context_emb = B::load_linear(&pp("context_emb"), cfg.context_input_channels, cfg.context_channels)?;
             let empty = if cfg.learn_empty_context {
-                vb.get(cfg.context_channels, "empty_context_embedding")?
+                B::load_param(vars, "empty_context_embedding", &[cfg.context_channels])?
             } else {
-                Tensor::zeros(cfg.context_channels, vb.dtype(), vb.device())?
+                B::zeros(vars, &[cfg.context_channels])?
             };
             Some(ContextInput { context_emb, empty, dropout_probability: cfg.context_dropout_probability })
         } else {
@@ -520,25 +545,27 @@ impl ConditionalUNet {
         };
 
         let levels = cfg.channel_multipliers.len();
+        let (down_vars, up_vars) = (pp("down"), pp("up"));
         let mut down = Vec::new();
         let mut in_ch = cfg.initial_channels;
         let mut out_ch = in_ch;
         for i in 0..levels {
             out_ch = in_ch * cfg.channel_multipliers[i];
             for _ in 0..cfg.n_blocks_per_resolution {
-                down.push(Stage::block(cfg, in_ch, out_ch, cfg.is_attention[i], vb.pp("down").pp(down.len()))?);
+                down.push(Stage::block(cfg, in_ch, out_ch, cfg.is_attention[i], &B::push(&down_vars, &down.len().to_string()))?);
                 in_ch = out_ch;
             }
             if i < levels - 1 {
-                down.push(Stage::Down(conv2d(in_ch, in_ch, 3, 2, 1, vb.pp("down").pp(down.len()).pp("conv"))?));
+                let vars = B::push(&B::push(&down_vars, &down.len().to_string()), "conv");
+                down.push(Stage::Down(B::load_conv2d(&vars, ConvSpec::new(in_ch, in_ch, 3).stride(2).pad(1))?));
             }
         }
 
-        let mvb = vb.pp("middle");
+        let mvars = pp("middle");
         let middle = (
-            ResidualBlock::new(cfg, out_ch, out_ch, mvb.pp("res1"))?,
-            Attention::new(cfg, out_ch, mvb.pp("attn"))?,
-            ResidualBlock::new(cfg, out_ch, out_ch, mvb.pp("res2"))?,
+            ResidualBlock::new(cfg, out_ch, out_ch, &B::push(&mvars, "res1"))?,
+            Attention::new(cfg, out_ch, &B::push(&mvars, "attn"))?,
+            ResidualBlock::new(cfg, out_ch, out_ch, &B::push(&mvars, "res2"))?,
         );
 
         let mut up = Vec::new();
@@ -546,18 +573,19 @@ impl ConditionalUNet {
         for i in (0..levels).rev() {
             let out_ch = in_ch;
             for _ in 0..cfg.n_blocks_per_resolution {
-                up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], vb.pp("up").pp(up.len()))?);
+                up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], &B::push(&up_vars, &up.len().to_string()))?);
             }
             let out_ch = in_ch / cfg.channel_multipliers[i];
-            up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], vb.pp("up").pp(up.len()))?);
+            up.push(Stage::block(cfg, in_ch + out_ch, out_ch, cfg.is_attention[i], &B::push(&up_vars, &up.len().to_string()))?);
             in_ch = out_ch;
             if i > 0 {
-                up.push(Stage::Up(conv_transpose2d(in_ch, in_ch, 4, 2, 1, vb.pp("up").pp(up.len()).pp("conv"))?));
+                let vars = B::push(&B::push(&up_vars, &up.len().to_string()), "conv");
+                up.push(Stage::Up(B::load_conv_transpose2d(&vars, ConvSpec::new(in_ch, in_ch, 4).stride(2).pad(1))?));
             }
         }
 
-        let norm = group_norm(GN_GROUPS, cfg.initial_channels, GN_EPS, vb.pp("norm"))?;
-        let final_conv = conv2d(in_ch, cfg.input_channels, 3, 1, 1, vb.pp("final"))?;
+        let norm = B::load_group_norm(&pp("norm"), GN_GROUPS, cfg.initial_channels, GN_EPS)?;
+        let final_conv = conv3(&pp("final"), in_ch, cfg.input_channels)?;
         Ok(Self { config: config.clone(), image_proj, time_emb, context, down, middle, up, norm, final_conv })
     }
 
@@ -566,14 +594,101 @@ impl ConditionalUNet {
         &self.config
     }
 
+    /// The projected context: `context_emb(context)`, rows of `dropout_mask` replaced by the
+    /// empty context, element-wise dropout when `rng` is given; with no context, the empty
+    /// context for every row of `x`.
+    fn context_vectors(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        context: Option<&B::Tensor>,
+        dropout_mask: Option<&B::Tensor>,
+        rng: Option<&mut KeyedRng>,
+    ) -> BResult<B, Option<B::Tensor>> {
+        let Some(ci) = &self.context else {
+            return Ok(None);
+        };
+        let Some(context) = context else {
+            return Ok(Some(b.repeat_rows(&ci.empty, x)?));
+        };
+        b.scope("context_emb");
+        let mut c = b.linear(&ci.context_emb, context)?;
+        if let Some(mask) = dropout_mask {
+            c = b.replace_rows(mask, &ci.empty, &c)?;
+        }
+        if let Some(rng) = rng {
+            c = b.dropout(&c, ci.dropout_probability, rng)?;
+        }
+        Ok(Some(c))
+    }
+
+    /// Predicts the noise in `x` at timesteps `t` on backend `b`; see
+    /// [`ConditionalUNet::forward`] for the arguments. `rng` turns on training-mode context
+    /// dropout.
+    pub fn forward_with(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        t: &B::Tensor,
+        context: Option<&B::Tensor>,
+        dropout_mask: Option<&B::Tensor>,
+        rng: Option<&mut KeyedRng>,
+    ) -> BResult<B, B::Tensor> {
+        b.scope("time_emb");
+        let t_silu = b.silu(&self.time_emb.forward(b, t)?)?;
+        let c = self.context_vectors(b, x, context, dropout_mask, rng)?;
+        let c_silu = c.as_ref().map(|c| b.silu(c)).transpose()?;
+        let e = Embeddings { t_silu, c, c_silu };
+
+        b.scope("image_proj");
+        let mut x = b.conv2d(&self.image_proj, x)?;
+        let mut skips = vec![x.clone()];
+        for (index, m) in self.down.iter().enumerate() {
+            b.scope(&match m {
+                Stage::Down(_) => format!("down.{index}.conv"),
+                _ => format!("down.{index}"),
+            });
+            x = m.forward(b, &x, &e)?;
+            skips.push(x.clone());
+        }
+        b.scope("middle");
+        x = self.middle.0.forward(b, &x, &e)?;
+        x = self.middle.1.forward(b, &x, e.c.as_ref())?;
+        x = self.middle.2.forward(b, &x, &e)?;
+        for (index, m) in self.up.iter().enumerate() {
+            x = match m {
+                Stage::Up(_) => {
+                    b.scope(&format!("up.{index}.conv"));
+                    m.forward(b, &x, &e)?
+                }
+                _ => {
+                    let Some(s) = skips.pop() else { return Err(B::error("UNet skip stack exhausted".into())) };
+                    let cat = b.concat(&[&x, &s], 1)?;
+                    b.scope(&format!("up.{index}"));
+                    m.forward(b, &cat, &e)?
+                }
+            };
+        }
+        b.scope("final");
+        let h = b.silu(&b.group_norm(&self.norm, &x)?)?;
+        b.conv2d(&self.final_conv, &h)
+    }
+}
+
+impl ConditionalUNet<Candle> {
+    /// Builds the network; `vb` is rooted at the model (keys without `eps_model.`).
+    pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(config, &vb)
+    }
+
     /// The time embedding (`eps_model.time_emb(t)`), exposed for debugging and tests.
     pub fn time_embedding(&self, t: &Tensor) -> Result<Tensor> {
-        self.time_emb.forward(t)
+        self.time_emb.forward(&Candle, t)
     }
 
     /// The projected context (`eps_model.context_emb(context)`); `None` for unconditional models.
     pub fn context_embedding(&self, context: &Tensor) -> Result<Option<Tensor>> {
-        self.context.as_ref().map(|ci| ci.context_emb.forward(context)).transpose()
+        self.context.as_ref().map(|ci| Candle.linear(&ci.context_emb, context)).transpose()
     }
 
     /// Predicts the noise in eval mode (context dropout is the identity).
@@ -583,7 +698,7 @@ impl ConditionalUNet {
     /// projection's bias is not added); `dropout_mask`: `[B]` u8/bool, rows with 1 use the empty
     /// context.
     pub fn forward(&self, x: &Tensor, t: &Tensor, context: Option<&Tensor>, dropout_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_impl(x, t, context, dropout_mask, None)
+        self.forward_with(&Candle, x, t, context, dropout_mask, None)
     }
 
     /// Training-mode forward: element-wise context dropout (p = `context_dropout_probability`,
@@ -596,69 +711,7 @@ impl ConditionalUNet {
         dropout_mask: Option<&Tensor>,
         rng: &mut KeyedRng,
     ) -> Result<Tensor> {
-        self.forward_impl(x, t, context, dropout_mask, Some(rng))
-    }
-
-    fn context_vectors(
-        &self,
-        batch: usize,
-        context: Option<&Tensor>,
-        dropout_mask: Option<&Tensor>,
-        rng: Option<&mut KeyedRng>,
-    ) -> Result<Option<Tensor>> {
-        let Some(ci) = &self.context else {
-            return Ok(None);
-        };
-        let empty = ci.empty.unsqueeze(0)?.broadcast_as((batch, ci.empty.dim(0)?))?;
-        let Some(context) = context else {
-            return Ok(Some(empty.contiguous()?));
-        };
-        let mut c = ci.context_emb.forward(context)?;
-        if let Some(mask) = dropout_mask {
-            let mask = mask.to_dtype(DType::U8)?.reshape((batch, 1))?.broadcast_as(c.shape())?;
-            c = mask.where_cond(&empty.to_dtype(c.dtype())?, &c)?;
-        }
-        if let (Some(rng), p) = (rng, ci.dropout_probability) {
-            if p > 0.0 {
-                let n = c.elem_count();
-                let keep: Vec<f32> = (0..n).map(|_| if rng.chance(p) { 0.0 } else { (1.0 / (1.0 - p)) as f32 }).collect();
-                let keep = Tensor::from_vec(keep, c.shape(), c.device())?.to_dtype(c.dtype())?;
-                c = (c * keep)?;
-            }
-        }
-        Ok(Some(c))
-    }
-
-    fn forward_impl(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        context: Option<&Tensor>,
-        dropout_mask: Option<&Tensor>,
-        rng: Option<&mut KeyedRng>,
-    ) -> Result<Tensor> {
-        let t_emb = self.time_emb.forward(t)?;
-        let mut x = self.image_proj.forward(x)?;
-        let c = self.context_vectors(x.dim(0)?, context, dropout_mask, rng)?;
-        let c = c.as_ref();
-        let mut skips = vec![x.clone()];
-        for m in &self.down {
-            x = m.forward(&x, &t_emb, c)?;
-            skips.push(x.clone());
-        }
-        x = self.middle.0.forward(&x, &t_emb, c)?;
-        x = self.middle.1.forward(&x, c)?;
-        x = self.middle.2.forward(&x, &t_emb, c)?;
-        for m in &self.up {
-            x = match m {
-                Stage::Up(_) => m.forward(&x, &t_emb, c)?,
-                _ => {
-                    let Some(s) = skips.pop() else { candle_core::bail!("UNet skip stack exhausted") };
-                    m.forward(&Tensor::cat(&[&x, &s], 1)?, &t_emb, c)?
-                }
-            };
-        }
-        self.final_conv.forward(&self.norm.forward(&x)?.silu()?)
+        self.forward_with(&Candle, x, t, context, dropout_mask, Some(rng))
     }
 }
 

@@ -7,13 +7,14 @@
 //! (left 0, right 1, top 0, bottom 1) and convolves 3×3 / stride 2 without padding; the decoder
 //! upsamples nearest ×2 then convolves 3×3; the mid blocks have single-head attention over H·W.
 
-use crate::channel::GroupNorm;
-use crate::conv::Conv2d;
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{conv2d, group_norm};
+use crate::nn::{Backend, Candle, ConvSpec};
+
+/// Result of the backend `B`'s operations.
+type BResult<B, T> = std::result::Result<T, <B as Backend>::Error>;
 
 const GN_EPS: f64 = 1e-6;
 const GN_GROUPS: usize = 32;
@@ -60,86 +61,109 @@ impl VqConfig {
 
 /// CompVis `ResnetBlock` without time embedding.
 #[derive(Clone, Debug)]
-struct ResnetBlock {
-    norm1: GroupNorm,
-    conv1: Conv2d,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    nin_shortcut: Option<Conv2d>,
+struct ResnetBlock<B: Backend> {
+    norm1: B::GroupNorm,
+    conv1: B::Conv2d,
+    norm2: B::GroupNorm,
+    conv2: B::Conv2d,
+    nin_shortcut: Option<B::Conv2d>,
 }
 
-impl ResnetBlock {
-    fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+fn group_norm<B: Backend>(vars: &B::Vars<'_>, name: &str, channels: usize) -> BResult<B, B::GroupNorm> {
+    B::load_group_norm(&B::push(vars, name), GN_GROUPS, channels, GN_EPS)
+}
+
+fn conv<B: Backend>(vars: &B::Vars<'_>, name: &str, spec: ConvSpec) -> BResult<B, B::Conv2d> {
+    B::load_conv2d(&B::push(vars, name), spec)
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    fn new(c_in: usize, c_out: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         Ok(Self {
-            norm1: group_norm(GN_GROUPS, c_in, GN_EPS, vb.pp("norm1"))?,
-            conv1: conv2d(c_in, c_out, 3, 1, 1, vb.pp("conv1"))?,
-            norm2: group_norm(GN_GROUPS, c_out, GN_EPS, vb.pp("norm2"))?,
-            conv2: conv2d(c_out, c_out, 3, 1, 1, vb.pp("conv2"))?,
-            nin_shortcut: if c_in != c_out { Some(conv2d(c_in, c_out, 1, 1, 0, vb.pp("nin_shortcut"))?) } else { None },
+            norm1: group_norm::<B>(vars, "norm1", c_in)?,
+            conv1: conv::<B>(vars, "conv1", ConvSpec::new(c_in, c_out, 3).pad(1))?,
+            norm2: group_norm::<B>(vars, "norm2", c_out)?,
+            conv2: conv::<B>(vars, "conv2", ConvSpec::new(c_out, c_out, 3).pad(1))?,
+            nin_shortcut: if c_in != c_out { Some(conv::<B>(vars, "nin_shortcut", ConvSpec::new(c_in, c_out, 1))?) } else { None },
         })
     }
-}
 
-impl Module for ResnetBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+    fn forward(&self, b: &B, x: &B::Tensor) -> BResult<B, B::Tensor> {
+        let h = b.conv2d(&self.conv1, &b.silu(&b.group_norm(&self.norm1, x)?)?)?;
+        let h = b.conv2d(&self.conv2, &b.silu(&b.group_norm(&self.norm2, &h)?)?)?;
         match &self.nin_shortcut {
-            Some(s) => s.forward(x)? + h,
-            None => x + h,
+            Some(s) => b.add(&b.conv2d(s, x)?, &h),
+            None => b.add(x, &h),
         }
     }
 }
 
 /// CompVis `AttnBlock`: single-head self-attention over pixels, scale `C^(-1/2)`.
 #[derive(Clone, Debug)]
-struct AttnBlock {
-    norm: GroupNorm,
-    q: Conv2d,
-    k: Conv2d,
-    v: Conv2d,
-    proj_out: Conv2d,
+struct AttnBlock<B: Backend> {
+    norm: B::GroupNorm,
+    q: B::Conv2d,
+    k: B::Conv2d,
+    v: B::Conv2d,
+    proj_out: B::Conv2d,
+    channels: usize,
 }
 
-impl AttnBlock {
-    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> AttnBlock<B> {
+    fn new(c: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        let one = ConvSpec::new(c, c, 1);
         Ok(Self {
-            norm: group_norm(GN_GROUPS, c, GN_EPS, vb.pp("norm"))?,
-            q: conv2d(c, c, 1, 1, 0, vb.pp("q"))?,
-            k: conv2d(c, c, 1, 1, 0, vb.pp("k"))?,
-            v: conv2d(c, c, 1, 1, 0, vb.pp("v"))?,
-            proj_out: conv2d(c, c, 1, 1, 0, vb.pp("proj_out"))?,
+            norm: group_norm::<B>(vars, "norm", c)?,
+            q: conv::<B>(vars, "q", one)?,
+            k: conv::<B>(vars, "k", one)?,
+            v: conv::<B>(vars, "v", one)?,
+            proj_out: conv::<B>(vars, "proj_out", one)?,
+            channels: c,
         })
     }
-}
 
-impl Module for AttnBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let hn = self.norm.forward(x)?;
-        let q = self.q.forward(&hn)?.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?; // b, hw, c
-        let k = self.k.forward(&hn)?.reshape((b, c, h * w))?; // b, c, hw
-        let v = self.v.forward(&hn)?.reshape((b, c, h * w))?;
-        let weights = (q.matmul(&k)? * (c as f64).powf(-0.5))?; // b, hw_q, hw_k
-        let weights = candle_nn::ops::softmax(&weights, D::Minus1)?;
-        let out = v.matmul(&weights.transpose(1, 2)?.contiguous()?)?.reshape((b, c, h, w))?;
-        x + self.proj_out.forward(&out)?
+    fn forward(&self, b: &B, x: &B::Tensor) -> BResult<B, B::Tensor> {
+        let hn = b.group_norm(&self.norm, x)?;
+        let q = b.conv2d(&self.q, &hn)?;
+        let k = b.conv2d(&self.k, &hn)?;
+        let v = b.conv2d(&self.v, &hn)?;
+        let q = b.transpose(&b.reshape(&q, &[0, 0, -1])?, &[0, 2, 1])?; // b, hw, c
+        let k = b.reshape(&k, &[0, 0, -1])?; // b, c, hw
+        let v = b.reshape(&v, &[0, 0, -1])?;
+        let weights = b.mul_scalar(&b.matmul(&q, &k)?, (self.channels as f64).powf(-0.5))?; // b, hw_q, hw_k
+        let weights = b.softmax_last(&weights)?;
+        let out = b.matmul(&v, &b.transpose(&weights, &[0, 2, 1])?)?;
+        let out = b.conv2d(&self.proj_out, &b.reshape_like(&out, x)?)?;
+        b.add(x, &out)
     }
 }
 
 /// One encoder/decoder level: residual blocks with optional attention, then a resampler.
 #[derive(Clone, Debug)]
-struct Level {
-    blocks: Vec<(ResnetBlock, Option<AttnBlock>)>,
-    resample: Option<Conv2d>,
+struct Level<B: Backend> {
+    blocks: Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>,
+    resample: Option<B::Conv2d>,
 }
 
-impl Level {
-    fn run_blocks(&self, mut h: Tensor) -> Result<Tensor> {
+impl<B: Backend> Level<B> {
+    /// Builds `n_blocks` blocks `c_in → c_out` (attention where the level's resolution is listed).
+    fn blocks(cfg: &VqConfig, n_blocks: usize, mut c_in: usize, c_out: usize, res: usize, vars: &B::Vars<'_>) -> BResult<B, Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>> {
+        let (block_vars, attn_vars) = (B::push(vars, "block"), B::push(vars, "attn"));
+        let mut blocks = Vec::with_capacity(n_blocks);
+        for j in 0..n_blocks {
+            let block = ResnetBlock::new(c_in, c_out, &B::push(&block_vars, &j.to_string()))?;
+            c_in = c_out;
+            let attn = if cfg.attn_resolutions.contains(&res) { Some(AttnBlock::new(c_out, &B::push(&attn_vars, &j.to_string()))?) } else { None };
+            blocks.push((block, attn));
+        }
+        Ok(blocks)
+    }
+
+    fn run_blocks(&self, b: &B, mut h: B::Tensor) -> BResult<B, B::Tensor> {
         for (block, attn) in &self.blocks {
-            h = block.forward(&h)?;
+            h = block.forward(b, &h)?;
             if let Some(a) = attn {
-                h = a.forward(&h)?;
+                h = a.forward(b, &h)?;
             }
         }
         Ok(h)
@@ -148,92 +172,112 @@ impl Level {
 
 /// Mid block: ResnetBlock → AttnBlock → ResnetBlock.
 #[derive(Clone, Debug)]
-struct Mid {
-    block_1: ResnetBlock,
-    attn_1: AttnBlock,
-    block_2: ResnetBlock,
+struct Mid<B: Backend> {
+    block_1: ResnetBlock<B>,
+    attn_1: AttnBlock<B>,
+    block_2: ResnetBlock<B>,
 }
 
-impl Mid {
-    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+impl<B: Backend> Mid<B> {
+    fn new(c: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
         Ok(Self {
-            block_1: ResnetBlock::new(c, c, vb.pp("block_1"))?,
-            attn_1: AttnBlock::new(c, vb.pp("attn_1"))?,
-            block_2: ResnetBlock::new(c, c, vb.pp("block_2"))?,
+            block_1: ResnetBlock::new(c, c, &B::push(vars, "block_1"))?,
+            attn_1: AttnBlock::new(c, &B::push(vars, "attn_1"))?,
+            block_2: ResnetBlock::new(c, c, &B::push(vars, "block_2"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.block_2.forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
+    fn forward(&self, b: &B, x: &B::Tensor) -> BResult<B, B::Tensor> {
+        let h = self.block_1.forward(b, x)?;
+        let h = self.attn_1.forward(b, &h)?;
+        self.block_2.forward(b, &h)
     }
+}
+
+fn check_config<B: Backend>(cfg: &VqConfig) -> BResult<B, ()> {
+    if cfg.ch_mult.is_empty() {
+        return Err(B::error("VQ config: ch_mult is empty".into()));
+    }
+    Ok(())
 }
 
 /// Encoder + `quant_conv`: image `[B, 3, H, W]` → latent `h` `[B, embed_dim, H/f, W/f]`.
 #[derive(Clone, Debug)]
-pub struct VqEncoder {
-    conv_in: Conv2d,
-    down: Vec<Level>,
-    mid: Mid,
-    norm_out: GroupNorm,
-    conv_out: Conv2d,
-    quant_conv: Conv2d,
+pub struct VqEncoder<B: Backend = Candle> {
+    conv_in: B::Conv2d,
+    down: Vec<Level<B>>,
+    mid: Mid<B>,
+    norm_out: B::GroupNorm,
+    conv_out: B::Conv2d,
+    quant_conv: B::Conv2d,
 }
 
-impl VqEncoder {
-    /// Builds from a state dict rooted at the file (`encoder.*`, `quant_conv.*`).
-    pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
-        let e = vb.pp("encoder");
+impl<B: Backend> VqEncoder<B> {
+    /// Builds on backend `B` from a state dict rooted at the file (`encoder.*`, `quant_conv.*`).
+    pub fn build(cfg: &VqConfig, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        check_config::<B>(cfg)?;
+        let e = B::push(vars, "encoder");
         let levels = cfg.ch_mult.len();
         let mut cur_res = cfg.resolution;
         let mut down = Vec::with_capacity(levels);
         let mut block_in = cfg.ch;
         for i in 0..levels {
-            let lvb = e.pp("down").pp(i);
+            let lvars = B::push(&B::push(&e, "down"), &i.to_string());
             block_in = cfg.ch * if i == 0 { 1 } else { cfg.ch_mult[i - 1] };
             let block_out = cfg.ch * cfg.ch_mult[i];
-            let mut blocks = Vec::new();
-            for j in 0..cfg.num_res_blocks {
-                let block = ResnetBlock::new(block_in, block_out, lvb.pp("block").pp(j))?;
-                block_in = block_out;
-                let attn =
-                    if cfg.attn_resolutions.contains(&cur_res) { Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?) } else { None };
-                blocks.push((block, attn));
-            }
+            let blocks = Level::blocks(cfg, cfg.num_res_blocks, block_in, block_out, cur_res, &lvars)?;
+            block_in = block_out;
             let resample = if i != levels - 1 {
                 cur_res /= 2;
-                Some(conv2d(block_in, block_in, 3, 2, 0, lvb.pp("downsample").pp("conv"))?)
+                // asymmetric zero pad (bottom/right 1) then a stride-2 conv without padding
+                Some(conv::<B>(&B::push(&lvars, "downsample"), "conv", ConvSpec::new(block_in, block_in, 3).stride(2).pad_bottom_right(1))?)
             } else {
                 None
             };
             down.push(Level { blocks, resample });
         }
         Ok(Self {
-            conv_in: conv2d(cfg.in_channels, cfg.ch, 3, 1, 1, e.pp("conv_in"))?,
+            conv_in: conv::<B>(&e, "conv_in", ConvSpec::new(cfg.in_channels, cfg.ch, 3).pad(1))?,
             down,
-            mid: Mid::new(block_in, e.pp("mid"))?,
-            norm_out: group_norm(GN_GROUPS, block_in, GN_EPS, e.pp("norm_out"))?,
-            conv_out: conv2d(block_in, cfg.z_channels, 3, 1, 1, e.pp("conv_out"))?,
-            quant_conv: conv2d(cfg.z_channels, cfg.embed_dim, 1, 1, 0, vb.pp("quant_conv"))?,
+            mid: Mid::new(block_in, &B::push(&e, "mid"))?,
+            norm_out: group_norm::<B>(&e, "norm_out", block_in)?,
+            conv_out: conv::<B>(&e, "conv_out", ConvSpec::new(block_in, cfg.z_channels, 3).pad(1))?,
+            quant_conv: conv::<B>(vars, "quant_conv", ConvSpec::new(cfg.z_channels, cfg.embed_dim, 1))?,
         })
+    }
+
+    /// `quant_conv(encoder(x))` on backend `b`.
+    pub fn encode_with(&self, b: &B, x: &B::Tensor) -> BResult<B, B::Tensor> {
+        let mut h = b.conv2d(&self.conv_in, x)?;
+        for (i, level) in self.down.iter().enumerate() {
+            b.scope(&format!("encoder.down.{i}"));
+            h = level.run_blocks(b, h)?;
+            if let Some(conv) = &level.resample {
+                h = b.conv2d(conv, &h)?;
+            }
+        }
+        b.scope("encoder.mid");
+        let h = self.mid.forward(b, &h)?;
+        b.scope("encoder.out");
+        let h = b.conv2d(&self.conv_out, &b.silu(&b.group_norm(&self.norm_out, &h)?)?)?;
+        b.conv2d(&self.quant_conv, &h)
+    }
+}
+
+impl VqEncoder<Candle> {
+    /// Builds from a state dict rooted at the file (`encoder.*`, `quant_conv.*`).
+    pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, &vb)
     }
 
     /// `quant_conv(encoder(x))` (not quantised, like `VQModelInterface.encode`).
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.conv_in.forward(x)?;
-        for level in &self.down {
-            h = level.run_blocks(h)?;
-            if let Some(conv) = &level.resample {
-                // asymmetric zero pad (0, 1, 0, 1) then a stride-2 conv without padding
-                h = conv.forward(&h.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)?;
-            }
-        }
-        let h = self.mid.forward(&h)?;
-        let h = self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?;
-        self.quant_conv.forward(&h)
+        self.encode_with(&Candle, x)
     }
 }
 
-/// `VectorQuantizer2` (legacy, no remap): nearest codeword per spatial position.
+/// `VectorQuantizer2` (legacy, no remap): nearest codeword per spatial position — the candle
+/// implementation of [`Backend::Quantizer`].
 #[derive(Clone, Debug)]
 pub struct VectorQuantizer {
     embedding: Tensor,
@@ -282,76 +326,97 @@ impl VectorQuantizer {
 
 /// `quantize` + `post_quant_conv` + decoder: latent `[B, embed_dim, h, w]` → image.
 #[derive(Clone, Debug)]
-pub struct VqDecoder {
-    quantize: VectorQuantizer,
-    post_quant_conv: Conv2d,
-    conv_in: Conv2d,
-    mid: Mid,
-    up: Vec<Level>,
-    norm_out: GroupNorm,
-    conv_out: Conv2d,
+pub struct VqDecoder<B: Backend = Candle> {
+    quantize: B::Quantizer,
+    post_quant_conv: B::Conv2d,
+    conv_in: B::Conv2d,
+    mid: Mid<B>,
+    up: Vec<Level<B>>,
+    norm_out: B::GroupNorm,
+    conv_out: B::Conv2d,
 }
 
-impl VqDecoder {
-    /// Builds from a state dict rooted at the file (`decoder.*`, `post_quant_conv.*`,
-    /// `quantize.embedding.weight`); `n_embed` is the codebook size (8192 in the official model).
-    pub fn new(cfg: &VqConfig, n_embed: usize, vb: VarBuilder) -> Result<Self> {
-        let d = vb.pp("decoder");
+impl<B: Backend> VqDecoder<B> {
+    /// Builds on backend `B` from a state dict rooted at the file (`decoder.*`,
+    /// `post_quant_conv.*`, `quantize.embedding.weight`); `n_embed` is the codebook size (8192
+    /// in the official model).
+    pub fn build(cfg: &VqConfig, n_embed: usize, vars: &B::Vars<'_>) -> BResult<B, Self> {
+        check_config::<B>(cfg)?;
+        let d = B::push(vars, "decoder");
         let levels = cfg.ch_mult.len();
         let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
         let mut cur_res = cfg.resolution >> (levels - 1);
-        let conv_in = conv2d(cfg.z_channels, block_in, 3, 1, 1, d.pp("conv_in"))?;
-        let mid = Mid::new(block_in, d.pp("mid"))?;
-        let mut up: Vec<Level> = Vec::with_capacity(levels);
+        let conv_in = conv::<B>(&d, "conv_in", ConvSpec::new(cfg.z_channels, block_in, 3).pad(1))?;
+        let mid = Mid::new(block_in, &B::push(&d, "mid"))?;
+        let mut up = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
-            let lvb = d.pp("up").pp(i);
+            let lvars = B::push(&B::push(&d, "up"), &i.to_string());
             let block_out = cfg.ch * cfg.ch_mult[i];
-            let mut blocks = Vec::new();
-            for j in 0..=cfg.num_res_blocks {
-                let block = ResnetBlock::new(block_in, block_out, lvb.pp("block").pp(j))?;
-                block_in = block_out;
-                let attn =
-                    if cfg.attn_resolutions.contains(&cur_res) { Some(AttnBlock::new(block_in, lvb.pp("attn").pp(j))?) } else { None };
-                blocks.push((block, attn));
-            }
+            let blocks = Level::blocks(cfg, cfg.num_res_blocks + 1, block_in, block_out, cur_res, &lvars)?;
+            block_in = block_out;
             let resample = if i != 0 {
                 cur_res *= 2;
-                Some(conv2d(block_in, block_in, 3, 1, 1, lvb.pp("upsample").pp("conv"))?)
+                Some(conv::<B>(&B::push(&lvars, "upsample"), "conv", ConvSpec::new(block_in, block_in, 3).pad(1))?)
             } else {
                 None
             };
             up.push(Level { blocks, resample }); // stored in execution order (deepest first)
         }
         Ok(Self {
-            quantize: VectorQuantizer::new(n_embed, cfg.embed_dim, vb.pp("quantize"))?,
-            post_quant_conv: conv2d(cfg.embed_dim, cfg.z_channels, 1, 1, 0, vb.pp("post_quant_conv"))?,
+            quantize: B::load_quantizer(&B::push(vars, "quantize"), n_embed, cfg.embed_dim)?,
+            post_quant_conv: conv::<B>(vars, "post_quant_conv", ConvSpec::new(cfg.embed_dim, cfg.z_channels, 1))?,
             conv_in,
             mid,
             up,
-            norm_out: group_norm(GN_GROUPS, block_in, GN_EPS, d.pp("norm_out"))?,
-            conv_out: conv2d(block_in, cfg.out_ch, 3, 1, 1, d.pp("conv_out"))?,
+            norm_out: group_norm::<B>(&d, "norm_out", block_in)?,
+            conv_out: conv::<B>(&d, "conv_out", ConvSpec::new(block_in, cfg.out_ch, 3).pad(1))?,
         })
     }
 
     /// The quantiser (codebook).
-    pub fn quantizer(&self) -> &VectorQuantizer {
+    pub fn quantizer(&self) -> &B::Quantizer {
         &self.quantize
+    }
+
+    /// `decoder(post_quant_conv(quantize(z)))` on backend `b`, with the code indices when the
+    /// latent was quantised; `force_not_quantize` skips the quantiser.
+    pub fn decode_with(&self, b: &B, z: &B::Tensor, force_not_quantize: bool) -> BResult<B, (B::Tensor, Option<B::Tensor>)> {
+        let (z, indices) = if force_not_quantize {
+            (z.clone(), None)
+        } else {
+            b.scope("quantize");
+            let (zq, idx) = b.quantize(&self.quantize, z)?;
+            (zq, Some(idx))
+        };
+        b.scope("decoder.in");
+        let h = b.conv2d(&self.conv_in, &b.conv2d(&self.post_quant_conv, &z)?)?;
+        b.scope("decoder.mid");
+        let mut h = self.mid.forward(b, &h)?;
+        let levels = self.up.len();
+        for (n, level) in self.up.iter().enumerate() {
+            b.scope(&format!("decoder.up.{}", levels - 1 - n));
+            h = level.run_blocks(b, h)?;
+            if let Some(conv) = &level.resample {
+                h = b.conv2d(conv, &b.upsample_nearest2x(&h)?)?;
+            }
+        }
+        b.scope("decoder.out");
+        let h = b.conv2d(&self.conv_out, &b.silu(&b.group_norm(&self.norm_out, &h)?)?)?;
+        Ok((h, indices))
+    }
+}
+
+impl VqDecoder<Candle> {
+    /// Builds from a state dict rooted at the file (`decoder.*`, `post_quant_conv.*`,
+    /// `quantize.embedding.weight`); `n_embed` is the codebook size (8192 in the official model).
+    pub fn new(cfg: &VqConfig, n_embed: usize, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, n_embed, &vb)
     }
 
     /// `decoder(post_quant_conv(quantize(z)))`; `force_not_quantize` skips the quantiser
     /// (IDiff-Face's sampler quantises, i.e. passes `false`).
     pub fn decode(&self, z: &Tensor, force_not_quantize: bool) -> Result<Tensor> {
-        let z = if force_not_quantize { z.clone() } else { self.quantize.quantize(z)?.0 };
-        let mut h = self.conv_in.forward(&self.post_quant_conv.forward(&z)?)?;
-        h = self.mid.forward(&h)?;
-        for level in &self.up {
-            h = level.run_blocks(h)?;
-            if let Some(conv) = &level.resample {
-                let (_, _, hh, ww) = h.dims4()?;
-                h = conv.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
-            }
-        }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        Ok(self.decode_with(&Candle, z, force_not_quantize)?.0)
     }
 }
 

@@ -2,28 +2,28 @@
 //!
 //! * [`proto`] — the `onnx.proto` messages idflow writes (hand-written `prost` structs).
 //! * [`builder`] — a small graph builder with the operators the models need.
-//! * [`iresnet`], [`vq`], [`unet`] — emitters: one per native module, producing the same
-//!   computation as its `forward`, weights as initializers, a dynamic `batch` dimension.
+//! * [`trace`] — the ONNX implementation of the models' tensor-op interface
+//!   ([`crate::nn::Backend`]): a model's single forward pass, run on it, emits the graph.
+//! * [`export`] — the `compile_*` entry points: graph inputs, the traced forward pass, outputs
+//!   and metadata, weights as initializers, a dynamic `batch` dimension.
 //! * [`runtime`] — ONNX Runtime loaded at run time (`ORT_DYLIB_PATH`), session options and
 //!   execution providers.
 //! * [`cache`] — compile-once ONNX files keyed by the checkpoint's SHA-256 and the configuration.
 //! * [`backends`] — [`crate::traits::Denoiser`], [`crate::traits::FirstStage`] and
 //!   [`crate::traits::FaceEncoder`] backed by ORT sessions, interchangeable with the native models.
 //!
-//! Compilation needs no Python and no `protoc`: emitters read the official state dict
+//! Compilation needs no Python and no `protoc`: the trace reads the official state dict
 //! ([`crate::checkpoint::StateDict`]) by key, with the native loader's prefix detection and strict
 //! key accounting, and [`serialize`] encodes the `ModelProto` with `prost`.
 
 pub mod backends;
 pub mod builder;
 pub mod cache;
-pub mod iresnet;
-pub mod layers;
+pub mod export;
 pub mod proto;
 pub mod random;
 pub mod runtime;
-pub mod unet;
-pub mod vq;
+pub mod trace;
 pub mod weights;
 
 use std::io::Write;
@@ -33,10 +33,10 @@ use prost::Message;
 
 pub use backends::{OrtDenoiser, OrtFaceEncoder, OrtFirstStage};
 pub use cache::{compile_cached, default_cache_dir, CachedModel, OnnxModelSpec};
-pub use iresnet::{compile_iresnet, compile_tface_ir};
+pub use export::{
+    compile_iresnet, compile_tface_ir, compile_unet, compile_vq_decoder, compile_vq_encoder, TimestepType, UNetExport, SCHEDULE_METADATA,
+};
 pub use runtime::{find_library, ExecutionProvider, OrtRuntime, OrtSession, SessionOptions, TensorInput, TensorOutput};
-pub use unet::{compile_unet, TimestepType, UNetExport, SCHEDULE_METADATA};
-pub use vq::{compile_vq_decoder, compile_vq_encoder};
 
 /// Largest serialised model protobuf permits (2 GiB − 1); bigger models need external data.
 pub const MAX_PROTO_BYTES: usize = i32::MAX as usize;
@@ -57,7 +57,7 @@ pub enum OnnxError {
     /// The model configuration cannot be exported as given.
     #[error("invalid model configuration for ONNX export: {0}")]
     Config(String),
-    /// The graph builder was used inconsistently (a bug in an emitter).
+    /// The graph builder was used inconsistently (a bug in a model definition or the trace).
     #[error("ONNX graph construction failed: {0}")]
     Graph(String),
     /// The serialised model would exceed protobuf's 2 GiB limit.

@@ -1,4 +1,4 @@
-//! Weights for the emitters: tensors looked up in a [`StateDict`] by their official key, with the
+//! Weights for the ONNX trace: tensors looked up in a [`StateDict`] by their official key, with the
 //! same prefix detection and strictness as the native loader, added to the graph as initializers.
 
 use std::cell::RefCell;
@@ -10,7 +10,7 @@ use super::builder::{GraphBuilder, Value};
 use super::OnnxError;
 use crate::checkpoint::{StateDict, KNOWN_PREFIXES};
 
-/// A state dict seen through a key prefix, recording which keys an emitter consumed.
+/// A state dict seen through a key prefix, recording which keys the trace consumed.
 pub struct Weights<'a> {
     dict: &'a StateDict,
     prefix: String,
