@@ -25,6 +25,11 @@
 //! optimiser state: every random draw is keyed by (seed, epoch, row) or (seed, step), so a
 //! resumed run repeats an uninterrupted one exactly; the checkpoint also holds the statistics
 //! of the epochs already run, and a resumed run emits the whole history.
+//!
+//! One driver ([`driver::run`]) trains every task: the epoch loop, resume, the evaluation
+//! schedule, the statistics and the checkpoint files are written once; each task implements
+//! [`TrainTask`] (its own parameter struct, model, step, evaluation and files). A field of
+//! another task on a node is a configuration error naming it ([`params::split`]).
 
 mod autoencoder;
 mod data;
@@ -51,7 +56,8 @@ pub use driver::{StepLoss, TrainTask, TrainingSet, CHECKPOINT};
 pub use face::{BackboneParams, FaceParams, FaceSetup, FaceTask, HeadParams};
 pub use params::{CommonParams, TaskKind};
 
-/// Registry entry.
+/// Registry entry. The parameters are the common ones ([`CommonParams`]) and those of the
+/// node's task (prefixed with the task in their documentation).
 pub fn info() -> OperatorInfo {
     OperatorInfo {
         name: "train",
@@ -90,23 +96,33 @@ const PARAMS: &[ParamDoc] = &[
         doc: "face-recognition: data-parallel threads per step, each on its part of the batch (BatchNorm statistics per part)",
     },
     ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
-    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition: decoded image side" },
+    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition, autoencoder: decoded image side" },
     ParamDoc {
         name: "backbone",
         ty: "name | map",
         default: "iresnet50",
-        doc: "iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
+        doc: "face-recognition: iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
     },
-    ParamDoc { name: "head", ty: "map", default: "arcface s 64 m 0.5", doc: "{type: arcface|cosface|elasticface-arc, s, m, std}" },
-    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "SGD momentum" },
-    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "SGD weight decay (not on BatchNorm)" },
-    ParamDoc { name: "eval", ty: "[path]", default: "[]", doc: "verification .bin files, 10-fold accuracy with flip TTA" },
-    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "evaluate every n epochs (and at the end)" },
+    ParamDoc {
+        name: "head",
+        ty: "map",
+        default: "arcface s 64 m 0.5",
+        doc: "face-recognition: {type: arcface|cosface|elasticface-arc, s, m, std}",
+    },
+    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "face-recognition: SGD momentum" },
+    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "face-recognition: SGD weight decay (not on BatchNorm)" },
+    ParamDoc {
+        name: "eval",
+        ty: "[path]",
+        default: "[]",
+        doc: "face-recognition: verification .bin files, 10-fold accuracy with flip TTA",
+    },
+    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "face-recognition: evaluate every n epochs (and at the end)" },
     ParamDoc {
         name: "eval_backend",
         ty: "onnx | native",
         default: "onnx",
-        doc: "runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
+        doc: "face-recognition: runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
     },
     ParamDoc { name: "worker", ty: "integer", default: "0", doc: "worker that trains (mod workers): spread independent train nodes" },
     ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
