@@ -26,10 +26,10 @@
 //! resumed run repeats an uninterrupted one exactly; the checkpoint also holds the statistics
 //! of the epochs already run, and a resumed run emits the whole history.
 //!
-//! One driver ([`driver::run`]) trains every task: the epoch loop, resume, the evaluation
+//! One driver (`driver::run`) trains every task: the epoch loop, resume, the evaluation
 //! schedule, the statistics and the checkpoint files are written once; each task implements
 //! [`TrainTask`] (its own parameter struct, model, step, evaluation and files). A field of
-//! another task on a node is a configuration error naming it ([`params::split`]).
+//! another task on a node is a configuration error naming it (`params::split`).
 
 mod autoencoder;
 mod data;
