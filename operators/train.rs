@@ -25,13 +25,20 @@
 //! optimiser state: every random draw is keyed by (seed, epoch, row) or (seed, step), so a
 //! resumed run repeats an uninterrupted one exactly; the checkpoint also holds the statistics
 //! of the epochs already run, and a resumed run emits the whole history.
+//!
+//! One driver (`driver::run`) trains every task: the epoch loop, resume, the evaluation
+//! schedule, the statistics and the checkpoint files are written once; each task implements
+//! [`TrainTask`] (its own parameter struct, model, step, evaluation and files). A field of
+//! another task on a node is a configuration error naming it (`params::split`).
 
 mod autoencoder;
 mod data;
 mod diffusion;
+mod driver;
 mod face;
+mod params;
 
-use super::model_spec::{Backend, ConfigRef};
+use super::model_spec::Backend;
 use super::{
     BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
     Started, Task, TaskContext,
@@ -39,14 +46,18 @@ use super::{
 use crate::spec::ConfigError;
 use arrow_array::{Float64Array, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use idflow_models::train_loop::schedule::{EmaConfig, LrSchedule};
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use autoencoder::{AutoencoderParams, AutoencoderSetup, AutoencoderTask};
 pub use data::decode_image;
+pub use diffusion::{DiffusionParams, DiffusionSetup, DiffusionTask};
+pub use driver::{StepLoss, TrainTask, TrainingSet, CHECKPOINT};
+pub use face::{BackboneParams, FaceParams, FaceSetup, FaceTask, HeadParams};
+pub use params::{CommonParams, TaskKind};
 
-/// Registry entry.
+/// Registry entry. The parameters are the common ones ([`CommonParams`]) and those of the
+/// node's task (prefixed with the task in their documentation).
 pub fn info() -> OperatorInfo {
     OperatorInfo {
         name: "train",
@@ -85,23 +96,33 @@ const PARAMS: &[ParamDoc] = &[
         doc: "face-recognition: data-parallel threads per step, each on its part of the batch (BatchNorm statistics per part)",
     },
     ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
-    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition: decoded image side" },
+    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition, autoencoder: decoded image side" },
     ParamDoc {
         name: "backbone",
         ty: "name | map",
         default: "iresnet50",
-        doc: "iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
+        doc: "face-recognition: iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
     },
-    ParamDoc { name: "head", ty: "map", default: "arcface s 64 m 0.5", doc: "{type: arcface|cosface|elasticface-arc, s, m, std}" },
-    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "SGD momentum" },
-    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "SGD weight decay (not on BatchNorm)" },
-    ParamDoc { name: "eval", ty: "[path]", default: "[]", doc: "verification .bin files, 10-fold accuracy with flip TTA" },
-    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "evaluate every n epochs (and at the end)" },
+    ParamDoc {
+        name: "head",
+        ty: "map",
+        default: "arcface s 64 m 0.5",
+        doc: "face-recognition: {type: arcface|cosface|elasticface-arc, s, m, std}",
+    },
+    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "face-recognition: SGD momentum" },
+    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "face-recognition: SGD weight decay (not on BatchNorm)" },
+    ParamDoc {
+        name: "eval",
+        ty: "[path]",
+        default: "[]",
+        doc: "face-recognition: verification .bin files, 10-fold accuracy with flip TTA",
+    },
+    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "face-recognition: evaluate every n epochs (and at the end)" },
     ParamDoc {
         name: "eval_backend",
         ty: "onnx | native",
         default: "onnx",
-        doc: "runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
+        doc: "face-recognition: runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
     },
     ParamDoc { name: "worker", ty: "integer", default: "0", doc: "worker that trains (mod workers): spread independent train nodes" },
     ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
@@ -122,285 +143,70 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "ema", ty: "map", default: "{inv_gamma 1, power 0.75, max_value 0.9999}", doc: "diffusion: EMA warm-up" },
 ];
 
-/// What to train.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum TrainTask {
-    /// A face recognizer.
-    FaceRecognition,
-    /// An identity-conditioned denoiser.
-    Diffusion,
-    /// A VQ first stage (toy world).
-    Autoencoder,
-}
-
-/// A margin head as written in YAML.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum HeadParams {
-    /// ArcFace `cos(θ + m)` (TFace's threshold variant).
-    Arcface {
-        /// Scale.
-        #[serde(default = "s64")]
-        s: f64,
-        /// Margin.
-        #[serde(default = "m05")]
-        m: f64,
-    },
-    /// CosFace `cos θ − m`.
-    Cosface {
-        /// Scale.
-        #[serde(default = "s64")]
-        s: f64,
-        /// Margin.
-        #[serde(default = "m035")]
-        m: f64,
-    },
-    /// ElasticFace-Arc, margins `N(m, std)` per row.
-    ElasticfaceArc {
-        /// Scale.
-        #[serde(default = "s64")]
-        s: f64,
-        /// Mean margin.
-        #[serde(default = "m05")]
-        m: f64,
-        /// Margin standard deviation.
-        #[serde(default = "std0025")]
-        std: f64,
-    },
-}
-
-fn s64() -> f64 {
-    64.0
-}
-fn m05() -> f64 {
-    0.5
-}
-fn m035() -> f64 {
-    0.35
-}
-fn std0025() -> f64 {
-    0.025
-}
-
-/// A backbone as written in YAML: a name or an inline IResNet shape.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum BackboneParams {
-    /// `iresnet18|34|50|100|200` or `ir18|34|50|100`.
-    Name(String),
-    /// `{layers, widths, num_features, input_size}`.
-    Shape(idflow_models::train_loop::backbone::TrainIResNetConfig),
-}
-
-/// Parameters of the `train` node.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct TrainParams {
-    /// Task.
-    pub task: TrainTask,
-    /// Output directory.
-    pub output: PathBuf,
-    /// Epochs.
-    pub epochs: u64,
-    /// Rows per step.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Learning-rate schedule.
-    #[serde(default)]
-    pub lr: Option<LrSchedule>,
-    /// Resume from the checkpoint.
-    #[serde(default)]
-    pub resume: bool,
-    /// Stop after this many epochs.
-    #[serde(default)]
-    pub stop_after_epochs: Option<u64>,
-    /// Keyed horizontal flips.
-    #[serde(default = "yes")]
-    pub flip: bool,
-    /// Probability of a random resized crop (face recognition).
-    #[serde(default)]
-    pub random_resized_crop: f64,
-    /// Gradient clipping.
-    #[serde(default)]
-    pub clip_grad_norm: Option<f64>,
-    /// Data-parallel replicas per step (face recognition).
-    #[serde(default = "one")]
-    pub replicas: usize,
-    /// Input column.
-    #[serde(default)]
-    pub column: Option<String>,
-    /// Decoded image side.
-    #[serde(default)]
-    pub size: Option<u32>,
-    /// Backbone.
-    #[serde(default)]
-    pub backbone: Option<BackboneParams>,
-    /// Head.
-    #[serde(default)]
-    pub head: Option<HeadParams>,
-    /// SGD momentum.
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// SGD weight decay.
-    #[serde(default = "default_wd")]
-    pub weight_decay: f64,
-    /// Verification benchmarks.
-    #[serde(default)]
-    pub eval: Vec<PathBuf>,
-    /// Evaluation period in epochs.
-    #[serde(default = "default_eval_every")]
-    pub eval_every: u64,
-    /// What runs the evaluations' forwards: `onnx` (default) compiles the current backbone in
-    /// memory and runs it on ONNX Runtime, `native` runs the candle model being trained.
-    #[serde(default)]
-    pub eval_backend: Backend,
-    /// The worker that trains (modulo the worker count); give independent `train` nodes of one
-    /// pipeline different workers to train them side by side.
-    #[serde(default)]
-    pub worker: usize,
-    /// UNet configuration.
-    #[serde(default)]
-    pub unet: Option<ConfigRef>,
-    /// Context column (`null`: unconditional).
-    #[serde(default = "default_context")]
-    pub context: Option<String>,
-    /// Latent shape.
-    #[serde(default)]
-    pub latent_shape: Option<Vec<usize>>,
-    /// CPD probability.
-    #[serde(default)]
-    pub cpd: Option<f64>,
-    /// Whole-context dropout.
-    #[serde(default)]
-    pub uncond_probability: f64,
-    /// Diffusion steps.
-    #[serde(default = "default_timesteps")]
-    pub timesteps: usize,
-    /// EMA.
-    #[serde(default)]
-    pub ema: EmaConfig,
-    /// VQ configuration (autoencoder).
-    #[serde(default)]
-    pub first_stage: Option<ConfigRef>,
-    /// Codebook size (autoencoder).
-    #[serde(default = "default_n_embed")]
-    pub n_embed: usize,
-    /// Commitment weight (autoencoder).
-    #[serde(default = "default_beta")]
-    pub beta: f64,
-    /// Codebook EMA decay (autoencoder).
-    #[serde(default = "default_codebook_decay")]
-    pub codebook_decay: f64,
-}
-
-fn default_n_embed() -> usize {
-    8192
-}
-fn default_beta() -> f64 {
-    0.25
-}
-fn default_codebook_decay() -> f64 {
-    0.99
-}
-
-fn default_batch() -> usize {
-    32
-}
-fn one() -> usize {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn default_momentum() -> f64 {
-    0.9
-}
-fn default_wd() -> f64 {
-    5e-4
-}
-fn default_eval_every() -> u64 {
-    1
-}
-fn default_context() -> Option<String> {
-    Some("context".into())
-}
-fn default_timesteps() -> usize {
-    1000
-}
-
-impl TrainParams {
-    /// The input column (default `image` / `latent`).
-    pub fn input_column(&self) -> String {
-        self.column.clone().unwrap_or_else(|| match self.task {
-            TrainTask::FaceRecognition | TrainTask::Autoencoder => "image".into(),
-            TrainTask::Diffusion => "latent".into(),
-        })
-    }
-}
-
-/// Resolved, validated settings of one node.
+/// Resolved, validated settings of one node: its task's setup.
 #[derive(Debug, Clone)]
 pub enum Resolved {
     /// Face recognition.
-    Face(face::FaceSetup),
+    Face(FaceSetup),
     /// Diffusion.
-    Diffusion(diffusion::DiffusionSetup),
+    Diffusion(DiffusionSetup),
     /// Autoencoder.
-    Autoencoder(autoencoder::AutoencoderSetup),
+    Autoencoder(AutoencoderSetup),
+}
+
+impl Resolved {
+    /// The default input column of the task.
+    fn default_column(&self) -> &'static str {
+        match self {
+            Resolved::Face(_) | Resolved::Autoencoder(_) => "image",
+            Resolved::Diffusion(_) => "latent",
+        }
+    }
+
+    /// The side encoded images are decoded at (0: the task takes tensors only).
+    fn decode_size(&self) -> u32 {
+        match self {
+            Resolved::Face(f) => f.size,
+            Resolved::Autoencoder(a) => a.size,
+            Resolved::Diffusion(_) => 0,
+        }
+    }
+
+    /// The context column (diffusion).
+    fn context(&self) -> Option<&str> {
+        match self {
+            Resolved::Diffusion(d) => d.params.context.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The verification benchmarks (face recognition).
+    fn eval(&self) -> &[PathBuf] {
+        match self {
+            Resolved::Face(f) => &f.params.eval,
+            _ => &[],
+        }
+    }
+}
+
+/// Parses the task's own parameters from `node` (already reduced to them) and resolves them.
+fn resolve<T: TrainTask>(node: &crate::spec::NodeSpec, common: &CommonParams) -> Result<T::Setup, ConfigError> {
+    T::resolve(common, node.parse_params()?).map_err(|(f, m)| node.error(Some(f), m))
 }
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
-    let p: TrainParams = ctx.node.parse_params()?;
-    let err = |field: &str, msg: String| ctx.node.error(Some(field), msg);
-    if p.epochs == 0 {
-        return Err(err("epochs", "must be at least 1".into()));
-    }
-    if p.batch_size < 2 {
-        return Err(err("batch_size", "must be at least 2 (BatchNorm needs batch statistics)".into()));
-    }
-    if let Some(lr) = &p.lr {
-        lr.validate().map_err(|e| err("lr", e))?;
-    }
-    if !(0.0..=1.0).contains(&p.random_resized_crop) {
-        return Err(err("random_resized_crop", "must be a probability within 0..1".into()));
-    }
-    if p.clip_grad_norm.is_some_and(|c| c <= 0.0) {
-        return Err(err("clip_grad_norm", "must be positive".into()));
-    }
-    if p.replicas == 0 {
-        return Err(err("replicas", "must be at least 1".into()));
-    }
-    if p.replicas > 1 && p.task != TrainTask::FaceRecognition {
-        return Err(err("replicas", "data-parallel replicas apply to task: face-recognition only".into()));
-    }
-    if p.batch_size / p.replicas < 2 {
-        return Err(err(
-            "replicas",
-            format!(
-                "batch_size {} gives each of {} replicas fewer than 2 rows (BatchNorm needs batch statistics)",
-                p.batch_size, p.replicas
-            ),
-        ));
-    }
-    if p.task != TrainTask::FaceRecognition && !p.eval.is_empty() {
-        return Err(err("eval", "verification benchmarks apply to task: face-recognition only".into()));
-    }
-    let mut names: Vec<String> = p.eval.iter().map(|e| benchmark_name(e)).collect();
-    names.sort();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(err("eval", "two benchmark files share a file name; their accuracy columns would collide".into()));
-    }
-    let resolved = match p.task {
-        TrainTask::FaceRecognition => Resolved::Face(face::FaceSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
-        TrainTask::Diffusion => Resolved::Diffusion(diffusion::DiffusionSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
-        TrainTask::Autoencoder => Resolved::Autoencoder(autoencoder::AutoencoderSetup::resolve(&p).map_err(|(f, m)| err(f, m))?),
+    let (common, own) = params::split(&ctx.node)?;
+    common.validate().map_err(|(f, m)| ctx.node.error(Some(f), m))?;
+    let resolved = match common.task {
+        TaskKind::FaceRecognition => Resolved::Face(resolve::<FaceTask>(&own, &common)?),
+        TaskKind::Diffusion => Resolved::Diffusion(resolve::<DiffusionTask>(&own, &common)?),
+        TaskKind::Autoencoder => Resolved::Autoencoder(resolve::<AutoencoderTask>(&own, &common)?),
     };
-    Ok(Arc::new(Train { p, resolved, seed: ctx.seed, node: ctx.node.id.clone() }))
+    Ok(Arc::new(Train { common, resolved, seed: ctx.seed, node: ctx.node.id.clone() }))
 }
 
 struct Train {
-    p: TrainParams,
+    common: CommonParams,
     resolved: Resolved,
     seed: u64,
     node: String,
@@ -466,29 +272,23 @@ impl Operator for Train {
     }
 
     fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![("trained model", self.p.output.clone())]
+        vec![("trained model", self.common.output.clone())]
     }
 
     fn routing(&self) -> Routing {
-        Routing::Worker(self.p.worker)
+        Routing::Worker(self.common.worker)
     }
 
     fn required_columns(&self) -> Vec<ColumnReq> {
+        let column = self.common.column.as_deref().unwrap_or(self.resolved.default_column());
         match &self.resolved {
             Resolved::Face(_) | Resolved::Autoencoder(_) => vec![
                 ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)),
-                ColumnReq::new(
-                    &self.p.input_column(),
-                    if self.p.column.as_deref() == Some("image") || self.p.column.is_none() {
-                        ColumnType::Bytes
-                    } else {
-                        ColumnType::F32Tensor
-                    },
-                ),
+                ColumnReq::new(column, if column == "image" { ColumnType::Bytes } else { ColumnType::F32Tensor }),
             ],
             Resolved::Diffusion(_) => {
-                let mut v = vec![ColumnReq::new(&self.p.input_column(), ColumnType::F32Tensor)];
-                if let Some(c) = &self.p.context {
+                let mut v = vec![ColumnReq::new(column, ColumnType::F32Tensor)];
+                if let Some(c) = self.resolved.context() {
                     v.push(ColumnReq::new(c, ColumnType::F32Tensor));
                 }
                 v
@@ -497,18 +297,18 @@ impl Operator for Train {
     }
 
     fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
-        Ok(stats_schema(&self.p.eval))
+        Ok(stats_schema(self.resolved.eval()))
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
-        if !self.p.eval.is_empty() && self.p.eval_backend == Backend::Onnx {
+        if matches!(&self.resolved, Resolved::Face(f) if !f.params.eval.is_empty() && f.params.eval_backend == Backend::Onnx) {
             // the evaluations run on ONNX Runtime: a missing library fails now, not after training
             super::model_spec::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
         }
-        std::fs::create_dir_all(&self.p.output)
-            .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.output.display())))?;
+        std::fs::create_dir_all(&self.common.output)
+            .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.common.output.display())))?;
         Ok(Started::Task(Box::new(TrainTaskState {
-            p: self.p.clone(),
+            common: self.common.clone(),
             resolved: self.resolved.clone(),
             seed: self.seed,
             node: self.node.clone(),
@@ -520,7 +320,7 @@ impl Operator for Train {
 }
 
 struct TrainTaskState {
-    p: TrainParams,
+    common: CommonParams,
     resolved: Resolved,
     seed: u64,
     node: String,
@@ -532,18 +332,12 @@ struct TrainTaskState {
 impl Task for TrainTaskState {
     fn process(&mut self, _port: usize, batch: RecordBatch, _out: &mut Emit) -> OpResult<()> {
         let node = &self.node;
-        let column = self.p.input_column();
-        let size = match &self.resolved {
-            Resolved::Face(f) => f.size,
-            Resolved::Autoencoder(a) => a.size,
-            Resolved::Diffusion(_) => 0,
-        };
-        let values = data::input_rows(&batch, &column, size).map_err(|e| OpError::new(format!("node `{node}`: column `{column}`: {e}")))?;
-        let extras = match (&self.resolved, &self.p.context) {
-            (Resolved::Diffusion(_), Some(c)) => {
-                data::input_rows(&batch, c, 0).map_err(|e| OpError::new(format!("node `{node}`: column `{c}`: {e}")))?
-            }
-            _ => vec![Vec::new(); batch.num_rows()],
+        let column = self.common.column.as_deref().unwrap_or(self.resolved.default_column());
+        let values = data::input_rows(&batch, column, self.resolved.decode_size())
+            .map_err(|e| OpError::new(format!("node `{node}`: column `{column}`: {e}")))?;
+        let extras = match self.resolved.context() {
+            Some(c) => data::input_rows(&batch, c, 0).map_err(|e| OpError::new(format!("node `{node}`: column `{c}`: {e}")))?,
+            None => vec![Vec::new(); batch.num_rows()],
         };
         for (i, (values, extra)) in values.into_iter().zip(extras).enumerate() {
             let (identity, sample) = match data::row_key(&batch, i, self.arrivals) {
@@ -562,22 +356,24 @@ impl Task for TrainTaskState {
     /// Training runs on its own thread, so a worker that trains one node keeps generating the
     /// inputs of the others (several `train` nodes of a pipeline train side by side).
     fn finish_in_background(&mut self) -> Option<BackgroundFinish> {
-        if self.examples.is_empty() && Some(self.ctx.partition.worker) != Routing::Worker(self.p.worker).target(self.ctx.partition.peers) {
+        if self.examples.is_empty()
+            && Some(self.ctx.partition.worker) != Routing::Worker(self.common.worker).target(self.ctx.partition.peers)
+        {
             // rows are routed to the training worker; the others have nothing to train
             return None;
         }
         let examples = std::mem::take(&mut self.examples);
-        let (resolved, p, seed, node) = (self.resolved.clone(), self.p.clone(), self.seed, self.node.clone());
+        let (resolved, common, seed, node) = (self.resolved.clone(), self.common.clone(), self.seed, self.node.clone());
         let workers = self.ctx.local_workers;
         Some(Box::new(move || {
             let stats = match &resolved {
-                Resolved::Face(setup) => face::run(setup, &p, seed, workers, examples),
-                Resolved::Diffusion(setup) => diffusion::run(setup, &p, seed, examples),
-                Resolved::Autoencoder(setup) => autoencoder::run(setup, &p, seed, examples),
+                Resolved::Face(setup) => driver::run::<FaceTask>(setup, &common, seed, workers, examples),
+                Resolved::Diffusion(setup) => driver::run::<DiffusionTask>(setup, &common, seed, workers, examples),
+                Resolved::Autoencoder(setup) => driver::run::<AutoencoderTask>(setup, &common, seed, workers, examples),
             }
             .map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
             let mut out = Emit::default();
-            out.rows.push(stats_batch(&stats, &p.eval)?);
+            out.rows.push(stats_batch(&stats, resolved.eval())?);
             Ok(out)
         }))
     }

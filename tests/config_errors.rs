@@ -5,6 +5,13 @@ use common::*;
 
 const GOOD_READ: &str = "  faces:\n    op: read\n    root: /tmp\n";
 
+/// A pipeline of toy faces into a `train` node of `task` whose last line (line 14) is `extra`.
+fn train_pipeline(task: &str, extra: &str) -> String {
+    format!(
+        "name: x\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    size: 8\n  trained:\n    op: train\n    input: faces\n    task: {task}\n    epochs: 1\n    output: out\n    {extra}\n"
+    )
+}
+
 /// (case, pipeline text, extra CLI args, fragments the error must contain)
 fn cases() -> Vec<(&'static str, String, Vec<&'static str>, Vec<&'static str>)> {
     vec![
@@ -78,6 +85,54 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>, Vec<&'static str>)> 
         ),
         ("decode without size", format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n"), vec![], vec!["node `d`", "field `size`"]),
         ("empty nodes", "name: x\nnodes: {}\n".into(), vec![], vec!["nodes", "empty"]),
+        (
+            "diffusion field on a face-recognition train node",
+            train_pipeline("face-recognition", "cpd: 0.25"),
+            vec![],
+            vec!["node `trained`", "field `cpd`", "belongs to task: diffusion", "bad.yaml:14"],
+        ),
+        (
+            "face-recognition field on a diffusion train node",
+            train_pipeline("diffusion", "eval: [lfw.bin]"),
+            vec![],
+            vec!["node `trained`", "field `eval`", "belongs to task: face-recognition", "bad.yaml:14"],
+        ),
+        (
+            "diffusion field on an autoencoder train node",
+            train_pipeline("autoencoder", "timesteps: 10"),
+            vec![],
+            vec!["node `trained`", "field `timesteps`", "belongs to task: diffusion", "bad.yaml:14"],
+        ),
+        (
+            "autoencoder field on a face-recognition train node",
+            train_pipeline("face-recognition", "n_embed: 16"),
+            vec![],
+            vec!["node `trained`", "field `n_embed`", "belongs to task: autoencoder", "bad.yaml:14"],
+        ),
+        (
+            "face-recognition field on an autoencoder train node",
+            train_pipeline("autoencoder", "replicas: 2"),
+            vec![],
+            vec!["node `trained`", "field `replicas`", "belongs to task: face-recognition", "bad.yaml:14"],
+        ),
+        (
+            "unknown field on a train node",
+            train_pipeline("diffusion", "epoch: 3"),
+            vec![],
+            vec!["node `trained`", "field `epoch`", "unknown field", "bad.yaml:14"],
+        ),
+        (
+            "wrong type of a common train field",
+            train_pipeline("diffusion", "batch_size: many"),
+            vec![],
+            vec!["node `trained`", "field `batch_size`", "invalid type", "bad.yaml:14"],
+        ),
+        (
+            "wrong type of a task's train field",
+            train_pipeline("face-recognition", "momentum: high"),
+            vec![],
+            vec!["node `trained`", "field `momentum`", "invalid type", "bad.yaml:14"],
+        ),
     ]
 }
 
@@ -105,6 +160,15 @@ fn bad_pipelines_exit_78_with_precise_messages() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn toy_train_pipelines_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["train-encoder", "train-recognizer", "train-autoencoder", "train-denoiser", "train-ldm", "reproduce"] {
+        let out = idflow(root, &["validate", &format!("pipelines/toy/{name}.yaml")]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -6,24 +6,15 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
-use common::{epoch_losses, idflow, read_batches, write_pipeline};
+use common::{epoch_losses, read_batches, run_ok, write_pipeline};
 use idflow_models::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 
-const VQ: &str = "{ch: 32, ch_mult: [1, 2], num_res_blocks: 1, in_channels: 3, out_ch: 3, z_channels: 3, embed_dim: 3, resolution: 16, attn_resolutions: []}";
+/// A small VQ-f2 first stage, as JSON (also a YAML flow mapping for the pipelines).
+const VQ: &str = r#"{"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "in_channels": 3, "out_ch": 3, "z_channels": 3, "embed_dim": 3, "resolution": 16, "attn_resolutions": []}"#;
 
 fn vq() -> VqConfig {
-    VqConfig {
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        in_channels: 3,
-        out_ch: 3,
-        z_channels: 3,
-        embed_dim: 3,
-        resolution: 16,
-        attn_resolutions: vec![],
-    }
+    serde_json::from_str(VQ).unwrap()
 }
 
 #[test]
@@ -37,8 +28,7 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
         dir.path().join("stats").display()
     );
     let p = write_pipeline(dir.path(), "train.yaml", &text);
-    let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
     let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 12);
     assert!(rows[11].1 < 0.5 * rows[0].1, "reconstruction loss did not halve: {rows:?}");
@@ -58,8 +48,7 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
         dir.path().join("latents").display()
     );
     let p = write_pipeline(dir.path(), "enc.yaml", &text);
-    let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
     let mut n = 0;
     for b in read_batches(&dir.path().join("latents")) {
         let lat = b.column_by_name("latent").unwrap().as_fixed_size_list();

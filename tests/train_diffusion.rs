@@ -6,33 +6,21 @@ mod common;
 
 use common::{epoch_losses, idflow, write_pipeline};
 use idflow_models::checkpoint::LoadOptions;
-use idflow_models::unet::{ConditionType, UNetConfig};
+use idflow_models::unet::UNetConfig;
+
+/// A tiny unconditional UNet, as JSON (also a YAML flow mapping for the pipeline).
+const UNET: &str = r#"{"input_channels": 3, "initial_channels": 32, "channel_multipliers": [1, 1], "is_attention": [false, false], "attention_heads": -1, "attention_head_channels": 32, "n_blocks_per_resolution": 1, "condition_type": "CA", "context_input_channels": 16, "context_channels": 32, "is_context_conditional": false, "learn_empty_context": false, "context_dropout_probability": 0.0}"#;
 
 fn tiny_unet() -> UNetConfig {
-    UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1],
-        is_attention: vec![false, false],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 1,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 16,
-        context_channels: 32,
-        is_context_conditional: false,
-        learn_empty_context: false,
-        context_dropout_probability: 0.0,
-    }
+    serde_json::from_str(UNET).unwrap()
 }
 
 #[test]
 fn tiny_unet_loss_falls_and_checkpoints_load() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ldm");
-    let unet_json = serde_json::to_string(&tiny_unet()).unwrap();
     let text = format!(
-        "name: train-ldm\nseed: 5\nworkers: 1\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 8\n    size: 8\n    difficulty: {{rotation: 0, yaw: 0, pitch: 0, translation: 0, scale: 0, expression: 0, lighting: 0, background: 0, blur: 0, noise: 0, occlusion: 0, jpeg: 0}}\n  latents:\n    op: decode\n    input: faces\n    size: 8\n  trained:\n    op: train\n    input: latents\n    task: diffusion\n    column: tensor\n    context: null\n    latent_shape: [3, 8, 8]\n    unet: {unet_json}\n    timesteps: 100\n    lr: {{type: warm-restarts, lr: 0.002, t0: 100, t_mult: 1}}\n    batch_size: 16\n    epochs: 20\n    output: {}\n  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
+        "name: train-ldm\nseed: 5\nworkers: 1\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 8\n    size: 8\n    difficulty: {{rotation: 0, yaw: 0, pitch: 0, translation: 0, scale: 0, expression: 0, lighting: 0, background: 0, blur: 0, noise: 0, occlusion: 0, jpeg: 0}}\n  latents:\n    op: decode\n    input: faces\n    size: 8\n  trained:\n    op: train\n    input: latents\n    task: diffusion\n    column: tensor\n    context: null\n    latent_shape: [3, 8, 8]\n    unet: {UNET}\n    timesteps: 100\n    lr: {{type: warm-restarts, lr: 0.002, t0: 100, t_mult: 1}}\n    batch_size: 16\n    epochs: 20\n    output: {}\n  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
         out.display(),
         dir.path().join("stats").display()
     );

@@ -11,7 +11,6 @@
 //! * [`heads`] — ArcFace, CosFace and ElasticFace margin heads.
 //! * [`checkpoint`] — official `.ckpt/.pt/.pth` and safetensors state dicts, strict loading.
 //! * [`traits`] — `Denoiser`, `FirstStage`, `FaceEncoder`: what the engine calls.
-//! * [`training`] — trainable variables and the DDPM denoising loss.
 //!
 //! Parameter paths equal the official PyTorch state-dict keys, so loading an official checkpoint
 //! is a lookup; every model is checked against golden outputs of the official code.
@@ -50,9 +49,11 @@ pub mod sampler;
 pub mod schedule;
 pub mod torch_file;
 pub mod train_loop;
-pub mod training;
 pub mod traits;
 pub mod unet;
 pub mod vq;
 
 pub use error::{ModelError, Result};
+/// The trainable variables and the DDPM training loss, at their former path (they live in
+/// [`train_loop::loss`]).
+pub use train_loop::loss as training;

@@ -3,6 +3,7 @@
 //! IDiff-Face denoiser training (eps-MSE, CPD, Adam, EMA), with checkpointable state.
 //!
 //! * [`backbone`] — an IResNet with configurable widths and input size (toy-world training);
+//! * [`loss`] — the trainable subset of a `VarMap` and IDiff-Face's DDPM training loss;
 //! * [`optim`] — SGD (momentum, BN-free weight decay), Adam, gradient clipping;
 //! * [`schedule`] — learning-rate schedules and the EMA warm-up;
 //! * [`replicas`] — data-parallel replicas of one step (threads over parts of the batch);
@@ -14,6 +15,7 @@ pub mod autoencoder;
 pub mod backbone;
 pub mod diffusion;
 pub mod face;
+pub mod loss;
 pub mod optim;
 pub mod replicas;
 pub mod schedule;

@@ -12,7 +12,7 @@ use idflow_models::iresnet::IrBackbone;
 use idflow_models::layers::BatchNorm;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::schedule::DdpmSchedule;
-use idflow_models::training::{ddpm_training_loss, trainable_vars};
+use idflow_models::train_loop::loss::{ddpm_training_loss, trainable_vars};
 use idflow_models::unet::{ConditionType, ConditionalUNet, UNetConfig};
 
 #[test]

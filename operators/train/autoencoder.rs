@@ -2,18 +2,54 @@
 //! images (L1 + L2 reconstruction, commitment, EMA codebook; no adversarial term), written as
 //! IDiff-Face's split encoder / decoder files.
 
-use super::data::{self, Example};
-use super::{EpochStats, TrainParams};
-use crate::operators::model_spec;
+use super::data::{self, ResumePoint};
+use super::driver::{StepLoss, TrainTask, TrainingSet};
+use super::params::CommonParams;
+use crate::operators::model_spec::{self, ConfigRef};
+use candle_core::Tensor;
 use idflow_models::train_loop::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;
 use idflow_models::vq::VqConfig;
+use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::path::Path;
+
+/// The parameters of `task: autoencoder` (besides the common ones).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderParams {
+    /// Image side (default: the configuration's resolution).
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// VQ configuration.
+    #[serde(default)]
+    pub first_stage: Option<ConfigRef>,
+    /// Codebook size.
+    #[serde(default = "default_n_embed")]
+    pub n_embed: usize,
+    /// Commitment weight.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Codebook EMA decay.
+    #[serde(default = "default_codebook_decay")]
+    pub codebook_decay: f64,
+}
+
+fn default_n_embed() -> usize {
+    8192
+}
+fn default_beta() -> f64 {
+    0.25
+}
+fn default_codebook_decay() -> f64 {
+    0.99
+}
 
 /// Resolved autoencoder settings.
 #[derive(Debug, Clone)]
 pub struct AutoencoderSetup {
+    /// The parameters as written.
+    pub params: AutoencoderParams,
     /// Architecture.
     pub vq: VqConfig,
     /// Image side.
@@ -22,8 +58,6 @@ pub struct AutoencoderSetup {
     pub lr: LrSchedule,
 }
 
-/// Checkpoint file name inside `output`.
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// The encoder file (`encoder.*`, `quant_conv.*`).
 pub const ENCODER: &str = "first_stage_encoder_state_dict.safetensors";
 /// The decoder file (`decoder.*`, `post_quant_conv.*`, `quantize.embedding.weight`).
@@ -35,9 +69,19 @@ pub const ENCODER_PT: &str = "first_stage_encoder_state_dict.pt";
 /// [`DECODER`] as a `torch.save` archive.
 pub const DECODER_PT: &str = "first_stage_decoder_state_dict.pt";
 
-impl AutoencoderSetup {
-    /// Resolves the parameters; errors name the field.
-    pub fn resolve(p: &TrainParams) -> Result<Self, (&'static str, String)> {
+/// First-stage training: the trainer and the settings of one run.
+pub struct AutoencoderTask {
+    setup: AutoencoderSetup,
+    trainer: AutoencoderTrainer,
+}
+
+impl TrainTask for AutoencoderTask {
+    type Params = AutoencoderParams;
+    type Setup = AutoencoderSetup;
+    const NAME: &'static str = "autoencoder";
+    const ROW: &'static str = "image";
+
+    fn resolve(common: &CommonParams, p: AutoencoderParams) -> Result<AutoencoderSetup, (&'static str, String)> {
         let vq = model_spec::vq_config(p.first_stage.as_ref()).map_err(|e| ("first_stage", e))?;
         let f = 1u32 << vq.ch_mult.len().saturating_sub(1);
         let size = p.size.unwrap_or(vq.resolution as u32);
@@ -50,98 +94,54 @@ impl AutoencoderSetup {
         if !(0.0..1.0).contains(&p.codebook_decay) {
             return Err(("codebook_decay", "must be within [0, 1)".into()));
         }
-        let lr = p.lr.clone().unwrap_or(LrSchedule::Constant { lr: 1e-4 });
-        Ok(Self { vq, size, lr })
+        let lr = common.lr.clone().unwrap_or(LrSchedule::Constant { lr: 1e-4 });
+        Ok(AutoencoderSetup { params: p, vq, size, lr })
     }
-}
 
-/// Trains on `examples` and writes the checkpoints; returns the statistics of the epochs run.
-pub fn run(setup: &AutoencoderSetup, p: &TrainParams, seed: u64, examples: Vec<Example>) -> Result<Vec<EpochStats>, String> {
-    let (examples, _, _) = data::canonical(examples);
-    let n = examples.len();
-    let s = setup.size as usize;
-    if n < 1 {
-        return Err("autoencoder training got no rows".into());
+    fn row_shape(setup: &AutoencoderSetup) -> [usize; 3] {
+        let s = setup.size as usize;
+        [3, s, s]
     }
-    if let Some(bad) = examples.iter().find(|e| e.values.len() != 3 * s * s) {
-        return Err(format!("identity {} sample {}: image has {} values, expected 3×{s}×{s}", bad.identity, bad.sample, bad.values.len()));
+
+    fn new(setup: &AutoencoderSetup, common: &CommonParams, _set: &TrainingSet, seed: u64, _workers: usize) -> Result<Self, String> {
+        let p = &setup.params;
+        let trainer = AutoencoderTrainer::new(AutoencoderTrainConfig {
+            vq: setup.vq.clone(),
+            n_embed: p.n_embed,
+            beta: p.beta,
+            codebook_decay: p.codebook_decay,
+            clip_grad_norm: common.clip_grad_norm,
+            seed,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self { setup: setup.clone(), trainer })
     }
-    let mut trainer = AutoencoderTrainer::new(AutoencoderTrainConfig {
-        vq: setup.vq.clone(),
-        n_embed: p.n_embed,
-        beta: p.beta,
-        codebook_decay: p.codebook_decay,
-        clip_grad_norm: p.clip_grad_norm,
-        seed,
-    })
-    .map_err(|e| e.to_string())?;
-    let ckpt_path = p.output.join(CHECKPOINT);
-    let (mut start_epoch, mut out) = (0, Vec::new());
-    if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
-        trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
-        start_epoch = r.epoch;
-        out = r.history;
+
+    fn lr(&self) -> &LrSchedule {
+        &self.setup.lr
     }
-    let bs = p.batch_size;
-    let total_steps = n.div_ceil(bs) as u64 * p.epochs;
-    let last_epoch = p.stop_after_epochs.map_or(p.epochs, |e| e.min(p.epochs));
-    for epoch in start_epoch..last_epoch {
-        let t0 = Instant::now();
-        let order = data::epoch_order(n, seed, epoch);
-        let (mut loss_sum, mut l1_sum, mut seen, mut lr) = (0.0, 0.0, 0usize, 0.0);
-        for chunk in order.chunks(bs) {
-            let rows: Vec<Vec<f32>> = chunk
-                .iter()
-                .map(|&i| {
-                    let mut v = examples[i].values.clone();
-                    if p.flip && data::flipped(seed, epoch, i) {
-                        data::flip_chw(&mut v, s);
-                    }
-                    v
-                })
-                .collect();
-            let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
-            lr = setup.lr.lr(trainer.step(), epoch, total_steps);
-            let st = trainer.train_step(&data::stack(&refs, &[3, s, s])?, lr).map_err(|e| e.to_string())?;
-            if !st.loss.is_finite() {
-                return Err(format!("epoch {}: loss became {} at step {}", epoch + 1, st.loss, trainer.step()));
-            }
-            loss_sum += st.loss * chunk.len() as f64;
-            l1_sum += st.l1 * chunk.len() as f64;
-            seen += chunk.len();
-        }
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            step: trainer.step(),
-            loss: loss_sum / seen.max(1) as f64,
-            accuracy: None,
-            lr,
-            images_per_s: seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            evals: Vec::new(),
-        };
-        tracing::info!(
-            "train: epoch {}/{} step {} loss {:.5} L1 {:.5} lr {:.2e} {:.1} images/s",
-            stats.epoch,
-            p.epochs,
-            stats.step,
-            stats.loss,
-            l1_sum / seen.max(1) as f64,
-            lr,
-            stats.images_per_s
-        );
-        let meta = HashMap::from([
-            ("task".to_string(), "autoencoder".to_string()),
-            ("epoch".to_string(), (epoch + 1).to_string()),
-            ("step".to_string(), trainer.step().to_string()),
-        ]);
-        out.push(stats);
-        data::write_checkpoint(&ckpt_path, &trainer.state().map_err(|e| e.to_string())?, data::with_history(meta, &out))?;
+
+    fn step(&self) -> u64 {
+        self.trainer.step()
     }
-    let meta = HashMap::from([("first_stage".to_string(), serde_json::to_string(&setup.vq).unwrap_or_default())]);
-    data::write_checkpoint(&p.output.join(ENCODER), &trainer.encoder_state(), meta.clone())?;
-    data::write_checkpoint(&p.output.join(DECODER), &trainer.decoder_state(), meta)?;
-    // the same split files as torch.save archives, as the official first stage ships them
-    data::write_torch_state_dict(&p.output.join(ENCODER_PT), &trainer.encoder_state())?;
-    data::write_torch_state_dict(&p.output.join(DECODER_PT), &trainer.decoder_state())?;
-    Ok(out)
+
+    fn train_step(&mut self, _set: &TrainingSet, _rows: &[usize], batch: &Tensor, lr: f64) -> Result<StepLoss, String> {
+        let s = self.trainer.train_step(batch, lr).map_err(|e| e.to_string())?;
+        Ok(StepLoss { loss: s.loss, correct: None, logged: Some(("L1", s.l1)) })
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>, String> {
+        self.trainer.state().map_err(|e| e.to_string())
+    }
+
+    fn load_state(&mut self, r: &ResumePoint, path: &Path) -> Result<(), String> {
+        self.trainer.load_state(&r.entries, r.step, &path.display().to_string()).map_err(|e| e.to_string())
+    }
+
+    fn write_outputs(&self, output: &Path) -> Result<(), String> {
+        let meta = HashMap::from([("first_stage".to_string(), serde_json::to_string(&self.setup.vq).unwrap_or_default())]);
+        let (encoder, decoder) = (self.trainer.encoder_state(), self.trainer.decoder_state());
+        // the split files also as torch.save archives, as the official first stage ships them
+        data::write_model_files(output, &[(ENCODER, ENCODER_PT, &encoder), (DECODER, DECODER_PT, &decoder)], &meta)
+    }
 }

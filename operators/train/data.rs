@@ -192,6 +192,21 @@ pub fn write_torch_state_dict(path: &Path, entries: &[(String, Tensor)]) -> Resu
     idflow_dataset::formats::torch_save::write_state_dict(path, &tensors).map_err(|e| e.to_string())
 }
 
+/// A model's final files: its safetensors name, its `torch.save` name and its tensors.
+pub type ModelFiles<'a> = (&'a str, &'a str, &'a [(String, Tensor)]);
+
+/// Writes each model `(safetensors name, torch.save name, tensors)` into `output` twice: as
+/// safetensors with `metadata`, and as a `torch.save` archive for the official PyTorch code.
+pub fn write_model_files(output: &Path, files: &[ModelFiles<'_>], metadata: &HashMap<String, String>) -> Result<(), String> {
+    for (safetensors, _, tensors) in files {
+        write_checkpoint(&output.join(safetensors), tensors, metadata.clone())?;
+    }
+    for (_, torch, tensors) in files {
+        write_torch_state_dict(&output.join(torch), tensors)?;
+    }
+    Ok(())
+}
+
 /// Reads a checkpoint written by [`write_checkpoint`].
 pub type Checkpoint = (BTreeMap<String, Tensor>, HashMap<String, String>);
 

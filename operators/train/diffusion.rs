@@ -6,19 +6,58 @@
 //! so the latent of a mirrored face is close to (not exactly) the mirrored latent; IDiff-Face
 //! flips the image before encoding — precomputed latents make that impossible here.
 
-use super::data::{self, Example};
-use super::{EpochStats, TrainParams};
-use crate::operators::model_spec;
+use super::data::{self, ResumePoint};
+use super::driver::{StepLoss, TrainTask, TrainingSet};
+use super::params::CommonParams;
+use crate::operators::model_spec::{self, ConfigRef};
+use candle_core::Tensor;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
-use idflow_models::train_loop::schedule::LrSchedule;
+use idflow_models::train_loop::schedule::{EmaConfig, LrSchedule};
 use idflow_models::unet::UNetConfig;
+use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::path::Path;
+
+/// The parameters of `task: diffusion` (besides the common ones).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionParams {
+    /// UNet configuration.
+    #[serde(default)]
+    pub unet: Option<ConfigRef>,
+    /// Context column (`null`: unconditional).
+    #[serde(default = "default_context")]
+    pub context: Option<String>,
+    /// Latent shape.
+    #[serde(default)]
+    pub latent_shape: Option<Vec<usize>>,
+    /// CPD probability.
+    #[serde(default)]
+    pub cpd: Option<f64>,
+    /// Whole-context dropout.
+    #[serde(default)]
+    pub uncond_probability: f64,
+    /// Diffusion steps.
+    #[serde(default = "default_timesteps")]
+    pub timesteps: usize,
+    /// EMA.
+    #[serde(default)]
+    pub ema: EmaConfig,
+}
+
+fn default_context() -> Option<String> {
+    Some("context".into())
+}
+fn default_timesteps() -> usize {
+    1000
+}
 
 /// Resolved diffusion settings.
 #[derive(Debug, Clone)]
 pub struct DiffusionSetup {
+    /// The parameters as written.
+    pub params: DiffusionParams,
     /// The UNet (CPD p already applied).
     pub unet: UNetConfig,
     /// Latent shape `[c, h, w]`.
@@ -27,8 +66,6 @@ pub struct DiffusionSetup {
     pub lr: LrSchedule,
 }
 
-/// Checkpoint file name inside `output`.
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Current weights, official wrapper layout.
 pub const MODEL: &str = "model.safetensors";
 /// EMA weights, official wrapper layout.
@@ -40,9 +77,21 @@ pub const MODEL_CKPT: &str = "model.ckpt";
 /// [`EMA_MODEL`] as a `torch.save` archive.
 pub const EMA_MODEL_CKPT: &str = "ema_averaged_model.ckpt";
 
-impl DiffusionSetup {
-    /// Resolves the parameters; errors name the field.
-    pub fn resolve(p: &TrainParams) -> Result<Self, (&'static str, String)> {
+/// Denoiser training: the trainer and the settings of one run.
+pub struct DiffusionTask {
+    setup: DiffusionSetup,
+    trainer: DiffusionTrainer,
+    seed: u64,
+}
+
+impl TrainTask for DiffusionTask {
+    type Params = DiffusionParams;
+    type Setup = DiffusionSetup;
+    const NAME: &'static str = "diffusion";
+    const ROW: &'static str = "latent";
+    const UNIT: &'static str = "latents";
+
+    fn resolve(common: &CommonParams, p: DiffusionParams) -> Result<DiffusionSetup, (&'static str, String)> {
         let mut unet = model_spec::unet_config(p.unet.as_ref()).map_err(|e| ("unet", e))?;
         if let Some(cpd) = p.cpd {
             if !(0.0..1.0).contains(&cpd) {
@@ -64,121 +113,72 @@ impl DiffusionSetup {
         if p.timesteps == 0 {
             return Err(("timesteps", "must be at least 1".into()));
         }
-        let lr = p.lr.clone().unwrap_or(LrSchedule::WarmRestarts { lr: 1e-4, t0: 10_000, t_mult: 1, eta_min: 0.0 });
-        Ok(Self { unet, latent_shape: [c, h, w], lr })
+        let lr = common.lr.clone().unwrap_or(LrSchedule::WarmRestarts { lr: 1e-4, t0: 10_000, t_mult: 1, eta_min: 0.0 });
+        Ok(DiffusionSetup { params: p, unet, latent_shape: [c, h, w], lr })
     }
-}
 
-/// Trains on `examples` and writes the checkpoints; returns the statistics of the epochs run.
-pub fn run(setup: &DiffusionSetup, p: &TrainParams, seed: u64, examples: Vec<Example>) -> Result<Vec<EpochStats>, String> {
-    let (examples, _, _) = data::canonical(examples);
-    let n = examples.len();
-    let [c, h, w] = setup.latent_shape;
-    if n < 1 {
-        return Err("diffusion training got no rows".into());
+    fn row_shape(setup: &DiffusionSetup) -> [usize; 3] {
+        setup.latent_shape
     }
-    if let Some(bad) = examples.iter().find(|e| e.values.len() != c * h * w) {
-        return Err(format!(
-            "identity {} sample {}: latent has {} values, latent_shape is {:?}",
-            bad.identity,
-            bad.sample,
-            bad.values.len(),
-            setup.latent_shape
-        ));
-    }
-    let ctx_dim = setup.unet.context_input_channels;
-    if p.context.is_some() {
-        if let Some(bad) = examples.iter().find(|e| e.extra.len() != ctx_dim) {
-            return Err(format!(
-                "identity {} sample {}: context has {} values, the UNet takes {ctx_dim}",
-                bad.identity,
-                bad.sample,
-                bad.extra.len()
-            ));
-        }
-    }
-    let mut trainer = DiffusionTrainer::new(DiffusionTrainConfig {
-        unet: setup.unet.clone(),
-        timesteps: p.timesteps,
-        uncond_probability: p.uncond_probability,
-        ema: p.ema,
-        clip_grad_norm: p.clip_grad_norm,
-        seed,
-    })
-    .map_err(|e| e.to_string())?;
-    let ckpt_path = p.output.join(CHECKPOINT);
-    let (mut start_epoch, mut out) = (0, Vec::new());
-    if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
-        trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
-        start_epoch = r.epoch;
-        out = r.history;
-    }
-    let bs = p.batch_size;
-    let total_steps = n.div_ceil(bs) as u64 * p.epochs;
-    let last_epoch = p.stop_after_epochs.map_or(p.epochs, |s| s.min(p.epochs));
-    for epoch in start_epoch..last_epoch {
-        let t0 = Instant::now();
-        let order = data::epoch_order(n, seed, epoch);
-        let (mut loss_sum, mut seen, mut lr) = (0.0, 0usize, 0.0);
-        for chunk in order.chunks(bs) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let mut v = examples[i].values.clone();
-                if p.flip && data::flipped(seed, epoch, i) {
-                    data::flip_chw(&mut v, w);
-                }
-                rows.push(v);
+
+    fn new(setup: &DiffusionSetup, common: &CommonParams, set: &TrainingSet, seed: u64, _workers: usize) -> Result<Self, String> {
+        let ctx_dim = setup.unet.context_input_channels;
+        if setup.params.context.is_some() {
+            if let Some(bad) = set.examples.iter().find(|e| e.extra.len() != ctx_dim) {
+                return Err(format!(
+                    "identity {} sample {}: context has {} values, the UNet takes {ctx_dim}",
+                    bad.identity,
+                    bad.sample,
+                    bad.extra.len()
+                ));
             }
-            let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
-            let latents = data::stack(&refs, &[c, h, w])?;
-            let context = if p.context.is_some() {
-                let crefs: Vec<&[f32]> = chunk.iter().map(|&i| examples[i].extra.as_slice()).collect();
-                Some(data::stack(&crefs, &[ctx_dim])?)
-            } else {
-                None
-            };
-            let keys: Vec<NoiseKey> =
-                chunk.iter().map(|&i| NoiseKey { seed, identity: examples[i].identity, sample: examples[i].sample }).collect();
-            lr = setup.lr.lr(trainer.step(), epoch, total_steps);
-            let loss = trainer.train_step(&latents, context.as_ref(), &keys, lr).map_err(|e| e.to_string())?;
-            if !loss.is_finite() {
-                return Err(format!("epoch {}: loss became {loss} at step {}", epoch + 1, trainer.step()));
-            }
-            loss_sum += loss * chunk.len() as f64;
-            seen += chunk.len();
         }
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            step: trainer.step(),
-            loss: loss_sum / seen.max(1) as f64,
-            accuracy: None,
-            lr,
-            images_per_s: seen as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            evals: Vec::new(),
+        let p = &setup.params;
+        let trainer = DiffusionTrainer::new(DiffusionTrainConfig {
+            unet: setup.unet.clone(),
+            timesteps: p.timesteps,
+            uncond_probability: p.uncond_probability,
+            ema: p.ema,
+            clip_grad_norm: common.clip_grad_norm,
+            seed,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self { setup: setup.clone(), trainer, seed })
+    }
+
+    fn lr(&self) -> &LrSchedule {
+        &self.setup.lr
+    }
+
+    fn step(&self) -> u64 {
+        self.trainer.step()
+    }
+
+    fn train_step(&mut self, set: &TrainingSet, rows: &[usize], batch: &Tensor, lr: f64) -> Result<StepLoss, String> {
+        let context = if self.setup.params.context.is_some() {
+            let crefs: Vec<&[f32]> = rows.iter().map(|&i| set.examples[i].extra.as_slice()).collect();
+            Some(data::stack(&crefs, &[self.setup.unet.context_input_channels])?)
+        } else {
+            None
         };
-        tracing::info!(
-            "train: epoch {}/{} step {} loss {:.5} lr {:.2e} {:.1} latents/s",
-            stats.epoch,
-            p.epochs,
-            stats.step,
-            stats.loss,
-            lr,
-            stats.images_per_s
-        );
-        let meta = HashMap::from([
-            ("task".to_string(), "diffusion".to_string()),
-            ("epoch".to_string(), (epoch + 1).to_string()),
-            ("step".to_string(), trainer.step().to_string()),
-        ]);
-        out.push(stats);
-        data::write_checkpoint(&ckpt_path, &trainer.state().map_err(|e| e.to_string())?, data::with_history(meta, &out))?;
+        let keys: Vec<NoiseKey> = rows
+            .iter()
+            .map(|&i| NoiseKey { seed: self.seed, identity: set.examples[i].identity, sample: set.examples[i].sample })
+            .collect();
+        self.trainer.train_step(batch, context.as_ref(), &keys, lr).map(StepLoss::loss).map_err(|e| e.to_string())
     }
-    let meta = HashMap::from([("unet".to_string(), serde_json::to_string(&setup.unet).unwrap_or_default())]);
-    let (model, ema) = (trainer.model_state().map_err(|e| e.to_string())?, trainer.ema_state().map_err(|e| e.to_string())?);
-    data::write_checkpoint(&p.output.join(MODEL), &model, meta.clone())?;
-    data::write_checkpoint(&p.output.join(EMA_MODEL), &ema, meta)?;
-    // the same weights as torch.save archives, for the official PyTorch code
-    data::write_torch_state_dict(&p.output.join(MODEL_CKPT), &model)?;
-    data::write_torch_state_dict(&p.output.join(EMA_MODEL_CKPT), &ema)?;
-    Ok(out)
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>, String> {
+        self.trainer.state().map_err(|e| e.to_string())
+    }
+
+    fn load_state(&mut self, r: &ResumePoint, path: &Path) -> Result<(), String> {
+        self.trainer.load_state(&r.entries, r.step, &path.display().to_string()).map_err(|e| e.to_string())
+    }
+
+    fn write_outputs(&self, output: &Path) -> Result<(), String> {
+        let meta = HashMap::from([("unet".to_string(), serde_json::to_string(&self.setup.unet).unwrap_or_default())]);
+        let (model, ema) = (self.trainer.model_state().map_err(|e| e.to_string())?, self.trainer.ema_state().map_err(|e| e.to_string())?);
+        data::write_model_files(output, &[(MODEL, MODEL_CKPT, &model), (EMA_MODEL, EMA_MODEL_CKPT, &ema)], &meta)
+    }
 }

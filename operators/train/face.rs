@@ -1,8 +1,11 @@
-//! The face-recognition half of `train`: resolves backbone/head/schedule, runs the epochs,
-//! evaluates on verification `.bin` files, writes checkpoints.
+//! The face-recognition task of `train`: its parameters (backbone, margin head, SGD,
+//! augmentation, data-parallel replicas, verification benchmarks), its step and its
+//! evaluation on verification `.bin` files during training.
 
-use super::data::{self, Example};
-use super::{BackboneParams, EpochStats, HeadParams, TrainParams};
+use super::data;
+use super::data::ResumePoint;
+use super::driver::{StepLoss, TrainTask, TrainingSet};
+use super::params::CommonParams;
 use crate::operators::model_spec::{self, Backend, Inference};
 use candle_core::Tensor;
 use idflow_dataset::metrics::verification;
@@ -12,13 +15,124 @@ use idflow_models::train_loop::backbone::TrainIResNetConfig;
 use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;
 use idflow_models::traits::FaceEncoder;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+
+/// A margin head as written in YAML.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum HeadParams {
+    /// ArcFace `cos(θ + m)` (TFace's threshold variant).
+    Arcface {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Margin.
+        #[serde(default = "m05")]
+        m: f64,
+    },
+    /// CosFace `cos θ − m`.
+    Cosface {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Margin.
+        #[serde(default = "m035")]
+        m: f64,
+    },
+    /// ElasticFace-Arc, margins `N(m, std)` per row.
+    ElasticfaceArc {
+        /// Scale.
+        #[serde(default = "s64")]
+        s: f64,
+        /// Mean margin.
+        #[serde(default = "m05")]
+        m: f64,
+        /// Margin standard deviation.
+        #[serde(default = "std0025")]
+        std: f64,
+    },
+}
+
+fn s64() -> f64 {
+    64.0
+}
+fn m05() -> f64 {
+    0.5
+}
+fn m035() -> f64 {
+    0.35
+}
+fn std0025() -> f64 {
+    0.025
+}
+
+/// A backbone as written in YAML: a name or an inline IResNet shape.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum BackboneParams {
+    /// `iresnet18|34|50|100|200` or `ir18|34|50|100`.
+    Name(String),
+    /// `{layers, widths, num_features, input_size}`.
+    Shape(TrainIResNetConfig),
+}
+
+/// The parameters of `task: face-recognition` (besides the common ones).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FaceParams {
+    /// Probability of a random resized crop.
+    #[serde(default)]
+    pub random_resized_crop: f64,
+    /// Data-parallel replicas per step.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// Decoded image side.
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Backbone.
+    #[serde(default)]
+    pub backbone: Option<BackboneParams>,
+    /// Head.
+    #[serde(default)]
+    pub head: Option<HeadParams>,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// SGD weight decay.
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    /// Verification benchmarks.
+    #[serde(default)]
+    pub eval: Vec<PathBuf>,
+    /// Evaluation period in epochs.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// What runs the evaluations' forwards: `onnx` (default) compiles the current backbone in
+    /// memory and runs it on ONNX Runtime, `native` runs the candle model being trained.
+    #[serde(default)]
+    pub eval_backend: Backend,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_wd() -> f64 {
+    5e-4
+}
+fn default_eval_every() -> u64 {
+    1
+}
 
 /// Resolved face-recognition settings.
 #[derive(Debug, Clone)]
 pub struct FaceSetup {
+    /// The parameters as written.
+    pub params: FaceParams,
     /// Backbone.
     pub backbone: BackboneConfig,
     /// Head scale.
@@ -31,49 +145,28 @@ pub struct FaceSetup {
     pub size: u32,
 }
 
-/// Checkpoint file name inside `output`.
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Final backbone file name inside `output`.
 pub const BACKBONE: &str = "backbone.safetensors";
 
-impl FaceSetup {
-    /// Resolves the parameters; errors name the field.
-    pub fn resolve(p: &TrainParams) -> Result<Self, (&'static str, String)> {
-        let backbone = match &p.backbone {
-            None => BackboneConfig::Iresnet(TrainIResNetConfig::standard(50, 512).ok_or(("backbone", "no iresnet50".to_string()))?),
-            Some(BackboneParams::Name(n)) => {
-                if let Some(d) = n.strip_prefix("iresnet").and_then(|d| d.parse::<usize>().ok()) {
-                    BackboneConfig::Iresnet(TrainIResNetConfig::standard(d, 512).ok_or(("backbone", format!("unknown IResNet depth {d}")))?)
-                } else if let Some(d) = n.strip_prefix("ir").and_then(|d| d.parse::<usize>().ok()).filter(|d| [18, 34, 50, 100].contains(d))
-                {
-                    BackboneConfig::Ir(d)
-                } else {
-                    return Err((
-                        "backbone",
-                        format!("unknown backbone `{n}`; use iresnet18/34/50/100/200, ir18/34/50/100 or an inline map"),
-                    ));
-                }
+fn backbone_config(p: &FaceParams) -> Result<BackboneConfig, (&'static str, String)> {
+    Ok(match &p.backbone {
+        None => BackboneConfig::Iresnet(TrainIResNetConfig::standard(50, 512).ok_or(("backbone", "no iresnet50".to_string()))?),
+        Some(BackboneParams::Name(n)) => {
+            if let Some(d) = n.strip_prefix("iresnet").and_then(|d| d.parse::<usize>().ok()) {
+                BackboneConfig::Iresnet(TrainIResNetConfig::standard(d, 512).ok_or(("backbone", format!("unknown IResNet depth {d}")))?)
+            } else if let Some(d) = n.strip_prefix("ir").and_then(|d| d.parse::<usize>().ok()).filter(|d| [18, 34, 50, 100].contains(d)) {
+                BackboneConfig::Ir(d)
+            } else {
+                return Err(("backbone", format!("unknown backbone `{n}`; use iresnet18/34/50/100/200, ir18/34/50/100 or an inline map")));
             }
-            Some(BackboneParams::Shape(c)) => {
-                if c.input_size < 16 || c.widths.contains(&0) || c.num_features == 0 || c.layers.contains(&0) {
-                    return Err(("backbone", "input_size must be ≥ 16 and layers/widths/num_features positive".into()));
-                }
-                BackboneConfig::Iresnet(c.clone())
-            }
-        };
-        let (scale, margin) = match p.head.clone().unwrap_or(HeadParams::Arcface { s: 64.0, m: 0.5 }) {
-            HeadParams::Arcface { s, m } => (s, Margin::ArcFace { m, threshold: true, easy_margin: false }),
-            HeadParams::Cosface { s, m } => (s, Margin::CosFace { m }),
-            HeadParams::ElasticfaceArc { s, m, std } => (s, Margin::ElasticArc { m, std, plus: false }),
-        };
-        let size = p.size.unwrap_or(backbone.input_size() as u32);
-        if size as usize != backbone.input_size() {
-            return Err(("size", format!("the backbone takes {0}×{0} inputs", backbone.input_size())));
         }
-        let lr =
-            p.lr.clone().unwrap_or(LrSchedule::Steps { lrs: vec![0.1, 0.01, 0.001, 0.0001], stages: vec![22, 28, 32], warmup_steps: 0 });
-        Ok(Self { backbone, scale, margin, lr, size })
-    }
+        Some(BackboneParams::Shape(c)) => {
+            if c.input_size < 16 || c.widths.contains(&0) || c.num_features == 0 || c.layers.contains(&0) {
+                return Err(("backbone", "input_size must be ≥ 16 and layers/widths/num_features positive".into()));
+            }
+            BackboneConfig::Iresnet(c.clone())
+        }
+    })
 }
 
 /// A verification benchmark, kept encoded: its images are decoded chunk by chunk when it is
@@ -167,125 +260,141 @@ fn verify(trainer: &FaceTrainer, forward: &EvalForward, bench: &Benchmark, size:
     Ok(report.accuracy_mean)
 }
 
-fn checkpoint_meta(epoch: u64, step: u64, classes: usize, setup: &FaceSetup) -> HashMap<String, String> {
-    HashMap::from([
-        ("task".to_string(), "face-recognition".to_string()),
-        ("epoch".to_string(), epoch.to_string()),
-        ("step".to_string(), step.to_string()),
-        ("classes".to_string(), classes.to_string()),
-        ("backbone".to_string(), serde_json::to_string(&setup.backbone).unwrap_or_default()),
-    ])
+/// Face-recognition training: the trainer, the benchmarks and the settings of one run.
+pub struct FaceTask {
+    setup: FaceSetup,
+    trainer: FaceTrainer,
+    benchmarks: Vec<Benchmark>,
+    seed: u64,
+    workers: usize,
 }
 
-/// Trains on `examples` and writes the checkpoints; returns the statistics of the epochs run.
-/// `workers` (the process's worker threads) sizes the evaluations' ONNX Runtime thread pool.
-pub fn run(setup: &FaceSetup, p: &TrainParams, seed: u64, workers: usize, examples: Vec<Example>) -> Result<Vec<EpochStats>, String> {
-    let (examples, labels, classes) = data::canonical(examples);
-    let n = examples.len();
-    if n < 2 {
-        return Err(format!("face-recognition training needs at least 2 rows, got {n}"));
-    }
-    let size = setup.size as usize;
-    let width = 3 * size * size;
-    if let Some(bad) = examples.iter().find(|e| e.values.len() != width) {
-        return Err(format!(
-            "identity {} sample {}: input has {} values, expected 3×{size}×{size}",
-            bad.identity,
-            bad.sample,
-            bad.values.len()
-        ));
-    }
-    let benchmarks = load_benchmarks(&p.eval, setup.size)?;
-    let mut trainer = FaceTrainer::new(FaceTrainConfig {
-        backbone: setup.backbone.clone(),
-        classes,
-        scale: setup.scale,
-        margin: setup.margin,
-        momentum: p.momentum,
-        weight_decay: p.weight_decay,
-        clip_grad_norm: p.clip_grad_norm,
-        seed,
-        replicas: p.replicas,
-    })
-    .map_err(|e| e.to_string())?;
-    let ckpt_path = p.output.join(CHECKPOINT);
-    let (mut start_epoch, mut out) = (0, Vec::new());
-    if let Some(r) = data::resume_point(&ckpt_path, p.resume)? {
-        let saved_classes = data::meta_u64(&r.meta, "classes", &ckpt_path)?;
-        if saved_classes as usize != classes {
-            return Err(format!("{}: checkpoint has {saved_classes} classes, the input has {classes} identities", ckpt_path.display()));
+impl TrainTask for FaceTask {
+    type Params = FaceParams;
+    type Setup = FaceSetup;
+    const NAME: &'static str = "face-recognition";
+    const ROW: &'static str = "input";
+    const MIN_BATCH: usize = 2;
+
+    fn resolve(common: &CommonParams, p: FaceParams) -> Result<FaceSetup, (&'static str, String)> {
+        if !(0.0..=1.0).contains(&p.random_resized_crop) {
+            return Err(("random_resized_crop", "must be a probability within 0..1".into()));
         }
-        trainer.load_state(&r.entries, r.step, &ckpt_path.display().to_string()).map_err(|e| e.to_string())?;
-        start_epoch = r.epoch;
-        out = r.history;
-    }
-    // batches of `batch_size`; a last batch of one row is dropped (BatchNorm needs two)
-    let bs = p.batch_size;
-    let steps_per_epoch = n / bs + usize::from(n % bs >= 2);
-    let total_steps = steps_per_epoch as u64 * p.epochs;
-    let last_epoch = p.stop_after_epochs.map_or(p.epochs, |s| s.min(p.epochs));
-    for epoch in start_epoch..last_epoch {
-        let t0 = Instant::now();
-        let order = data::epoch_order(n, seed, epoch);
-        let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0usize, 0usize, 0.0);
-        for chunk in order.chunks(bs).filter(|c| c.len() >= 2) {
-            let mut rows: Vec<Vec<f32>> = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let mut v = examples[i].values.clone();
-                if p.flip && data::flipped(seed, epoch, i) {
-                    data::flip_chw(&mut v, size);
-                }
-                data::random_resized_crop(&mut v, size, p.random_resized_crop, seed, epoch, i);
-                rows.push(v);
-            }
-            let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
-            let batch_labels: Vec<u32> = chunk.iter().map(|&i| labels[i]).collect();
-            lr = setup.lr.lr(trainer.step(), epoch, total_steps);
-            let s = trainer.train_step(&data::stack(&refs, &[3, size, size])?, &batch_labels, lr).map_err(|e| e.to_string())?;
-            if !s.loss.is_finite() {
-                return Err(format!("epoch {}: loss became {} at step {}", epoch + 1, s.loss, trainer.step()));
-            }
-            loss_sum += s.loss * s.rows as f64;
-            correct += s.correct;
-            seen += s.rows;
+        if p.replicas == 0 {
+            return Err(("replicas", "must be at least 1".into()));
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let mut stats = EpochStats {
-            epoch: epoch + 1,
-            step: trainer.step(),
-            loss: loss_sum / seen.max(1) as f64,
-            accuracy: Some(correct as f64 / seen.max(1) as f64),
-            lr,
-            images_per_s: seen as f64 / secs.max(1e-9),
-            evals: Vec::new(),
+        if common.batch_size / p.replicas < 2 {
+            return Err((
+                "replicas",
+                format!(
+                    "batch_size {} gives each of {} replicas fewer than 2 rows (BatchNorm needs batch statistics)",
+                    common.batch_size, p.replicas
+                ),
+            ));
+        }
+        let mut names: Vec<String> = p.eval.iter().map(|e| super::benchmark_name(e)).collect();
+        names.sort();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(("eval", "two benchmark files share a file name; their accuracy columns would collide".into()));
+        }
+        let backbone = backbone_config(&p)?;
+        let (scale, margin) = match p.head.clone().unwrap_or(HeadParams::Arcface { s: 64.0, m: 0.5 }) {
+            HeadParams::Arcface { s, m } => (s, Margin::ArcFace { m, threshold: true, easy_margin: false }),
+            HeadParams::Cosface { s, m } => (s, Margin::CosFace { m }),
+            HeadParams::ElasticfaceArc { s, m, std } => (s, Margin::ElasticArc { m, std, plus: false }),
         };
-        tracing::info!(
-            "train: epoch {}/{} step {} loss {:.4} accuracy {:.3} lr {:.2e} {:.1} images/s",
-            stats.epoch,
-            p.epochs,
-            stats.step,
-            stats.loss,
-            correct as f64 / seen.max(1) as f64,
-            lr,
-            stats.images_per_s
-        );
-        if !benchmarks.is_empty() && ((epoch + 1) % p.eval_every.max(1) == 0 || epoch + 1 == last_epoch) {
-            let forward = EvalForward::new(&trainer, setup, &Inference::new(p.eval_backend, None, &[], workers))?;
-            for b in &benchmarks {
-                let acc = verify(&trainer, &forward, b, size)?;
-                tracing::info!("train: epoch {} {} accuracy {:.4}", epoch + 1, b.name, acc);
-                stats.evals.push(Some(acc));
-            }
+        let size = p.size.unwrap_or(backbone.input_size() as u32);
+        if size as usize != backbone.input_size() {
+            return Err(("size", format!("the backbone takes {0}×{0} inputs", backbone.input_size())));
         }
-        out.push(stats);
-        let meta = data::with_history(checkpoint_meta(epoch + 1, trainer.step(), classes, setup), &out);
-        data::write_checkpoint(&ckpt_path, &trainer.state(), meta)?;
+        let lr = common.lr.clone().unwrap_or(LrSchedule::Steps {
+            lrs: vec![0.1, 0.01, 0.001, 0.0001],
+            stages: vec![22, 28, 32],
+            warmup_steps: 0,
+        });
+        Ok(FaceSetup { params: p, backbone, scale, margin, lr, size })
     }
-    write_backbone(&p.output.join(BACKBONE), &trainer, setup)?;
-    Ok(out)
+
+    fn row_shape(setup: &FaceSetup) -> [usize; 3] {
+        let s = setup.size as usize;
+        [3, s, s]
+    }
+
+    fn new(setup: &FaceSetup, common: &CommonParams, set: &TrainingSet, seed: u64, workers: usize) -> Result<Self, String> {
+        let p = &setup.params;
+        let benchmarks = load_benchmarks(&p.eval, setup.size)?;
+        let trainer = FaceTrainer::new(FaceTrainConfig {
+            backbone: setup.backbone.clone(),
+            classes: set.classes,
+            scale: setup.scale,
+            margin: setup.margin,
+            momentum: p.momentum,
+            weight_decay: p.weight_decay,
+            clip_grad_norm: common.clip_grad_norm,
+            seed,
+            replicas: p.replicas,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self { setup: setup.clone(), trainer, benchmarks, seed, workers })
+    }
+
+    fn lr(&self) -> &LrSchedule {
+        &self.setup.lr
+    }
+
+    fn augment(&self, values: &mut Vec<f32>, epoch: u64, row: usize) {
+        data::random_resized_crop(values, self.setup.size as usize, self.setup.params.random_resized_crop, self.seed, epoch, row);
+    }
+
+    fn step(&self) -> u64 {
+        self.trainer.step()
+    }
+
+    fn train_step(&mut self, set: &TrainingSet, rows: &[usize], batch: &Tensor, lr: f64) -> Result<StepLoss, String> {
+        let labels: Vec<u32> = rows.iter().map(|&i| set.labels[i]).collect();
+        let s = self.trainer.train_step(batch, &labels, lr).map_err(|e| e.to_string())?;
+        Ok(StepLoss { loss: s.loss, correct: Some(s.correct), logged: None })
+    }
+
+    fn eval_every(&self) -> Option<u64> {
+        (!self.benchmarks.is_empty()).then_some(self.setup.params.eval_every)
+    }
+
+    fn evaluate(&mut self, epoch: u64) -> Result<Vec<Option<f64>>, String> {
+        let inference = Inference::new(self.setup.params.eval_backend, None, &[], self.workers);
+        let forward = EvalForward::new(&self.trainer, &self.setup, &inference)?;
+        let mut out = Vec::with_capacity(self.benchmarks.len());
+        for b in &self.benchmarks {
+            let acc = verify(&self.trainer, &forward, b, self.setup.size as usize)?;
+            tracing::info!("train: epoch {epoch} {} accuracy {:.4}", b.name, acc);
+            out.push(Some(acc));
+        }
+        Ok(out)
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>, String> {
+        Ok(self.trainer.state())
+    }
+
+    fn checkpoint_meta(&self) -> Vec<(String, String)> {
+        vec![("classes".to_string(), self.trainer.config().classes.to_string()), backbone_meta(&self.setup)]
+    }
+
+    fn load_state(&mut self, r: &ResumePoint, path: &Path) -> Result<(), String> {
+        let classes = self.trainer.config().classes;
+        let saved_classes = data::meta_u64(&r.meta, "classes", path)?;
+        if saved_classes as usize != classes {
+            return Err(format!("{}: checkpoint has {saved_classes} classes, the input has {classes} identities", path.display()));
+        }
+        self.trainer.load_state(&r.entries, r.step, &path.display().to_string()).map_err(|e| e.to_string())
+    }
+
+    fn write_outputs(&self, output: &Path) -> Result<(), String> {
+        data::write_checkpoint(&output.join(BACKBONE), &self.trainer.backbone_state(), HashMap::from([backbone_meta(&self.setup)]))
+    }
 }
 
-fn write_backbone(path: &Path, trainer: &FaceTrainer, setup: &FaceSetup) -> Result<(), String> {
-    let meta = HashMap::from([("backbone".to_string(), serde_json::to_string(&setup.backbone).unwrap_or_default())]);
-    data::write_checkpoint(path, &trainer.backbone_state(), meta)
+/// The `backbone` metadata entry (its configuration as JSON).
+fn backbone_meta(setup: &FaceSetup) -> (String, String) {
+    ("backbone".to_string(), serde_json::to_string(&setup.backbone).unwrap_or_default())
 }

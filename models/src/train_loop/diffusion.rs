@@ -9,13 +9,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use idflow_dataset::rng::KeyedRng;
 
+use super::loss::ddpm_training_loss;
 use super::optim::{clip_grad_norm, params, Adam};
 use super::schedule::{ema_decay, EmaConfig};
 use super::state::{keyed_init, load_into, named_vars, Ema};
 use crate::error::{input_error, Result};
 use crate::sampler::NoiseKey;
 use crate::schedule::DdpmSchedule;
-use crate::training::ddpm_training_loss;
 use crate::unet::{ConditionalUNet, UNetConfig};
 
 /// Key prefix of the denoiser in the official wrapper state dict.

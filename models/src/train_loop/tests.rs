@@ -13,7 +13,7 @@ use crate::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use crate::train_loop::optim::{params, Adam, Sgd};
 use crate::train_loop::schedule::EmaConfig;
 use crate::train_loop::state::{decode_safetensors, encode_safetensors, keyed_init};
-use crate::unet::{ConditionType, UNetConfig};
+use crate::unet::UNetConfig;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use std::collections::{BTreeMap, HashMap};
@@ -152,21 +152,7 @@ fn published_topology_backbone_loads_into_the_inference_iresnet() {
 }
 
 fn tiny_conditional_unet() -> UNetConfig {
-    UNetConfig {
-        input_channels: 2,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1],
-        is_attention: vec![false, true],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 1,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 8,
-        context_channels: 32,
-        is_context_conditional: true,
-        learn_empty_context: true,
-        context_dropout_probability: 0.25,
-    }
+    serde_json::from_str(r#"{"input_channels": 2, "initial_channels": 32, "channel_multipliers": [1, 1], "is_attention": [false, true], "attention_heads": -1, "attention_head_channels": 32, "n_blocks_per_resolution": 1, "condition_type": "CA", "context_input_channels": 8, "context_channels": 32, "is_context_conditional": true, "learn_empty_context": true, "context_dropout_probability": 0.25}"#).unwrap()
 }
 
 /// A fresh trainer's UNet starts with every weight matrix random (attention projections and
@@ -266,17 +252,10 @@ fn im2col_convolution_equals_candle_conv2d() {
 #[test]
 fn vq_autoencoder_learns_to_reconstruct_and_resumes_exactly() {
     use crate::train_loop::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer};
-    let vq = crate::vq::VqConfig {
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        in_channels: 3,
-        out_ch: 3,
-        z_channels: 3,
-        embed_dim: 3,
-        resolution: 16,
-        attn_resolutions: vec![],
-    };
+    let vq: crate::vq::VqConfig = serde_json::from_str(
+        r#"{"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "in_channels": 3, "out_ch": 3, "z_channels": 3, "embed_dim": 3, "resolution": 16, "attn_resolutions": []}"#,
+    )
+    .unwrap();
     let cfg = AutoencoderTrainConfig { vq, n_embed: 32, beta: 0.25, codebook_decay: 0.9, clip_grad_norm: None, seed: 8 };
     // smooth two-colour images: easy to reconstruct from a 3×8×8 code
     let mut v = Vec::new();
