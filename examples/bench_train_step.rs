@@ -6,15 +6,15 @@
 
 use candle_core::{Device, Tensor};
 use idflow_models::heads::Margin;
+use idflow_models::iresnet::IResNetConfig;
 use idflow_models::sampler::NoiseKey;
-use idflow_models::train_loop::backbone::TrainIResNetConfig;
 use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use idflow_models::train_loop::schedule::EmaConfig;
 use idflow_models::unet::{ConditionType, UNetConfig};
 use std::time::Instant;
 
-fn face(name: &str, backbone: TrainIResNetConfig, batch: usize, steps: usize) -> anyhow::Result<()> {
+fn face(name: &str, backbone: IResNetConfig, batch: usize, steps: usize) -> anyhow::Result<()> {
     let size = backbone.input_size;
     let mut trainer = FaceTrainer::new(FaceTrainConfig {
         backbone: BackboneConfig::Iresnet(backbone),
@@ -49,12 +49,12 @@ fn main() -> anyhow::Result<()> {
     let steps = args.iter().position(|a| a == "--steps").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(5);
     face(
         "toy IResNet [1,1,1,1] w16-128 32px",
-        TrainIResNetConfig { layers: [1, 1, 1, 1], widths: [16, 32, 64, 128], num_features: 64, input_size: 32 },
+        IResNetConfig { layers: [1, 1, 1, 1], widths: [16, 32, 64, 128], num_features: 64, input_size: 32 },
         32,
         steps,
     )?;
     if !args.iter().any(|a| a == "--skip-r50") {
-        face("IResNet-50 112px", TrainIResNetConfig::standard(50, 512).expect("standard depth"), 8, steps.min(2))?;
+        face("IResNet-50 112px", IResNetConfig::depth_features(50, 512).expect("standard depth"), 8, steps.min(2))?;
     }
     let unet = UNetConfig {
         input_channels: 3,

@@ -1,8 +1,9 @@
 //! Training loops for the `train` operator: the model-side half of face-recognition training
 //! (TFace recipe: margin head, SGD with momentum, no weight decay on BatchNorm) and of
-//! IDiff-Face denoiser training (eps-MSE, CPD, Adam, EMA), with checkpointable state.
+//! IDiff-Face denoiser training (eps-MSE, CPD, Adam, EMA), with checkpointable state. The
+//! networks are the architectures' single definitions ([`crate::iresnet`], [`crate::unet`],
+//! [`crate::vq`]) on the candle backend, built over a `VarMap` of trainable variables.
 //!
-//! * [`backbone`] — an IResNet with configurable widths and input size (toy-world training);
 //! * [`loss`] — the trainable subset of a `VarMap` and IDiff-Face's DDPM training loss;
 //! * [`optim`] — SGD (momentum, BN-free weight decay), Adam, gradient clipping;
 //! * [`schedule`] — learning-rate schedules and the EMA warm-up;
@@ -12,7 +13,6 @@
 //!   checkpoint tensors.
 
 pub mod autoencoder;
-pub mod backbone;
 pub mod diffusion;
 pub mod face;
 pub mod loss;

@@ -225,7 +225,13 @@ struct Embeddings<T> {
 enum ResidualConditioning<B: Backend> {
     /// `(1 + scale(e))·GN(h) + shift(e)` with `e = time_emb(t) [+ context_emb(c)]`;
     /// `DiffAE` additionally multiplies by `context_emb(c)`.
-    ScaleShift { scale_emb: B::Linear, shift_emb: B::Linear, norm2: B::GroupNorm, context_emb: Option<B::Linear>, multiplicative_context: bool },
+    ScaleShift {
+        scale_emb: B::Linear,
+        shift_emb: B::Linear,
+        norm2: B::GroupNorm,
+        context_emb: Option<B::Linear>,
+        multiplicative_context: bool,
+    },
     /// `GN(h + time_emb(t) [+ context_emb(c)])`.
     Additive { norm2: B::GroupNorm, context_emb: Option<B::Linear> },
 }

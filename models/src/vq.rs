@@ -147,13 +147,21 @@ struct Level<B: Backend> {
 
 impl<B: Backend> Level<B> {
     /// Builds `n_blocks` blocks `c_in → c_out` (attention where the level's resolution is listed).
-    fn blocks(cfg: &VqConfig, n_blocks: usize, mut c_in: usize, c_out: usize, res: usize, vars: &B::Vars<'_>) -> BResult<B, Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>> {
+    fn blocks(
+        cfg: &VqConfig,
+        n_blocks: usize,
+        mut c_in: usize,
+        c_out: usize,
+        res: usize,
+        vars: &B::Vars<'_>,
+    ) -> BResult<B, Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>> {
         let (block_vars, attn_vars) = (B::push(vars, "block"), B::push(vars, "attn"));
         let mut blocks = Vec::with_capacity(n_blocks);
         for j in 0..n_blocks {
             let block = ResnetBlock::new(c_in, c_out, &B::push(&block_vars, &j.to_string()))?;
             c_in = c_out;
-            let attn = if cfg.attn_resolutions.contains(&res) { Some(AttnBlock::new(c_out, &B::push(&attn_vars, &j.to_string()))?) } else { None };
+            let attn =
+                if cfg.attn_resolutions.contains(&res) { Some(AttnBlock::new(c_out, &B::push(&attn_vars, &j.to_string()))?) } else { None };
             blocks.push((block, attn));
         }
         Ok(blocks)

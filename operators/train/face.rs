@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use idflow_dataset::metrics::verification;
 use idflow_models::checkpoint::StateDict;
 use idflow_models::heads::Margin;
-use idflow_models::train_loop::backbone::TrainIResNetConfig;
+use idflow_models::iresnet::IResNetConfig;
 use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;
 use idflow_models::traits::FaceEncoder;
@@ -75,7 +75,7 @@ pub enum BackboneParams {
     /// `iresnet18|34|50|100|200` or `ir18|34|50|100`.
     Name(String),
     /// `{layers, widths, num_features, input_size}`.
-    Shape(TrainIResNetConfig),
+    Shape(IResNetConfig),
 }
 
 /// The parameters of `task: face-recognition` (besides the common ones).
@@ -150,10 +150,10 @@ pub const BACKBONE: &str = "backbone.safetensors";
 
 fn backbone_config(p: &FaceParams) -> Result<BackboneConfig, (&'static str, String)> {
     Ok(match &p.backbone {
-        None => BackboneConfig::Iresnet(TrainIResNetConfig::standard(50, 512).ok_or(("backbone", "no iresnet50".to_string()))?),
+        None => BackboneConfig::Iresnet(IResNetConfig::depth_features(50, 512).ok_or(("backbone", "no iresnet50".to_string()))?),
         Some(BackboneParams::Name(n)) => {
             if let Some(d) = n.strip_prefix("iresnet").and_then(|d| d.parse::<usize>().ok()) {
-                BackboneConfig::Iresnet(TrainIResNetConfig::standard(d, 512).ok_or(("backbone", format!("unknown IResNet depth {d}")))?)
+                BackboneConfig::Iresnet(IResNetConfig::depth_features(d, 512).ok_or(("backbone", format!("unknown IResNet depth {d}")))?)
             } else if let Some(d) = n.strip_prefix("ir").and_then(|d| d.parse::<usize>().ok()).filter(|d| [18, 34, 50, 100].contains(d)) {
                 BackboneConfig::Ir(d)
             } else {

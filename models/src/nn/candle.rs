@@ -108,9 +108,7 @@ impl Backend for Candle {
     fn conv2d(&self, layer: &PaddedConv2d, x: &Tensor) -> candle_core::Result<Tensor> {
         match layer.extra {
             None => layer.conv.forward(x),
-            Some([top, left, bottom, right]) => {
-                layer.conv.forward(&x.pad_with_zeros(3, left, right)?.pad_with_zeros(2, top, bottom)?)
-            }
+            Some([top, left, bottom, right]) => layer.conv.forward(&x.pad_with_zeros(3, left, right)?.pad_with_zeros(2, top, bottom)?),
         }
     }
 

@@ -151,7 +151,12 @@ pub fn compile_vq_decoder(dict: &StateDict, cfg: &VqConfig, quantize_latent: boo
     let mut g = trace.into_graph();
     g.output(image.value(), "image", ElemType::F32, &dims4(cfg.out_ch, false))?;
     if let Some(idx) = indices {
-        g.output(idx.value(), "indices", ElemType::I64, &[Dim::Symbol("batch"), Dim::Symbol("latent_height"), Dim::Symbol("latent_width")])?;
+        g.output(
+            idx.value(),
+            "indices",
+            ElemType::I64,
+            &[Dim::Symbol("batch"), Dim::Symbol("latent_height"), Dim::Symbol("latent_width")],
+        )?;
     }
     finish_model(
         g,

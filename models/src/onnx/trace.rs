@@ -266,7 +266,11 @@ impl<'w, 'a> Backend for OnnxTrace<'w, 'a> {
 
     fn conv2d(&self, layer: &Self::Conv2d, x: &Sym) -> Result<Sym, OnnxError> {
         let ConvSpec { in_channels, out_channels, kernel, stride, padding, bias } = layer.spec;
-        let weight = self.weight(&layer.path.key("weight"), &[out_channels, in_channels, kernel, kernel], &[out_channels, in_channels, kernel, kernel])?;
+        let weight = self.weight(
+            &layer.path.key("weight"),
+            &[out_channels, in_channels, kernel, kernel],
+            &[out_channels, in_channels, kernel, kernel],
+        )?;
         let b = if bias { Some(self.weight(&layer.path.key("bias"), &[out_channels], &[out_channels])?) } else { None };
         let pads = padding.map(|p| p as i64);
         let v = self.graph.borrow_mut().conv2d(&x.value, &weight, b.as_ref(), stride as i64, pads);
@@ -275,7 +279,11 @@ impl<'w, 'a> Backend for OnnxTrace<'w, 'a> {
 
     fn conv_transpose2d(&self, layer: &Self::ConvTranspose2d, x: &Sym) -> Result<Sym, OnnxError> {
         let ConvSpec { in_channels, out_channels, kernel, stride, padding, .. } = layer.spec;
-        let weight = self.weight(&layer.path.key("weight"), &[in_channels, out_channels, kernel, kernel], &[in_channels, out_channels, kernel, kernel])?;
+        let weight = self.weight(
+            &layer.path.key("weight"),
+            &[in_channels, out_channels, kernel, kernel],
+            &[in_channels, out_channels, kernel, kernel],
+        )?;
         let bias = self.weight(&layer.path.key("bias"), &[out_channels], &[out_channels])?;
         let v = self.graph.borrow_mut().conv_transpose2d(&x.value, &weight, Some(&bias), stride as i64, padding[0] as i64);
         Ok(self.node(v, 4))
@@ -462,7 +470,8 @@ impl<'w, 'a> Backend for OnnxTrace<'w, 'a> {
 
     fn subsample2d(&self, x: &Sym, stride: usize) -> Result<Sym, OnnxError> {
         let s = stride as i64;
-        let v = self.graph.borrow_mut().node("MaxPool", &[&x.value], vec![attr_ints("kernel_shape", &[1, 1]), attr_ints("strides", &[s, s])]);
+        let v =
+            self.graph.borrow_mut().node("MaxPool", &[&x.value], vec![attr_ints("kernel_shape", &[1, 1]), attr_ints("strides", &[s, s])]);
         Ok(self.node(v, x.rank))
     }
 

@@ -1,4 +1,4 @@
-//! One optimiser step of a face recogniser: backbone (trainable [`TrainIResNet`] or TFace
+//! One optimiser step of a face recogniser: backbone ([`IResNet`](crate::iresnet::IResNet) or TFace
 //! [`IrBackbone`]) → margin head → softmax cross-entropy, SGD with momentum and weight decay
 //! off BatchNorm parameters, optional gradient clipping; plus the model/optimiser state a
 //! resumable checkpoint needs.
@@ -10,20 +10,20 @@ use candle_nn::{VarBuilder, VarMap};
 use idflow_dataset::rng::KeyedRng;
 use serde::{Deserialize, Serialize};
 
-use super::backbone::{TrainIResNet, TrainIResNetConfig};
 use super::optim::{clip_grad_norm, params, Sgd};
 use super::replicas::{run_replicas, split_rows, sum_gradients};
 use super::state::{keyed_init, load_into, named_vars};
 use crate::error::{input_error, Result};
 use crate::heads::{Margin, MarginHead};
 use crate::iresnet::IrBackbone;
+use crate::iresnet::{IResNet, IResNetConfig};
 
 /// Which backbone to train.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackboneConfig {
     /// ElasticFace IResNet of any width/depth/input size.
-    Iresnet(TrainIResNetConfig),
+    Iresnet(IResNetConfig),
     /// TFace IR-`depth` (18, 34, 50, 100), 112×112, 512 features.
     Ir(usize),
 }
@@ -49,7 +49,7 @@ impl BackboneConfig {
     /// [`FaceTrainer::backbone_state`] (official key layout).
     pub fn onnx_spec(&self) -> crate::onnx::OnnxModelSpec {
         match self {
-            BackboneConfig::Iresnet(c) => crate::onnx::OnnxModelSpec::IResNet { config: c.inference_config() },
+            BackboneConfig::Iresnet(c) => crate::onnx::OnnxModelSpec::IResNet { config: c.clone() },
             BackboneConfig::Ir(depth) => crate::onnx::OnnxModelSpec::TFaceIr { depth: *depth },
         }
     }
@@ -82,7 +82,7 @@ pub struct FaceTrainConfig {
 }
 
 enum Backbone {
-    Iresnet(TrainIResNet),
+    Iresnet(IResNet),
     Ir(IrBackbone),
 }
 
@@ -124,7 +124,7 @@ impl FaceTrainer {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let backbone = match &config.backbone {
-            BackboneConfig::Iresnet(c) => Backbone::Iresnet(TrainIResNet::new(c, vb.clone())?),
+            BackboneConfig::Iresnet(c) => Backbone::Iresnet(IResNet::new(c, vb.clone())?),
             BackboneConfig::Ir(depth) => Backbone::Ir(IrBackbone::new(*depth, vb.clone())?),
         };
         let head = MarginHead::new(config.backbone.num_features(), config.classes, config.scale, config.margin, vb.pp("head"))?;

@@ -5,9 +5,8 @@
 //! reproducible resume of the denoiser (optimiser + EMA state).
 
 use crate::checkpoint::LoadOptions;
-use crate::iresnet::IResNetConfig;
+use crate::iresnet::{IResNet, IResNetConfig};
 use crate::sampler::NoiseKey;
-use crate::train_loop::backbone::{TrainIResNet, TrainIResNetConfig};
 use crate::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use crate::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use crate::train_loop::optim::{params, Adam, Sgd};
@@ -27,19 +26,19 @@ fn normal(key: u64, shape: &[usize], dtype: DType) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
 }
 
-fn tiny_backbone() -> TrainIResNetConfig {
-    TrainIResNetConfig { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8], num_features: 6, input_size: 16 }
+fn tiny_backbone() -> IResNetConfig {
+    IResNetConfig { layers: [1, 1, 1, 1], widths: [4, 4, 8, 8], num_features: 6, input_size: 16 }
 }
 
 #[test]
 fn iresnet_gradients_match_finite_differences() {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let net = TrainIResNet::new(&tiny_backbone(), VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+    let net = IResNet::new(&tiny_backbone(), VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
     keyed_init(&varmap, 11).unwrap();
     let x = normal(101, &[4, 3, 16, 16], DType::F64);
     let w = normal(102, &[4, 6], DType::F64);
-    let loss_of = |net: &TrainIResNet| net.forward_train(&x).unwrap().mul(&w).unwrap().sum_all().unwrap();
+    let loss_of = |net: &IResNet| net.forward_train(&x).unwrap().mul(&w).unwrap().sum_all().unwrap();
     let grads = loss_of(&net).backward().unwrap();
     let vars = varmap.data().lock().unwrap().clone();
     let mut checked = 0;
@@ -121,7 +120,7 @@ fn adam_follows_torch_bias_corrected_update() {
 
 #[test]
 fn published_topology_backbone_loads_into_the_inference_iresnet() {
-    let cfg = TrainIResNetConfig { layers: [1, 1, 1, 1], widths: [64, 128, 256, 512], num_features: 32, input_size: 112 };
+    let cfg = IResNetConfig { layers: [1, 1, 1, 1], widths: [64, 128, 256, 512], num_features: 32, input_size: 112 };
     let trainer = FaceTrainer::new(FaceTrainConfig {
         backbone: BackboneConfig::Iresnet(cfg),
         classes: 3,
@@ -229,23 +228,6 @@ fn denoiser_resume_equals_an_uninterrupted_run() {
         straight.ema_state().unwrap().into_iter().chain(straight.state().unwrap().into_iter().filter(|(k, _)| !k.starts_with("eps_model.")))
     {
         assert!(!t.track_op(), "denoiser state `{k}` holds a backprop graph");
-    }
-}
-
-#[test]
-fn im2col_convolution_equals_candle_conv2d() {
-    use crate::train_loop::backbone::Im2colConv;
-    let dev = Device::Cpu;
-    for (h, k, stride, pad) in [(7, 3, 1, 1), (7, 3, 2, 1), (8, 3, 2, 1), (9, 1, 2, 0), (6, 1, 1, 0)] {
-        let varmap = VarMap::new();
-        let conv = Im2colConv::new(5, 4, k, stride, pad, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-        let weight = varmap.data().lock().unwrap()["weight"].as_tensor().clone();
-        let x = normal(106, &[2, 5, h, h + 1], DType::F32);
-        let got = conv.forward(&x).unwrap();
-        let want = x.conv2d(&weight, pad, stride, 1, 1).unwrap();
-        assert_eq!(got.dims(), want.dims(), "h {h} k {k} stride {stride}");
-        let d: f32 = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        assert!(d < 1e-4, "h {h} k {k} stride {stride}: differs by {d}");
     }
 }
 
