@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor, Var};
-use idflow_models::conv::{Conv2d, ConvTranspose2d};
+use idflow_models::kernels::conv::{Conv2d, ConvTranspose2d};
 
 /// One benchmarked layer: input `[batch, c_in, size, size]`, kernel, stride, padding, transposed.
 struct Case {

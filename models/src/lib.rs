@@ -34,14 +34,11 @@
 //! one-to-one onto the PyTorch originals. The model stack therefore stays on candle; the training
 //! gap on CPU is the known cost of that choice (real training runs on GPUs).
 
-pub mod channel;
 pub mod checkpoint;
-pub mod conv;
 pub mod error;
-pub mod fused;
 pub mod heads;
 pub mod iresnet;
-pub mod layers;
+pub mod kernels;
 pub mod nn;
 pub mod onnx;
 pub mod pretrained;

@@ -79,7 +79,7 @@ fn strided_subsampling_equals_maxpool_with_kernel_1() {
     for (h, w) in [(8, 8), (7, 5)] {
         let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap();
         let pooled = x.max_pool2d_with_stride(1, 2).unwrap();
-        let sub = idflow_models::layers::subsample2d(&x, 2).unwrap();
+        let sub = idflow_models::nn::layers::subsample2d(&x, 2).unwrap();
         assert_close(&format!("subsample {h}x{w}"), &sub, &pooled, 0.0);
     }
 }

@@ -9,7 +9,7 @@ use common::assert_close;
 use idflow_dataset::rng::KeyedRng;
 use idflow_models::heads::{Margin, MarginHead};
 use idflow_models::iresnet::IrBackbone;
-use idflow_models::layers::BatchNorm;
+use idflow_models::nn::layers::BatchNorm;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::schedule::DdpmSchedule;
 use idflow_models::train_loop::loss::{ddpm_training_loss, trainable_vars};
@@ -129,7 +129,7 @@ fn unet_ddpm_loss_decreases_under_adamw() {
 #[test]
 fn batchnorm_and_prelu_gradients_match_the_broadcasting_formulation() {
     use candle_core::Var;
-    use idflow_models::layers::PRelu;
+    use idflow_models::nn::layers::PRelu;
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);

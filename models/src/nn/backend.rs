@@ -19,7 +19,7 @@
 
 use idflow_dataset::rng::KeyedRng;
 
-pub use crate::layers::NormMode;
+pub use super::layers::NormMode;
 
 /// Geometry of a square 2-D convolution (dilation 1, one group), as `torch.nn.Conv2d` takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! The candle implementation of [`Backend`]: candle tensors, parameters from a `VarBuilder`
 //! (a checkpoint, or a `VarMap` of trainable variables), idflow's GEMM convolutions and fused
-//! norms ([`crate::conv`], [`crate::fused`]) where candle's own are slow on the CPU.
+//! norms ([`crate::kernels`]) where candle's own are slow on the CPU.
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use idflow_dataset::rng::KeyedRng;
 
 use super::backend::{dropout_factors, Backend, ConvSpec, NormMode, PointwiseFrom};
-use crate::layers::{conv2d, conv2d_no_bias, conv_transpose2d, BatchNorm, GroupNorm, PRelu, Pointwise};
+use super::layers::{conv2d, conv2d_no_bias, conv_transpose2d, BatchNorm, GroupNorm, PRelu, Pointwise};
 use crate::vq::VectorQuantizer;
 
 /// The candle backend (stateless; all state lives in the tensors).
@@ -18,7 +18,7 @@ pub struct Candle;
 /// `[top, left, bottom, right]` applied before an unpadded convolution.
 #[derive(Clone, Debug)]
 pub struct PaddedConv2d {
-    conv: crate::conv::Conv2d,
+    conv: crate::kernels::conv::Conv2d,
     extra: Option<[usize; 4]>,
 }
 
@@ -27,7 +27,7 @@ impl Backend for Candle {
     type Vars<'v> = VarBuilder<'v>;
     type Error = candle_core::Error;
     type Conv2d = PaddedConv2d;
-    type ConvTranspose2d = crate::conv::ConvTranspose2d;
+    type ConvTranspose2d = crate::kernels::conv::ConvTranspose2d;
     type Linear = candle_nn::Linear;
     type Pointwise = Pointwise;
     type GroupNorm = GroupNorm;
@@ -231,7 +231,7 @@ impl Backend for Candle {
     }
 
     fn subsample2d(&self, x: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
-        crate::layers::subsample2d(x, stride)
+        super::layers::subsample2d(x, stride)
     }
 
     fn dropout(&self, x: &Tensor, p: f64, rng: &mut KeyedRng) -> candle_core::Result<Tensor> {

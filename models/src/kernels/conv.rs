@@ -16,20 +16,9 @@
 //! Parameter names and layouts are PyTorch's (`weight` `[c_out, c_in, k, k]` for `Conv2d`,
 //! `[c_in, c_out, k, k]` for `ConvTranspose2d`, `bias` `[c_out]`).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-/// Runs `f(row, values)` over `data` cut into rows of `row_len`: on rayon's pool when it has more
-/// than one thread, else on the calling thread (with one pool thread, callers on other threads,
-/// such as data-parallel training replicas, would queue behind each other on it).
-pub(crate) fn for_each_row(data: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    if rayon::current_num_threads() > 1 {
-        data.par_chunks_mut(row_len).enumerate().for_each(|(row, values)| f(row, values));
-    } else {
-        data.chunks_mut(row_len).enumerate().for_each(|(row, values)| f(row, values));
-    }
-}
+use super::buffers::{contiguous_f32, for_each_row};
 
 /// The geometry shared by `im2col` and `col2im`: an image batch `[batch, channels, height, width]`
 /// seen through a `kernel × kernel` window moved by `stride` over the image padded by `padding`,
@@ -126,18 +115,6 @@ impl Window {
     }
 }
 
-/// Reads a contiguous f32 CPU tensor's values (shared with [`crate::channel`]'s op).
-pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &'static str) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(data) => data.as_slice(),
-        other => candle_core::bail!("{op}: only f32 tensors are supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
-
 /// `image [B, C, H, W] → col [C·k·k, B·H'·W']`.
 struct Im2Col(Window);
 
@@ -188,7 +165,7 @@ fn gemm_path(x: &Tensor, weight: &Tensor) -> bool {
 /// Adds a per-channel bias to `[B, C, H, W]`.
 fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
-        Some(b) => crate::channel::channel_affine(&y, None, Some(b)),
+        Some(b) => super::affine::channel_affine(&y, None, Some(b)),
         None => Ok(y),
     }
 }

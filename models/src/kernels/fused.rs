@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
-use crate::conv::{contiguous_f32, for_each_row};
+use super::buffers::{contiguous_f32, for_each_row};
 
 /// Whether `x` can take the fused path (f32 on the CPU).
 pub fn is_fusable(x: &Tensor) -> bool {

@@ -1,8 +1,8 @@
 //! Small building blocks shared by the models: convolutions, norms and activations whose parameter
 //! names follow PyTorch (`weight`, `bias`, `running_mean`, …) so a state dict loads by lookup.
 //!
-//! candle-nn's `Linear` and `GroupNorm` are used as they are; convolutions are candle-nn's
-//! parameters run by [`crate::conv`] (GEMM forward and backward). The wrappers here add what
+//! candle-nn's `Linear` is used as it is; convolutions are candle-nn's
+//! parameters run by [`crate::kernels::conv`] (GEMM forward and backward). The wrappers here add what
 //! candle-nn lacks: 1×1 `Conv1d` as a batched matmul, an eval-mode
 //! `BatchNorm` that also consumes PyTorch's `num_batches_tracked` buffer (so strict loading sees
 //! every key used), an affine-free BatchNorm variant, and `PReLU` with per-channel slopes.
@@ -10,10 +10,9 @@
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
-pub use crate::channel::GroupNorm;
-use crate::channel::{broadcast_dims, channel_affine};
-pub use crate::conv::{Conv2d, ConvTranspose2d};
-use crate::fused;
+use crate::kernels::affine::{broadcast_dims, channel_affine};
+pub use crate::kernels::conv::{Conv2d, ConvTranspose2d};
+use crate::kernels::fused;
 
 /// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
 pub fn conv2d(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -210,7 +209,7 @@ impl BatchNorm {
         Ok(normed)
     }
 
-    /// [`Self::forward_batch`] through the fused CPU op ([`crate::fused`]).
+    /// [`Self::forward_batch`] through the fused CPU op ([`crate::kernels::fused`]).
     fn forward_batch_fused(&self, x: &Tensor, update_running: bool) -> Result<Tensor> {
         let (b, c) = (x.dim(0)?, broadcast_dims(x)?[1]);
         let n = b * x.dims()[2..].iter().product::<usize>();
@@ -290,4 +289,80 @@ pub fn subsample2d(x: &Tensor, s: usize) -> Result<Tensor> {
 /// Softmax over the last axis.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
+}
+
+/// `torch.nn.GroupNorm(groups, channels, eps)`: statistics over each group of channels and all
+/// positions, then the per-channel `weight` and `bias`.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` `[channels]` (initialised to 1 and 0 when training from scratch).
+    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
+        }
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, groups, eps })
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() < 3 || dims[1] != self.weight.dim(0)? {
+            candle_core::bail!("GroupNorm over {} channels got input {:?}", self.weight.dim(0)?, dims);
+        }
+        if fused::is_fusable(x) {
+            return fused::group_norm(x, self.groups, &self.weight, &self.bias, self.eps);
+        }
+        let grouped = x.reshape((dims[0], self.groups, ()))?;
+        let mean = grouped.mean_keepdim(2)?;
+        let centred = grouped.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(2)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape(dims)?;
+        channel_affine(&normed, Some(&self.weight), Some(&self.bias))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn group_norm_matches_candle_nn_forward_and_gradients() {
+        let dev = Device::Cpu;
+        let map = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let ours = GroupNorm::new(2, 6, 1e-5, vb.pp("gn")).unwrap();
+        // non-trivial affine parameters, shared with candle-nn's GroupNorm
+        for (name, var) in map.data().lock().unwrap().iter() {
+            let n = var.dim(0).unwrap();
+            let values: Vec<f32> =
+                (0..n).map(|i| if name.ends_with("weight") { 0.5 + i as f32 * 0.25 } else { i as f32 * 0.1 - 0.2 }).collect();
+            var.set(&Tensor::new(values, &dev).unwrap()).unwrap();
+        }
+        let theirs = candle_nn::GroupNorm::new(ours.weight.clone(), ours.bias.clone(), 6, 2, 1e-5).unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 6, 3, 3), &dev).unwrap()).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (2, 6, 3, 3), &dev).unwrap();
+        let (a, b) = (ours.forward(&x).unwrap(), theirs.forward(&x).unwrap());
+        assert!(max_diff(&a, &b) < 1e-5);
+        let g1 = (a * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (b * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-4);
+        for var in map.all_vars() {
+            assert!(max_diff(g1.get(&var).unwrap(), g2.get(&var).unwrap()) < 1e-4);
+        }
+    }
 }

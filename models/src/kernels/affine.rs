@@ -1,6 +1,6 @@
 //! Per-channel affine maps `y[b, c, …] = x[b, c, …] · scale[c] + shift[c]` with a fast backward
-//! pass, and the norms built on them (GroupNorm here, BatchNorm and PReLU in [`crate::layers`];
-//! on f32 CPU tensors the norms and PReLU take the fused ops of [`crate::fused`] instead).
+//! pass, the kernel under the norms of [`crate::nn::layers`] (on f32 CPU tensors the norms and
+//! PReLU take the fused ops of [`super::fused`] instead).
 //!
 //! Written with candle's broadcasting ops, the gradient of a per-channel parameter is a sum over
 //! the batch and spatial axes of a `[B, C, H, W]` tensor, which candle 0.11 reduces element by
@@ -9,10 +9,9 @@
 //! same gradients as row sums over contiguous `[B·C, H·W]` rows instead. No crate offers such an
 //! op for candle. Off the CPU the broadcasting ops are used as they are.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::conv::{contiguous_f32, for_each_row};
+use super::buffers::{contiguous_f32, for_each_row};
 
 /// The op: `(x [B, C, …], scale [C], shift [C]) → x · scale + shift`.
 struct ChannelAffine;
@@ -70,7 +69,7 @@ impl CustomOp3 for ChannelAffine {
 }
 
 /// `[1, C, 1, …]` for an input `[B, C, …]`; an error for inputs of rank < 2.
-pub(crate) fn broadcast_dims(x: &Tensor) -> Result<Vec<usize>> {
+pub fn broadcast_dims(x: &Tensor) -> Result<Vec<usize>> {
     if x.rank() < 2 {
         candle_core::bail!("a per-channel op needs [B, C, ...], got {:?}", x.dims());
     }
@@ -112,46 +111,6 @@ pub fn channel_affine(x: &Tensor, scale: Option<&Tensor>, shift: Option<&Tensor>
     x.contiguous()?.apply_op3(&scale, &shift, ChannelAffine)
 }
 
-/// `torch.nn.GroupNorm(groups, channels, eps)`: statistics over each group of channels and all
-/// positions, then the per-channel `weight` and `bias`.
-#[derive(Clone, Debug)]
-pub struct GroupNorm {
-    weight: Tensor,
-    bias: Tensor,
-    groups: usize,
-    eps: f64,
-}
-
-impl GroupNorm {
-    /// Loads `weight` and `bias` `[channels]` (initialised to 1 and 0 when training from scratch).
-    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        if groups == 0 || !channels.is_multiple_of(groups) {
-            candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
-        }
-        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
-        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
-        Ok(Self { weight, bias, groups, eps })
-    }
-}
-
-impl Module for GroupNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        if dims.len() < 3 || dims[1] != self.weight.dim(0)? {
-            candle_core::bail!("GroupNorm over {} channels got input {:?}", self.weight.dim(0)?, dims);
-        }
-        if crate::fused::is_fusable(x) {
-            return crate::fused::group_norm(x, self.groups, &self.weight, &self.bias, self.eps);
-        }
-        let grouped = x.reshape((dims[0], self.groups, ()))?;
-        let mean = grouped.mean_keepdim(2)?;
-        let centred = grouped.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(2)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape(dims)?;
-        channel_affine(&normed, Some(&self.weight), Some(&self.bias))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,31 +142,5 @@ mod tests {
         assert!(max_diff(&only_shift, &expected) < 1e-6);
         let g = only_shift.sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g.get(&shift).unwrap(), &Tensor::full(30f32, 4, &dev).unwrap()) < 1e-4);
-    }
-
-    #[test]
-    fn group_norm_matches_candle_nn_forward_and_gradients() {
-        let dev = Device::Cpu;
-        let map = candle_nn::VarMap::new();
-        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
-        let ours = GroupNorm::new(2, 6, 1e-5, vb.pp("gn")).unwrap();
-        // non-trivial affine parameters, shared with candle-nn's GroupNorm
-        for (name, var) in map.data().lock().unwrap().iter() {
-            let n = var.dim(0).unwrap();
-            let values: Vec<f32> =
-                (0..n).map(|i| if name.ends_with("weight") { 0.5 + i as f32 * 0.25 } else { i as f32 * 0.1 - 0.2 }).collect();
-            var.set(&Tensor::new(values, &dev).unwrap()).unwrap();
-        }
-        let theirs = candle_nn::GroupNorm::new(ours.weight.clone(), ours.bias.clone(), 6, 2, 1e-5).unwrap();
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 6, 3, 3), &dev).unwrap()).unwrap();
-        let probe = Tensor::randn(0f32, 1.0, (2, 6, 3, 3), &dev).unwrap();
-        let (a, b) = (ours.forward(&x).unwrap(), theirs.forward(&x).unwrap());
-        assert!(max_diff(&a, &b) < 1e-5);
-        let g1 = (a * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (b * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-4);
-        for var in map.all_vars() {
-            assert!(max_diff(g1.get(&var).unwrap(), g2.get(&var).unwrap()) < 1e-4);
-        }
     }
 }
