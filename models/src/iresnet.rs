@@ -237,12 +237,22 @@ impl Module for IResNet<Candle> {
     }
 }
 
+/// TFace's `res_layer` `Sequential`: BN, conv, BN, PReLU, conv, BN.
+type ResLayer<B> = (
+    <B as Backend>::BatchNorm,
+    <B as Backend>::Conv2d,
+    <B as Backend>::BatchNorm,
+    <B as Backend>::PRelu,
+    <B as Backend>::Conv2d,
+    <B as Backend>::BatchNorm,
+);
+
 /// TFace `BasicBlockIR`: `res_layer` = BN → conv 3×3 → BN → PReLU → conv 3×3 (stride s) → BN;
 /// `shortcut_layer` = `MaxPool2d(1, s)` (strided subsampling) when the width is unchanged,
 /// otherwise 1×1 conv (stride s) → BN.
 #[derive(Clone, Debug)]
 struct BasicBlockIr<B: Backend> {
-    res: (B::BatchNorm, B::Conv2d, B::BatchNorm, B::PRelu, B::Conv2d, B::BatchNorm),
+    res: ResLayer<B>,
     shortcut: Option<(B::Conv2d, B::BatchNorm)>,
     stride: usize,
 }

@@ -138,10 +138,13 @@ impl<B: Backend> AttnBlock<B> {
     }
 }
 
+/// A residual block of a level with its optional attention block.
+type LevelBlock<B> = (ResnetBlock<B>, Option<AttnBlock<B>>);
+
 /// One encoder/decoder level: residual blocks with optional attention, then a resampler.
 #[derive(Clone, Debug)]
 struct Level<B: Backend> {
-    blocks: Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>,
+    blocks: Vec<LevelBlock<B>>,
     resample: Option<B::Conv2d>,
 }
 
@@ -154,7 +157,7 @@ impl<B: Backend> Level<B> {
         c_out: usize,
         res: usize,
         vars: &B::Vars<'_>,
-    ) -> BResult<B, Vec<(ResnetBlock<B>, Option<AttnBlock<B>>)>> {
+    ) -> BResult<B, Vec<LevelBlock<B>>> {
         let (block_vars, attn_vars) = (B::push(vars, "block"), B::push(vars, "attn"));
         let mut blocks = Vec::with_capacity(n_blocks);
         for j in 0..n_blocks {
