@@ -15,9 +15,6 @@ use serde_saphyr::Spanned;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Node fields the engine itself reads; everything else is an operator parameter.
-pub const ENGINE_FIELDS: &[&str] = &["op", "input", "inputs", "on_error"];
-
 /// A 1-based position in the pipeline file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pos {
@@ -158,14 +155,6 @@ pub struct PipelineSpec {
     pub description: Option<String>,
     /// Nodes in file order.
     pub nodes: Vec<NodeSpec>,
-}
-
-impl PipelineSpec {
-    /// Directory relative paths in the pipeline are resolved against: the current directory
-    /// (pipelines are run from the repository or project root).
-    pub fn base_dir(&self) -> PathBuf {
-        PathBuf::from(".")
-    }
 }
 
 #[derive(Deserialize)]
