@@ -31,7 +31,7 @@ mod data;
 mod diffusion;
 mod face;
 
-use super::model_spec::{Backend, ConfigRef};
+use super::support::model_ref::{Backend, ConfigRef};
 use super::{
     BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
     Started, Task, TaskContext,
@@ -503,7 +503,7 @@ impl Operator for Train {
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         if !self.p.eval.is_empty() && self.p.eval_backend == Backend::Onnx {
             // the evaluations run on ONNX Runtime: a missing library fails now, not after training
-            super::model_spec::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
+            super::support::loading::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
         }
         std::fs::create_dir_all(&self.p.output)
             .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.p.output.display())))?;

@@ -6,23 +6,14 @@ mod common;
 
 use common::{epoch_losses, idflow, write_pipeline};
 use idflow_models::checkpoint::LoadOptions;
-use idflow_models::unet::{ConditionType, UNetConfig};
+use idflow_models::unet::UNetConfig;
 
 fn tiny_unet() -> UNetConfig {
     UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1],
         is_attention: vec![false, false],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 1,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 16,
-        context_channels: 32,
         is_context_conditional: false,
-        learn_empty_context: false,
         context_dropout_probability: 0.0,
+        ..idflow_models::presets::toy_unet()
     }
 }
 

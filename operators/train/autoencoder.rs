@@ -4,7 +4,7 @@
 
 use super::data::{self, Example};
 use super::{EpochStats, TrainParams};
-use crate::operators::model_spec;
+use crate::operators::support::model_ref as model_spec;
 use idflow_models::train_loop::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;
 use idflow_models::vq::VqConfig;

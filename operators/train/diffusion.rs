@@ -8,7 +8,7 @@
 
 use super::data::{self, Example};
 use super::{EpochStats, TrainParams};
-use crate::operators::model_spec;
+use crate::operators::support::model_ref as model_spec;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use idflow_models::train_loop::schedule::LrSchedule;

@@ -3,7 +3,8 @@
 
 use super::data::{self, Example};
 use super::{BackboneParams, EpochStats, HeadParams, TrainParams};
-use crate::operators::model_spec::{self, Backend, Inference};
+use crate::operators::support::loading as model_spec;
+use crate::operators::support::model_ref::{Backend, Inference};
 use candle_core::Tensor;
 use idflow_dataset::metrics::verification;
 use idflow_models::checkpoint::StateDict;
