@@ -16,7 +16,7 @@
 use crate::operators::support::benchmarks::{column_for, TABLE_COLUMNS};
 use crate::operators::support::face_embedder::FaceEmbedder;
 use crate::operators::support::loading;
-use crate::operators::support::model_ref::{self, ConfigRef, Engine};
+use crate::operators::support::model_ref::{self, Backend, ConfigRef, Inference, Provider};
 use idflow_dataset::formats::verification_bin::read_bin;
 use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
 use idflow_models::iresnet::IResNetConfig;
@@ -34,10 +34,17 @@ pub struct EncoderParams {
     /// `{layers: [a, b, c, d], num_features: n}`, or a JSON file with those fields.
     #[serde(default)]
     pub config: Option<ConfigRef>,
-    /// `backend`, `threads` and `providers` as in `embed` (`onnx` by default; `threads` defaults
-    /// to all cores — the benchmarks run on one worker after the input has been consumed).
-    #[serde(flatten)]
-    pub engine: Engine,
+    /// Inference backend: `onnx` (default; the checkpoint compiled once to ONNX and run on ONNX
+    /// Runtime, as in `embed`) or `native` (candle).
+    #[serde(default)]
+    pub backend: Backend,
+    /// ONNX Runtime intra-op threads (default: all cores — the benchmarks run on one worker
+    /// after the input has been consumed).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Flip test-time augmentation (the protocol's default).
     #[serde(default = "default_true")]
     pub flip: bool,
@@ -57,7 +64,7 @@ impl EncoderParams {
     /// The network configuration, or why it cannot be resolved.
     pub fn config(&self) -> Result<IResNetConfig, String> {
         let cfg = model_ref::iresnet_config(self.config.as_ref())?;
-        if cfg.num_features == 0 || self.batch_size == 0 || self.engine.threads == Some(0) {
+        if cfg.num_features == 0 || self.batch_size == 0 || self.threads == Some(0) {
             return Err("`num_features`, `batch_size` and `threads` must be at least 1".into());
         }
         Ok(cfg)
@@ -79,7 +86,7 @@ impl Encoder {
     pub fn load(p: &EncoderParams) -> Result<Self, String> {
         let config = p.config()?;
         // One worker runs the benchmarks, at the end of the run: one session, all cores.
-        let net = loading::load_iresnet(&p.engine.inference(1), &p.checkpoint, &config)?;
+        let net = loading::load_iresnet(&Inference::new(p.backend, p.threads, &p.providers, 1), &p.checkpoint, &config)?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
         Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name, side: config.input_size })
     }
@@ -319,19 +326,18 @@ mod tests {
 
     #[test]
     fn encoder_configs_resolve_like_embed() {
-        use crate::operators::support::model_ref::{Backend, Provider};
         use idflow_models::onnx::ExecutionProvider;
         let parse = |yaml: serde_json::Value| serde_json::from_value::<EncoderParams>(yaml).unwrap();
         let p = parse(serde_json::json!({"checkpoint": "a.pth"}));
         assert_eq!(p.config().unwrap().layers, [3, 4, 14, 3]);
         assert!(p.flip);
-        assert_eq!(p.engine.backend, Backend::Onnx);
+        assert_eq!(p.backend, Backend::Onnx);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": "iresnet100", "backend": "native"}));
         assert_eq!(p.config().unwrap().layers, [3, 13, 30, 3]);
-        assert_eq!(p.engine.backend, Backend::Native);
+        assert_eq!(p.backend, Backend::Native);
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "providers": ["cuda:1", "cpu"], "threads": 3}));
-        assert_eq!(p.engine.providers, [Provider(ExecutionProvider::Cuda { device_id: 1 }), Provider(ExecutionProvider::Cpu)]);
-        assert_eq!(p.engine.threads, Some(3));
+        assert_eq!(p.providers, [Provider(ExecutionProvider::Cuda { device_id: 1 }), Provider(ExecutionProvider::Cpu)]);
+        assert_eq!(p.threads, Some(3));
         let bad = serde_json::from_value::<EncoderParams>(serde_json::json!({"checkpoint": "a.pth", "providers": ["rocm"]}));
         assert!(bad.unwrap_err().to_string().contains("rocm"));
         let bad = serde_json::from_value::<EncoderParams>(serde_json::json!({"checkpoint": "a.pth", "provider": ["cpu"]}));

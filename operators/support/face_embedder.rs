@@ -5,7 +5,7 @@
 
 use super::generator::Reproducible;
 use super::loading;
-use super::model_ref::{self, Engine, ModelRef};
+use super::model_ref::{self, Backend, Inference, ModelRef, Provider};
 use crate::spec::{ConfigError, NodeSpec};
 use candle_core::{Device, Tensor};
 use idflow_dataset::formats::image_bytes::decode_complete;
@@ -25,9 +25,15 @@ pub const INPUT_SIZE: u32 = 112;
 pub struct EmbedParams {
     /// Encoder weights and configuration.
     pub encoder: ModelRef,
-    /// `backend`, `threads` and `providers`.
-    #[serde(flatten)]
-    pub engine: Engine,
+    /// Backend (default `onnx`).
+    #[serde(default)]
+    pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Image column.
     #[serde(default = "default_column")]
     pub column: String,
@@ -73,7 +79,7 @@ pub fn check_embed(node: &NodeSpec, p: &EmbedParams, field: &dyn Fn(&str) -> Str
     if cfg.num_features == 0 {
         return Err(node.error(Some(&*field("encoder")), "num_features must be positive"));
     }
-    p.engine.check(node, field)?;
+    model_ref::check_inference(node, p.threads, field)?;
     model_ref::check_checkpoint(node, &field("encoder"), &p.encoder.checkpoint, model_ref::Network::IResNet(&cfg))?;
     if p.std.contains(&0.0) {
         return Err(node.error(Some(&*field("std")), "must not contain 0"));
@@ -98,7 +104,7 @@ impl FaceEmbedder {
     pub fn load(p: &EmbedParams, cfg: &IResNetConfig, workers: usize) -> Result<Self, String> {
         let side = u32::try_from(cfg.input_size).map_err(|_| format!("input_size {} is too large", cfg.input_size))?;
         Ok(Self {
-            net: loading::load_iresnet(&p.engine.inference(workers), &p.encoder.checkpoint, cfg)?,
+            net: loading::load_iresnet(&Inference::new(p.backend, p.threads, &p.providers, workers), &p.encoder.checkpoint, cfg)?,
             p: p.clone(),
             dim: cfg.num_features,
             side,

@@ -6,7 +6,7 @@
 //! batching); `batched` stacks `batch` latents per call (see the `diffuse` operator's docs).
 
 use super::loading;
-use super::model_ref::{self, Engine, ModelRef};
+use super::model_ref::{self, Backend, Inference, ModelRef, Provider};
 use crate::spec::{ConfigError, NodeSpec};
 use candle_core::{Device, Tensor};
 use idflow_dataset::rng::derive_seed;
@@ -54,9 +54,15 @@ pub enum Condition {
 pub struct SamplingParams {
     /// UNet weights and configuration.
     pub model: ModelRef,
-    /// `backend`, `threads` and `providers`.
-    #[serde(flatten)]
-    pub engine: Engine,
+    /// Backend (default `onnx`).
+    #[serde(default)]
+    pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// DDPM or DDIM.
     #[serde(default = "default_sampler")]
     pub sampler: Sampler,
@@ -118,7 +124,7 @@ fn default_context_column() -> String {
 /// `field` maps a parameter name to the YAML field it came from (for nested use in `filter`).
 pub fn check_sampling(node: &NodeSpec, s: &SamplingParams, field: &dyn Fn(&str) -> String) -> Result<UNetConfig, ConfigError> {
     let cfg = model_ref::unet_config(s.model.config.as_ref()).map_err(|e| node.error(Some(&*field("model")), e))?;
-    s.engine.check(node, field)?;
+    model_ref::check_inference(node, s.threads, field)?;
     model_ref::check_checkpoint(node, &field("model"), &s.model.checkpoint, model_ref::Network::Unet(&cfg))?;
     model_ref::check_unet(&cfg, s.latent_shape[0]).map_err(|e| node.error(Some(&*field("latent_shape")), e))?;
     if s.latent_shape.contains(&0) {
@@ -189,7 +195,8 @@ impl Generator {
     /// Loads the checkpoint (on the node's backend, sized for `workers` local workers) and checks
     /// the sampler against its schedule.
     pub fn load(s: &SamplingParams, cfg: &UNetConfig, seed: u64, workers: usize) -> Result<Self, String> {
-        let (unet, schedule) = loading::load_denoiser(&s.engine.inference(workers), &s.model.checkpoint, cfg)?;
+        let (unet, schedule) =
+            loading::load_denoiser(&Inference::new(s.backend, s.threads, &s.providers, workers), &s.model.checkpoint, cfg)?;
         if s.sampler == Sampler::Ddim && s.steps > schedule.len() {
             return Err(format!("steps {} exceeds the model's T = {}", s.steps, schedule.len()));
         }

@@ -5,7 +5,7 @@
 use super::generator::Reproducible;
 use super::images::Size;
 use super::loading;
-use super::model_ref::{self, Engine, ModelRef};
+use super::model_ref::{self, Backend, Inference, ModelRef, Provider};
 use crate::spec::{ConfigError, NodeSpec};
 use candle_core::{Device, Tensor};
 use idflow_models::traits::FirstStage;
@@ -39,9 +39,15 @@ pub enum ImageFormat {
 pub struct DecodeParams {
     /// Decoder weights and configuration.
     pub first_stage: ModelRef,
-    /// `backend`, `threads` and `providers`.
-    #[serde(flatten)]
-    pub engine: Engine,
+    /// Backend (default `onnx`).
+    #[serde(default)]
+    pub backend: Backend,
+    /// ONNX Runtime intra-op threads per worker (default cores / workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     /// Latent column.
     #[serde(default = "default_column")]
     pub column: String,
@@ -96,7 +102,7 @@ pub fn check_decode(node: &NodeSpec, p: &DecodeParams, field: &dyn Fn(&str) -> S
     if cfg.ch_mult.is_empty() {
         return Err(node.error(Some(&*field("first_stage")), "ch_mult must not be empty"));
     }
-    p.engine.check(node, field)?;
+    model_ref::check_inference(node, p.threads, field)?;
     model_ref::check_checkpoint(node, &field("first_stage"), &p.first_stage.checkpoint, model_ref::Network::VqDecoder(&cfg))?;
     if let Some(s) = p.size {
         let (h, w) = s.hw();
@@ -126,7 +132,12 @@ impl LatentDecoder {
     /// Loads the decoder weights (on the node's backend, sized for `workers` local workers).
     pub fn load(p: &DecodeParams, cfg: &VqConfig, workers: usize) -> Result<Self, String> {
         Ok(Self {
-            decoder: loading::load_vq_decoder(&p.engine.inference(workers), &p.first_stage.checkpoint, cfg, p.quantize)?,
+            decoder: loading::load_vq_decoder(
+                &Inference::new(p.backend, p.threads, &p.providers, workers),
+                &p.first_stage.checkpoint,
+                cfg,
+                p.quantize,
+            )?,
             p: p.clone(),
             embed_dim: cfg.embed_dim,
             factor: 1 << (cfg.ch_mult.len() - 1),

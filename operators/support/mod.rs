@@ -3,7 +3,7 @@
 //! [`crate::operators`], never from each other.
 //!
 //! * [`model_ref`] — the YAML model reference `{checkpoint, config}`, the `backend` / `threads` /
-//!   `providers` block ([`model_ref::Engine`]) and their plan-time resolution and checks;
+//!   `providers` block and their plan-time resolution and checks;
 //!   [`loading`] opens the referenced models at run time (native or ONNX Runtime).
 //! * [`generator`], [`latent_decoder`], [`face_embedder`] — the model components of the
 //!   generation chain: the `diffuse`, `decode-latent` and `embed` operators run them over their

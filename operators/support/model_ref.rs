@@ -1,6 +1,7 @@
 //! The model reference of a node as written in YAML: `{checkpoint, config}` ([`ModelRef`]), the
-//! `backend` / `threads` / `providers` block ([`Engine`]) every model node flattens into its
-//! parameters, and the plan-time resolution and checks of both: a configuration (a preset of
+//! `backend` / `threads` / `providers` block of every model node ([`Backend`], [`Provider`],
+//! [`Inference`], checked by [`check_inference`], documented by [`INFERENCE_PARAMS`]), and the
+//! plan-time resolution and checks of both: a configuration (a preset of
 //! [`idflow_models::presets`], a JSON file, or an inline map) into the model crate's config
 //! types, and a checkpoint's tensors against that configuration.
 //!
@@ -83,36 +84,15 @@ impl Inference {
     }
 }
 
-/// The `backend`, `threads` and `providers` parameters of a model node, flattened into its
-/// parameters (`#[serde(flatten)]`): parsed and checked here once for every model operator and
-/// for the blocks `filter` and `evaluate` nest.
-#[derive(Deserialize, Debug, Clone, Default)]
-pub struct Engine {
-    /// Backend (default `onnx`).
-    #[serde(default)]
-    pub backend: Backend,
-    /// ONNX Runtime intra-op threads per worker (default cores / workers).
-    #[serde(default)]
-    pub threads: Option<usize>,
-    /// ONNX Runtime execution providers, in priority order (default `[cpu]`).
-    #[serde(default)]
-    pub providers: Vec<Provider>,
+/// Plan-time checks of `threads` (at least 1), shared by every model node's `backend` /
+/// `threads` / `providers` block. `field` maps a parameter name to its YAML field.
+pub fn check_inference(node: &NodeSpec, threads: Option<usize>, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if threads == Some(0) {
+        return Err(node.error(Some(&*field("threads")), "must be at least 1"));
+    }
+    Ok(())
 }
 
-impl Engine {
-    /// Plan-time checks (`threads` at least 1). `field` maps a parameter name to its YAML field.
-    pub fn check(&self, node: &NodeSpec, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
-        if self.threads == Some(0) {
-            return Err(node.error(Some(&*field("threads")), "must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// The run-time settings for `workers` local workers.
-    pub fn inference(&self, workers: usize) -> Inference {
-        Inference::new(self.backend, self.threads, &self.providers, workers)
-    }
-}
 /// The `ParamDoc`s of `backend`, `threads` and `providers`, shared by the model operators.
 pub const INFERENCE_PARAMS: [ParamDoc; 3] = [
     ParamDoc {
