@@ -11,7 +11,6 @@ use idflow_models::sampler::NoiseKey;
 use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
 use idflow_models::train_loop::schedule::EmaConfig;
-use idflow_models::unet::{ConditionType, UNetConfig};
 use std::time::Instant;
 
 fn face(name: &str, backbone: IResNetConfig, batch: usize, steps: usize) -> anyhow::Result<()> {
@@ -56,21 +55,7 @@ fn main() -> anyhow::Result<()> {
     if !args.iter().any(|a| a == "--skip-r50") {
         face("IResNet-50 112px", IResNetConfig::depth_features(50, 512).expect("standard depth"), 8, steps.min(2))?;
     }
-    let unet = UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1],
-        is_attention: vec![false, true],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 1,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 16,
-        context_channels: 32,
-        is_context_conditional: true,
-        learn_empty_context: false,
-        context_dropout_probability: 0.25,
-    };
+    let unet = idflow_models::presets::toy_unet();
     let mut trainer = DiffusionTrainer::new(DiffusionTrainConfig {
         unet,
         timesteps: 1000,

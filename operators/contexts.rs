@@ -16,7 +16,7 @@
 //! same kept set on every worker (once per process) and then emits only the identities its
 //! worker owns.
 
-use super::model_spec::{tensor_array, tensor_field, tensor_rows};
+use super::support::columns::{tensor_array, tensor_field, tensor_rows};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, SourceTask, Started,
     Task, TaskContext,
@@ -404,7 +404,7 @@ impl SourceTask for ContextsTask {
         let ids = &self.identities[self.next..end];
         self.next = end;
         let batch = context_batch(&self.set, ids, ids)?;
-        Ok(Some(super::finite::finite_rows(&self.ctx, &self.node, batch, "context")?))
+        Ok(Some(super::support::finite::finite_rows(&self.ctx, &self.node, batch, "context")?))
     }
 }
 

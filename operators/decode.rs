@@ -6,6 +6,7 @@
 //! Decoding uses the `image` crate. Area resampling (box averaging with fractional coverage,
 //! OpenCV's INTER_AREA for downscaling) is written here because `image` offers no area filter.
 
+use super::support::images::{area_resize, Size};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -14,7 +15,7 @@ use crate::spec::ConfigError;
 use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::image_bytes::decode_complete;
-use image::{imageops, RgbImage};
+use image::imageops;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,22 +40,6 @@ const PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "mean", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "subtracted after scaling to [0, 1]" },
     ParamDoc { name: "std", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "divisor after subtracting the mean" },
 ];
-
-#[derive(Deserialize, Debug, Clone, Copy)]
-#[serde(untagged)]
-enum Size {
-    Square(u32),
-    Rect([u32; 2]),
-}
-
-impl Size {
-    fn hw(self) -> (u32, u32) {
-        match self {
-            Size::Square(s) => (s, s),
-            Size::Rect([h, w]) => (h, w),
-        }
-    }
-}
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -250,56 +235,5 @@ impl Task for DecodeTask {
         let schema = Arc::new(Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
         out.rows.push(RecordBatch::try_new(schema, cols)?);
         Ok(())
-    }
-}
-
-/// Area (box) resampling: each output pixel is the coverage-weighted mean of the input pixels
-/// under it. Exact for any scale factor; meant for downscaling.
-pub fn area_resize(src: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
-    let (iw, ih) = (src.width() as f64, src.height() as f64);
-    let (sx, sy) = (iw / out_w as f64, ih / out_h as f64);
-    let spans = |n_out: u32, scale: f64, n_in: f64| -> Vec<Vec<(u32, f64)>> {
-        (0..n_out)
-            .map(|o| {
-                let (a, b) = (o as f64 * scale, ((o + 1) as f64 * scale).min(n_in));
-                let mut v = Vec::new();
-                let mut i = a.floor();
-                while i < b {
-                    let w = (i + 1.0).min(b) - i.max(a);
-                    if w > 1e-12 {
-                        v.push((i as u32, w / (b - a)));
-                    }
-                    i += 1.0;
-                }
-                v
-            })
-            .collect()
-    };
-    let xs = spans(out_w, sx, iw);
-    let ys = spans(out_h, sy, ih);
-    RgbImage::from_fn(out_w, out_h, |x, y| {
-        let mut acc = [0.0f64; 3];
-        for &(yy, wy) in &ys[y as usize] {
-            for &(xx, wx) in &xs[x as usize] {
-                let p = src.get_pixel(xx, yy).0;
-                for c in 0..3 {
-                    acc[c] += p[c] as f64 * wx * wy;
-                }
-            }
-        }
-        image::Rgb(acc.map(|v| v.round().clamp(0.0, 255.0) as u8))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn area_resize_averages_blocks() {
-        let src = RgbImage::from_fn(4, 2, |x, _| image::Rgb([if x % 2 == 0 { 0 } else { 200 }, 10, 20]));
-        let out = area_resize(&src, 2, 1);
-        assert_eq!(out.get_pixel(0, 0).0, [100, 10, 20]);
-        assert_eq!(out.get_pixel(1, 0).0, [100, 10, 20]);
     }
 }

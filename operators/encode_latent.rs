@@ -6,7 +6,8 @@
 //! column with `shape` metadata. Images are encoded one at a time, so a latent does not depend
 //! on how rows were batched.
 
-use super::model_spec::{self, tensor_array, tensor_field, ConfigRef};
+use super::support::columns::{tensor_array, tensor_field};
+use super::support::model_ref::{self as model_spec, ConfigRef};
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
 };
@@ -143,7 +144,7 @@ impl EncodeTask {
     fn encode_one(&self, bytes: &[u8]) -> Result<Vec<f32>, String> {
         // `decode_image` yields (x/255 − 0.5)/0.5 = x/127.5 − 1
         let s = self.p.size as usize;
-        let values = super::train::decode_image(bytes, self.p.size)?;
+        let values = super::support::images::decode_image(bytes, self.p.size)?;
         let x = Tensor::from_vec(values, (1, 3, s, s), &Device::Cpu).map_err(|e| e.to_string())?;
         let h = self.encoder.encode(&x).map_err(|e| e.to_string())?;
         if h.dims()[1..] != self.shape {
@@ -168,7 +169,7 @@ impl Task for EncodeTask {
                     keep.push(true);
                 }
                 Err(e) => {
-                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {}: {e}", super::filter::row_label(&batch, i))))?;
+                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {}: {e}", super::support::rows::row_label(&batch, i))))?;
                     keep.push(false);
                 }
             }

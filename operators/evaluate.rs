@@ -38,6 +38,7 @@
 //! 2-core machine): the join alone streams the 12.25 M genuine pairs in 0.3 s; all dataset
 //! metrics take 36 s; peak RSS 1.46 GB.
 
+use super::support::model_ref;
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, Role, Routing,
     Started, Task, TaskContext,
@@ -213,7 +214,7 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
         (Some(_), true) => return Err(ctx.node.error(Some("benchmarks"), "an `encoder` is given but no `benchmarks` to run it on")),
         (Some(e), false) => {
             let cfg = e.config().map_err(|m| ctx.node.error(Some("encoder"), m))?;
-            super::model_spec::check_checkpoint(&ctx.node, "encoder", &e.checkpoint, super::model_spec::Network::IResNet(&cfg))?;
+            model_ref::check_checkpoint(&ctx.node, "encoder", &e.checkpoint, model_ref::Network::IResNet(&cfg))?;
             if let Some(missing) = p.benchmarks.iter().find(|b| !b.is_file()) {
                 return Err(ctx.node.error(Some("benchmarks"), format!("{} does not exist", missing.display())));
             }

@@ -15,10 +15,11 @@
 //! with `report: path`, writes a JSON file (`identities`, `requested`, `accepted`, `draws`,
 //! `acceptance_rate`, `first_draw_acceptance_rate`, `per_identity`).
 
-use super::decode_latent::{check_decode, DecodeParams, LatentDecoder};
-use super::diffuse::{check_sampling, noise_sample, Generator, Job, SamplingParams};
-use super::embed::{check_embed, EmbedParams, FaceEmbedder};
-use super::model_spec::{tensor_array, tensor_field, tensor_rows};
+use super::support::columns::{tensor_array, tensor_field, tensor_rows};
+use super::support::face_embedder::{check_embed, EmbedParams, FaceEmbedder};
+use super::support::generator::{check_sampling, noise_sample, Generator, Job, SamplingParams};
+use super::support::latent_decoder::{check_decode, DecodeParams, LatentDecoder};
+use super::support::rows::row_label;
 use super::{
     BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, ResumeSet,
     Role, Started, Task, TaskContext,
@@ -26,9 +27,9 @@ use super::{
 use crate::output::{Begun, OutputLock, StagedOutput, Stamp};
 
 mod journal;
-use crate::batch::{id_value, u32_column};
+use crate::batch::u32_column;
 use crate::spec::ConfigError;
-use arrow_array::{Array, ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::unet::UNetConfig;
@@ -162,16 +163,6 @@ fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     }))
 }
 
-/// "identity I sample S" for row `i` when the batch has those columns, else "row i".
-pub fn row_label(b: &RecordBatch, i: usize) -> String {
-    let get = |name: &str| b.column_by_name(name).and_then(|c| (i < c.len()).then(|| id_value(c.as_ref(), i)).flatten());
-    match (get("identity"), get("sample")) {
-        (Some(id), Some(s)) => format!("identity {id} sample {s}"),
-        (Some(id), None) => format!("identity {id}"),
-        _ => format!("row {i}"),
-    }
-}
-
 /// Cosine of two vectors (not assumed unit-norm).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
@@ -269,7 +260,7 @@ impl Operator for Filter {
         }
         if let Some(c) = &self.chain {
             let f = input.field_with_name("latent").map_err(|e| e.to_string())?;
-            let shape = super::decode_latent::latent_shape(f)?;
+            let shape = super::support::columns::latent_shape(f)?;
             if shape != c.generate.latent_shape {
                 return Err(format!("input latents have shape {shape:?} but generate.latent_shape is {:?}", c.generate.latent_shape));
             }
@@ -460,9 +451,9 @@ impl FilterTask {
             for (k, (&r, image)) in todo.iter().zip(images).enumerate() {
                 draws[r] += 1;
                 let e = &emb[k * d..(k + 1) * d];
-                let bad = super::finite::first_non_finite(&latents[k * per..(k + 1) * per])
+                let bad = super::support::finite::first_non_finite(&latents[k * per..(k + 1) * per])
                     .map(|v| format!("latent ({v})"))
-                    .or_else(|| super::finite::first_non_finite(e).map(|v| format!("embedding ({v})")));
+                    .or_else(|| super::support::finite::first_non_finite(e).map(|v| format!("embedding ({v})")));
                 if let Some(what) = bad {
                     return Err(self.err(format!("{} (attempt {attempt}): the re-drawn {what} is not finite", row_label(batch, r))));
                 }

@@ -203,7 +203,7 @@ impl SourceTask for CheckedSource {
 
     fn next_batch(&mut self) -> OpResult<Option<arrow_array::RecordBatch>> {
         match self.inner.next_batch()? {
-            Some(batch) => Ok(Some(super::finite::finite_tensor_columns(&self.ctx, &self.node, batch)?)),
+            Some(batch) => Ok(Some(super::support::finite::finite_tensor_columns(&self.ctx, &self.node, batch)?)),
             None => Ok(None),
         }
     }

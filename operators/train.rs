@@ -38,7 +38,7 @@ mod driver;
 mod face;
 mod params;
 
-use super::model_spec::Backend;
+use super::support::model_ref::Backend;
 use super::{
     BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
     Started, Task, TaskContext,
@@ -303,7 +303,7 @@ impl Operator for Train {
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {
         if matches!(&self.resolved, Resolved::Face(f) if !f.params.eval.is_empty() && f.params.eval_backend == Backend::Onnx) {
             // the evaluations run on ONNX Runtime: a missing library fails now, not after training
-            super::model_spec::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
+            super::support::loading::require_ort().map_err(|e| OpError::new(format!("node `{}`: field `eval_backend`: {e}", self.node)))?;
         }
         std::fs::create_dir_all(&self.common.output)
             .map_err(|e| OpError::new(format!("node `{}`: cannot create {}: {e}", self.node, self.common.output.display())))?;

@@ -383,7 +383,7 @@ fn compile(
     dropout_mask: bool,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use idflow::operators::model_spec::{iresnet_config, unet_config, vq_config, ConfigRef};
+    use idflow::operators::support::model_ref::{iresnet_config, unet_config, vq_config, ConfigRef};
     use idflow_models::onnx::{OnnxModelSpec, TimestepType, UNetExport};
     let cfg = config.map(ConfigRef::Name);
     let cfg = cfg.as_ref();

@@ -7,7 +7,7 @@
 //! average. A *dataset* row comes from the `metrics.json` an `evaluate` node wrote in dataset
 //! mode: EER, FMR100, FMR1000, FDR and the DCFace identity metrics.
 
-use crate::operators::evaluate::bench::{column_for, TABLE_COLUMNS};
+use crate::operators::support::benchmarks::{column_for, TABLE_COLUMNS};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
@@ -64,7 +64,7 @@ impl RecognitionRow {
 /// Every record batch of the Parquet files in `dir` (file-name order; the listing is the
 /// `read` operator's).
 fn read_parquet_dir(dir: &Path) -> Result<Vec<RecordBatch>, TableError> {
-    let files = crate::operators::read::parquet_files::files(dir).map_err(TableError::Listing)?;
+    let files = crate::operators::support::parquet::files(dir).map_err(TableError::Listing)?;
     let mut out = Vec::new();
     for f in files {
         let file = std::fs::File::open(&f).map_err(|e| read_err(&f, e))?;

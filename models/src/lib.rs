@@ -9,6 +9,7 @@
 //! * [`schedule`], [`sampler`] — DDPM schedule buffers, ancestral DDPM and DDIM steps,
 //!   classifier-free guidance, keyed noise.
 //! * [`heads`] — ArcFace, CosFace and ElasticFace margin heads.
+//! * [`presets`] — named configurations (`reference-tiny`, `iresnet50`, …) of the model references.
 //! * [`checkpoint`] — official `.ckpt/.pt/.pth` and safetensors state dicts, strict loading.
 //! * [`traits`] — `Denoiser`, `FirstStage`, `FaceEncoder`: what the engine calls.
 //!
@@ -41,6 +42,7 @@ pub mod iresnet;
 pub mod kernels;
 pub mod nn;
 pub mod onnx;
+pub mod presets;
 pub mod pretrained;
 pub mod sampler;
 pub mod schedule;

@@ -132,17 +132,7 @@ fn prefixed_and_safetensors_state_dicts_load_to_the_same_model() {
 #[test]
 fn one_call_loaders_read_the_official_files() {
     let opts = LoadOptions::default();
-    let cfg = idflow_models::vq::VqConfig {
-        ch: 32,
-        ch_mult: vec![1, 2, 2],
-        num_res_blocks: 2,
-        in_channels: 3,
-        out_ch: 3,
-        z_channels: 3,
-        embed_dim: 3,
-        resolution: 32,
-        attn_resolutions: vec![],
-    };
+    let cfg = idflow_models::presets::reference_tiny_vq();
     let vq = idflow_models::pretrained::load_vq_first_stage(
         reference("vq_tiny_first_stage_encoder_state_dict.pt"),
         reference("vq_tiny_first_stage_decoder_state_dict.pt"),

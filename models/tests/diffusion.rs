@@ -11,28 +11,14 @@ use idflow_models::sampler::{
 };
 use idflow_models::schedule::{DdpmSchedule, SCHEDULE_KEYS};
 use idflow_models::traits::Denoiser;
-use idflow_models::unet::{ConditionType, ConditionalUNet, UNetConfig};
+use idflow_models::unet::ConditionalUNet;
 
 fn vec_f32(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
 fn tiny_unet(dict: &StateDict) -> ConditionalUNet {
-    let cfg = UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1, 2, 1],
-        is_attention: vec![false, true, true, true],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 2,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 512,
-        context_channels: 32,
-        is_context_conditional: true,
-        learn_empty_context: false,
-        context_dropout_probability: 0.25,
-    };
+    let cfg = idflow_models::presets::reference_tiny_unet();
     load_model(dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap().0
 }
 

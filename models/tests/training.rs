@@ -90,21 +90,7 @@ fn ir18_with_cosface_learns_a_fixed_pair() {
 #[test]
 fn unet_ddpm_loss_decreases_under_adamw() {
     let dev = Device::Cpu;
-    let cfg = UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 2],
-        is_attention: vec![false, true],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 1,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 16,
-        context_channels: 32,
-        is_context_conditional: true,
-        learn_empty_context: false,
-        context_dropout_probability: 0.25,
-    };
+    let cfg = UNetConfig { channel_multipliers: vec![1, 2], ..idflow_models::presets::toy_unet() };
     let varmap = VarMap::new();
     let unet = ConditionalUNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
     let schedule = DdpmSchedule::linear(1000);

@@ -8,21 +8,7 @@ use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::unet::{parameter_count, ConditionType, ConditionalUNet, UNetConfig};
 
 fn tiny_config() -> UNetConfig {
-    UNetConfig {
-        input_channels: 3,
-        initial_channels: 32,
-        channel_multipliers: vec![1, 1, 2, 1],
-        is_attention: vec![false, true, true, true],
-        attention_heads: -1,
-        attention_head_channels: 32,
-        n_blocks_per_resolution: 2,
-        condition_type: ConditionType::Ca,
-        context_input_channels: 512,
-        context_channels: 32,
-        is_context_conditional: true,
-        learn_empty_context: false,
-        context_dropout_probability: 0.25,
-    }
+    idflow_models::presets::reference_tiny_unet()
 }
 
 #[test]

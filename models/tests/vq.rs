@@ -9,17 +9,7 @@ use idflow_models::traits::FirstStage;
 use idflow_models::vq::{VqConfig, VqDecoder, VqEncoder, VqModel};
 
 fn tiny_config() -> VqConfig {
-    VqConfig {
-        ch: 32,
-        ch_mult: vec![1, 2, 2],
-        num_res_blocks: 2,
-        in_channels: 3,
-        out_ch: 3,
-        z_channels: 3,
-        embed_dim: 3,
-        resolution: 32,
-        attn_resolutions: vec![],
-    }
+    idflow_models::presets::reference_tiny_vq()
 }
 
 fn load() -> VqModel {

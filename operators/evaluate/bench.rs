@@ -13,33 +13,15 @@
 //! shared with the `embed` operator; the forward pass is run here because the protocol needs the raw features of both
 //! views (for `xnorm`), which `embed` does not expose.
 
-use crate::operators::embed::FaceEmbedder;
-use crate::operators::model_spec::{self, Backend, ConfigRef, Inference, Provider};
+use crate::operators::support::benchmarks::{column_for, TABLE_COLUMNS};
+use crate::operators::support::face_embedder::FaceEmbedder;
+use crate::operators::support::loading;
+use crate::operators::support::model_ref::{self, Backend, ConfigRef, Inference, Provider};
 use idflow_dataset::formats::verification_bin::read_bin;
 use idflow_dataset::metrics::verification::{evaluate_f64, VerificationReport};
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::traits::FaceEncoder;
 use std::path::{Path, PathBuf};
-
-/// The benchmark columns of the seed's results table, in order.
-pub const TABLE_COLUMNS: [&str; 5] = ["LFW", "CFP-FP", "CPLFW", "AgeDB", "CALFW"];
-
-/// The table column of a benchmark file: its stem without a `toy_` prefix, matched
-/// case-insensitively (`lfw`, `cfp_fp`/`cfp-fp`, `cplfw`, `agedb`/`agedb_30`, `calfw`); other
-/// files keep their stem.
-pub fn column_for(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let lower = stem.to_ascii_lowercase().replace('-', "_");
-    let base = lower.strip_prefix("toy_").unwrap_or(&lower);
-    match base {
-        "lfw" => "LFW".into(),
-        "cfp_fp" | "cfpfp" => "CFP-FP".into(),
-        "cplfw" => "CPLFW".into(),
-        "agedb" | "agedb_30" | "agedb30" => "AgeDB".into(),
-        "calfw" => "CALFW".into(),
-        _ => stem,
-    }
-}
 
 /// Encoder settings (`encoder:` in the node): `checkpoint`, `config` and `backend` as in the
 /// `embed` operator, plus the protocol's `flip` and `batch_size`.
@@ -81,7 +63,7 @@ fn default_batch() -> usize {
 impl EncoderParams {
     /// The network configuration, or why it cannot be resolved.
     pub fn config(&self) -> Result<IResNetConfig, String> {
-        let cfg = model_spec::iresnet_config(self.config.as_ref())?;
+        let cfg = model_ref::iresnet_config(self.config.as_ref())?;
         if cfg.num_features == 0 || self.batch_size == 0 || self.threads == Some(0) {
             return Err("`num_features`, `batch_size` and `threads` must be at least 1".into());
         }
@@ -104,8 +86,7 @@ impl Encoder {
     pub fn load(p: &EncoderParams) -> Result<Self, String> {
         let config = p.config()?;
         // One worker runs the benchmarks, at the end of the run: one session, all cores.
-        let inference = Inference::new(p.backend, p.threads, &p.providers, 1);
-        let net = model_spec::load_iresnet(&inference, &p.checkpoint, &config)?;
+        let net = loading::load_iresnet(&Inference::new(p.backend, p.threads, &p.providers, 1), &p.checkpoint, &config)?;
         let name = p.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "encoder".into());
         Ok(Self { net, flip: p.flip, batch_size: p.batch_size, name, side: config.input_size })
     }
@@ -359,6 +340,8 @@ mod tests {
         assert_eq!(p.threads, Some(3));
         let bad = serde_json::from_value::<EncoderParams>(serde_json::json!({"checkpoint": "a.pth", "providers": ["rocm"]}));
         assert!(bad.unwrap_err().to_string().contains("rocm"));
+        let bad = serde_json::from_value::<EncoderParams>(serde_json::json!({"checkpoint": "a.pth", "provider": ["cpu"]}));
+        assert!(bad.unwrap_err().to_string().contains("unknown field `provider`"));
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "threads": 0}));
         assert!(p.config().is_err());
         let p = parse(serde_json::json!({"checkpoint": "a.pth", "config": {"layers": [1, 1, 1, 1], "num_features": 16}}));

@@ -3,6 +3,7 @@
 //! again). With an `identity` column, rows are split among workers by identity; otherwise by
 //! file.
 
+use crate::operators::support::parquet::files;
 use crate::operators::{OpError, OpResult, Partition, SourceTask};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -10,23 +11,6 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The Parquet files under `root` (the file itself, or the folder's visible `*.parquet`, sorted).
-pub fn files(root: &Path) -> Result<Vec<PathBuf>, String> {
-    if root.is_file() {
-        return Ok(vec![root.to_path_buf()]);
-    }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| format!("cannot list {}: {e} (a Parquet source must exist when the pipeline is planned)", root.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        return Err(format!("{}: no .parquet files", root.display()));
-    }
-    Ok(v)
-}
 
 /// Whether a field is the Hugging Face image struct.
 fn is_hf_image(f: &Field) -> bool {

@@ -6,31 +6,13 @@
 use super::EpochStats;
 use crate::batch::{binary_column, column, id_value};
 use crate::fsutil::atomic_write;
-use crate::operators::model_spec::tensor_rows;
+use crate::operators::support::columns::tensor_rows;
+pub use crate::operators::support::images::decode_image;
 use arrow_array::{Array, RecordBatch};
 use candle_core::Tensor;
-use idflow_dataset::formats::image_bytes::decode_complete;
 use idflow_dataset::rng::KeyedRng;
-use image::{imageops, RgbImage};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
-/// Decodes encoded image bytes, resizes to `size`×`size` (bilinear) and normalises
-/// `(x/255 − 0.5)/0.5` into CHW floats.
-pub fn decode_image(bytes: &[u8], size: u32) -> Result<Vec<f32>, String> {
-    let img = decode_complete(bytes).map_err(|e| e.to_string())?.to_rgb8();
-    let img: RgbImage =
-        if img.dimensions() == (size, size) { img } else { imageops::resize(&img, size, size, imageops::FilterType::Triangle) };
-    let plane = (size * size) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (x, y, px) in img.enumerate_pixels() {
-        let i = (y * size + x) as usize;
-        for c in 0..3 {
-            out[c * plane + i] = (px.0[c] as f32 / 255.0 - 0.5) / 0.5;
-        }
-    }
-    Ok(out)
-}
 
 /// One buffered training example.
 #[derive(Clone, Debug)]

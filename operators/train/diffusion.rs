@@ -9,7 +9,7 @@
 use super::data::{self, ResumePoint};
 use super::driver::{StepLoss, TrainTask, TrainingSet};
 use super::params::CommonParams;
-use crate::operators::model_spec::{self, ConfigRef};
+use crate::operators::support::model_ref::{self as model_spec, ConfigRef};
 use candle_core::Tensor;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};

@@ -5,7 +5,7 @@
 //! task itself) with two differential collections:
 //!
 //! * `done`: the `(identity, sample)` keys an interrupted run already wrote (the
-//!   [`ResumeSet`](super::ResumeSet) of the resumed sink), inserted once at time 0;
+//!   [`ResumeSet`](crate::operators::ResumeSet) of the resumed sink), inserted once at time 0;
 //! * `planned`: `((identity, sample), job)` for the jobs of the current input batch, one
 //!   timestamp per batch. A batch's jobs are retracted again at the next timestamp, so the
 //!   arrangements stay as small as one batch plus the done keys.

@@ -6,8 +6,8 @@
 //! node, its identity / sample / path, the column and the first offending value — it fails the
 //! run, or under `on_error: skip` it is dropped and counted.
 
-use super::{OpError, OpResult, TaskContext};
-use crate::operators::model_spec::tensor_rows;
+use super::columns::tensor_rows;
+use crate::operators::{OpError, OpResult, TaskContext};
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::DataType;
 
@@ -21,7 +21,7 @@ pub fn first_non_finite(row: &[f32]) -> Option<String> {
 /// Names row `i` of `batch` for an error: identity and sample when present, the `path` when
 /// present, else the row number.
 pub fn row_name(batch: &RecordBatch, i: usize) -> String {
-    let label = super::filter::row_label(batch, i);
+    let label = super::rows::row_label(batch, i);
     match crate::batch::str_column(batch, "path") {
         Ok(paths) if i < paths.len() => format!("{label} ({})", paths.value(i)),
         _ => label,
@@ -68,7 +68,7 @@ pub fn finite_tensor_columns(ctx: &TaskContext, node: &str, mut batch: RecordBat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::model_spec::{tensor_array, tensor_field};
+    use crate::operators::support::columns::{tensor_array, tensor_field};
     use crate::operators::{Partition, ResumeSet, TaskCounters};
     use crate::spec::OnError;
     use arrow_array::{ArrayRef, UInt32Array};
