@@ -13,7 +13,7 @@ use idflow_models::nn::layers::BatchNorm;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::schedule::DdpmSchedule;
 use idflow_models::train_loop::loss::{ddpm_training_loss, trainable_vars};
-use idflow_models::unet::{ConditionType, ConditionalUNet, UNetConfig};
+use idflow_models::unet::{ConditionalUNet, UNetConfig};
 
 #[test]
 fn batchnorm_training_mode_matches_an_independent_computation() {
