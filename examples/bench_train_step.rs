@@ -8,9 +8,9 @@ use candle_core::{Device, Tensor};
 use idflow_models::heads::Margin;
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::sampler::NoiseKey;
-use idflow_models::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
-use idflow_models::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
-use idflow_models::train_loop::schedule::EmaConfig;
+use idflow_models::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
+use idflow_models::train::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
+use idflow_models::train::schedule::EmaConfig;
 use std::time::Instant;
 
 fn face(name: &str, backbone: IResNetConfig, batch: usize, steps: usize) -> anyhow::Result<()> {
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     if !args.iter().any(|a| a == "--skip-r50") {
         face("IResNet-50 112px", IResNetConfig::depth_features(50, 512).expect("standard depth"), 8, steps.min(2))?;
     }
-    let unet = idflow_models::presets::toy_unet();
+    let unet = idflow_models::io::presets::toy_unet();
     let mut trainer = DiffusionTrainer::new(DiffusionTrainConfig {
         unet,
         timesteps: 1000,

@@ -16,7 +16,7 @@ use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use candle_core::{Device, Tensor};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::vq::{VqConfig, VqEncoder};
 use serde::Deserialize;
 use std::path::PathBuf;

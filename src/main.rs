@@ -399,7 +399,7 @@ fn compile(
         CompileModel::TfaceIr => OnnxModelSpec::TFaceIr { depth },
     };
     let dict =
-        idflow_models::checkpoint::StateDict::from_file(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?;
+        idflow_models::io::checkpoint::StateDict::from_file(checkpoint).with_context(|| format!("cannot load {}", checkpoint.display()))?;
     let bytes = spec.compile(&dict, &Default::default()).with_context(|| format!("cannot compile {}", checkpoint.display()))?;
     idflow_models::onnx::compile_to_file(&bytes, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())

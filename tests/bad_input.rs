@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use candle_core::{Device, Tensor};
-use idflow_models::checkpoint::StateDict;
+use idflow_models::io::checkpoint::StateDict;
 use std::path::{Path, PathBuf};
 
 /// Writes a 96×96 textured JPEG (large enough that half of it ends inside the image data) at

@@ -6,7 +6,7 @@ mod gen_support;
 use gen_support::*;
 
 use candle_core::{Device, Tensor};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::sampler::{NoiseKey, PRIOR_STEP};
 use idflow_models::schedule::DdpmSchedule;
 use idflow_models::unet::{ConditionalUNet, UNetConfig};

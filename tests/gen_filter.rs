@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
 use candle_core::{DType, Device, Tensor};
 use idflow_dataset::rng::KeyedRng;
-use idflow_models::checkpoint::StateDict;
+use idflow_models::io::checkpoint::StateDict;
 use std::path::{Path, PathBuf};
 
 /// The tiny IResNet with its 16-feature head widened to 512 (keyed random values), so its

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{idflow, write_pipeline};
-use idflow_models::checkpoint::LoadOptions;
+use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,7 @@ fn reconstruction_l1(cfg: &VqConfig) -> f64 {
     use candle_core::{Device, Tensor};
     use idflow_models::traits::FirstStage;
     let dir = toy("first-stage");
-    let model = idflow_models::pretrained::load_vq_first_stage(
+    let model = idflow_models::io::pretrained::load_vq_first_stage(
         dir.join("first_stage_encoder_state_dict.safetensors"),
         dir.join("first_stage_decoder_state_dict.safetensors"),
         cfg,
@@ -103,9 +103,9 @@ fn ldm_checkpoints_load_as_idiff_face_models() {
             serde_json::from_str(&std::fs::read_to_string(toy(model).join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg.context_dropout_probability, cpd, "{model}: CPD probability of its config");
         let path: &Path = &toy(model).join("ema_averaged_model.safetensors");
-        idflow_models::pretrained::load_idiff_face(path, &cfg, &LoadOptions::default())
+        idflow_models::io::pretrained::load_idiff_face(path, &cfg, &LoadOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        weights.push(idflow_models::checkpoint::StateDict::from_file(path).unwrap());
+        weights.push(idflow_models::io::checkpoint::StateDict::from_file(path).unwrap());
     }
     // the ablation is its own training run, not a copy: some weight differs
     let (a, b) = (&weights[0], &weights[1]);

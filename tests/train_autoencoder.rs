@@ -7,7 +7,7 @@ mod common;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use common::{epoch_losses, read_batches, run_ok, write_pipeline};
-use idflow_models::checkpoint::LoadOptions;
+use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 
 /// A small VQ-f2 first stage, as JSON (also a YAML flow mapping for the pipelines).
@@ -35,11 +35,12 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
     let enc = out.join("first_stage_encoder_state_dict.safetensors");
     let dec = out.join("first_stage_decoder_state_dict.safetensors");
     let model =
-        idflow_models::pretrained::load_vq_first_stage(&enc, &dec, &vq(), &LoadOptions::default()).expect("split files load strictly");
+        idflow_models::io::pretrained::load_vq_first_stage(&enc, &dec, &vq(), &LoadOptions::default()).expect("split files load strictly");
     assert_eq!(model.decoder.quantizer().codebook_shape(), (32, 3));
     // the torch.save split files load strictly too
     let (enc_pt, dec_pt) = (out.join("first_stage_encoder_state_dict.pt"), out.join("first_stage_decoder_state_dict.pt"));
-    let from_pt = idflow_models::pretrained::load_vq_first_stage(&enc_pt, &dec_pt, &vq(), &LoadOptions::default()).expect(".pt files load");
+    let from_pt =
+        idflow_models::io::pretrained::load_vq_first_stage(&enc_pt, &dec_pt, &vq(), &LoadOptions::default()).expect(".pt files load");
     assert_eq!(from_pt.decoder.quantizer().codebook_shape(), (32, 3));
     // the trained encoder drives encode-latent
     let text = format!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{epoch_losses, idflow, write_pipeline};
-use idflow_models::checkpoint::LoadOptions;
+use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::unet::UNetConfig;
 
 /// A tiny unconditional UNet, as JSON (also a YAML flow mapping for the pipeline).
@@ -34,7 +34,7 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
     assert!(last < 0.5 * first, "eps-MSE did not fall well below its initial value: {rows:?}");
     // both weight files load as IDiff-Face checkpoints (schedule buffers + eps_model.*)
     for name in ["model.safetensors", "ema_averaged_model.safetensors", "model.ckpt", "ema_averaged_model.ckpt"] {
-        let (_, schedule, report) = idflow_models::pretrained::load_idiff_face(out.join(name), &tiny_unet(), &LoadOptions::default())
+        let (_, schedule, report) = idflow_models::io::pretrained::load_idiff_face(out.join(name), &tiny_unet(), &LoadOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(schedule.len(), 100, "{name}: the schedule buffers of T = 100 are stored");
         let _ = report;
@@ -42,8 +42,8 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
     // the torch.save archives hold exactly the safetensors weights
     for (a, b) in [("model.safetensors", "model.ckpt"), ("ema_averaged_model.safetensors", "ema_averaged_model.ckpt")] {
         let (x, y) = (
-            idflow_models::checkpoint::StateDict::from_file(out.join(a)).unwrap(),
-            idflow_models::checkpoint::StateDict::from_file(out.join(b)).unwrap(),
+            idflow_models::io::checkpoint::StateDict::from_file(out.join(a)).unwrap(),
+            idflow_models::io::checkpoint::StateDict::from_file(out.join(b)).unwrap(),
         );
         assert_eq!(x.keys().count(), y.keys().count(), "{b}");
         for (k, ta) in x.entries() {
@@ -52,6 +52,6 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
             assert_eq!(d, 0.0, "{b}: {k}");
         }
     }
-    let ckpt = idflow_models::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
+    let ckpt = idflow_models::io::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
     assert!(ckpt.keys().any(|k| k.starts_with("ema.eps_model.")) && ckpt.keys().any(|k| k.starts_with("exp_avg_sq.")));
 }

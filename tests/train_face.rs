@@ -93,12 +93,12 @@ fn iresnet_learns_toy_identities_and_checkpoints() {
     // checkpoint: written atomically (no temporary siblings left), loadable, with the state
     let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "temporary files left: {names:?}");
-    let ckpt = idflow_models::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
+    let ckpt = idflow_models::io::checkpoint::StateDict::from_file(out.join("checkpoint.safetensors")).unwrap();
     assert!(ckpt.get("head.kernel").is_some());
     assert!(ckpt.get("momentum_buffer.conv1.weight").is_some(), "momentum buffers missing");
     assert!(ckpt.get("momentum_buffer.bn1.running_mean").is_none(), "BatchNorm buffers are not parameters");
     // the final backbone has exactly the model's keys (no head, no optimiser state)
-    let backbone = idflow_models::checkpoint::StateDict::from_file(out.join("backbone.safetensors")).unwrap();
+    let backbone = idflow_models::io::checkpoint::StateDict::from_file(out.join("backbone.safetensors")).unwrap();
     assert!(backbone.keys().all(|k| !k.starts_with("head.") && !k.starts_with("momentum_buffer.")));
     assert!(backbone.get("layer4.0.conv2.weight").is_some() && backbone.get("features.running_var").is_some());
 
@@ -180,8 +180,8 @@ fn stopped_and_resumed_training_equals_an_uninterrupted_run() {
         assert!((x.2 - y.2).abs() <= 1e-5 * x.2.abs().max(1.0), "loss differs at epoch {}: {} vs {}", x.0, x.2, y.2);
         assert_eq!(x.3, y.3, "accuracy differs at epoch {}", x.0);
     }
-    let wa = idflow_models::checkpoint::StateDict::from_file(straight.join("backbone.safetensors")).unwrap();
-    let wb = idflow_models::checkpoint::StateDict::from_file(resumed.join("backbone.safetensors")).unwrap();
+    let wa = idflow_models::io::checkpoint::StateDict::from_file(straight.join("backbone.safetensors")).unwrap();
+    let wb = idflow_models::io::checkpoint::StateDict::from_file(resumed.join("backbone.safetensors")).unwrap();
     for (k, t) in wa.entries() {
         let u = wb.get(k).unwrap();
         let d: f32 = (t - u).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();

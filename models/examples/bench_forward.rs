@@ -19,7 +19,7 @@ use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::unet::{ConditionalUNet, UNetConfig};
 
 fn tiny_unet() -> UNetConfig {
-    idflow_models::presets::reference_tiny_unet()
+    idflow_models::io::presets::reference_tiny_unet()
 }
 
 fn median_ms(iters: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> candle_core::Result<(f64, Tensor)> {

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use idflow_dataset::rng::KeyedRng;
-use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions};
+use idflow_models::io::checkpoint::{load_model, parameter_shapes, LoadOptions};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::random::random_state_dict;
 use idflow_models::onnx::{

@@ -2,16 +2,32 @@
 //! (`candle-core` + `candle-nn`, CPU by default; the opt-in `cuda` feature forwards to candle's
 //! CUDA backend).
 //!
+//! Each architecture is written once, generic over the tensor-op interface [`nn::Backend`], with
+//! two implementations: candle ([`nn::Candle`], inference and training) and the ONNX graph
+//! builder ([`onnx::trace::OnnxTrace`], what `idflow compile` exports). One file per upstream
+//! model, type names equal to the upstream classes:
+//!
 //! * [`unet`] — IDiff-Face's `ConditionalUNet` denoiser (CA / AdaGN / DiffAE / AddPlusGN).
 //! * [`vq`] — the LDM VQ-f4 first stage (encoder + `quant_conv`, nearest-codeword quantiser,
 //!   `post_quant_conv` + decoder).
-//! * [`iresnet`] — ElasticFace's IResNet and TFace's IR-50 face encoders.
+//! * [`iresnet`] — ElasticFace's IResNet and TFace's IR face encoders.
+//! * [`heads`] — ArcFace, CosFace and ElasticFace margin heads (training only, candle).
+//!
+//! Around them:
+//!
+//! * [`nn`] — the [`nn::Backend`] interface, its candle implementation and the PyTorch-named
+//!   candle layers behind it.
+//! * [`kernels`] — CPU custom ops candle lacks (im2col convolutions, per-channel affine maps,
+//!   fused norms), each with its backward pass.
 //! * [`schedule`], [`sampler`] — DDPM schedule buffers, ancestral DDPM and DDIM steps,
 //!   classifier-free guidance, keyed noise.
-//! * [`heads`] — ArcFace, CosFace and ElasticFace margin heads.
-//! * [`presets`] — named configurations (`reference-tiny`, `iresnet50`, …) of the model references.
-//! * [`checkpoint`] — official `.ckpt/.pt/.pth` and safetensors state dicts, strict loading.
+//! * [`io`] — official `.ckpt/.pt/.pth` and safetensors state dicts with strict loading,
+//!   `torch.save` output, the published encoders' loaders, named presets.
+//! * [`onnx`] — ONNX export (the trace), ONNX Runtime inference, the compile cache.
+//! * [`train`] — the model side of training: optimisers, schedules, keyed initialisation, one
+//!   step of each task with its checkpoint state.
 //! * [`traits`] — `Denoiser`, `FirstStage`, `FaceEncoder`: what the engine calls.
+//! * [`error`] — [`ModelError`].
 //!
 //! Parameter paths equal the official PyTorch state-dict keys, so loading an official checkpoint
 //! is a lookup; every model is checked against golden outputs of the official code.
@@ -35,24 +51,18 @@
 //! one-to-one onto the PyTorch originals. The model stack therefore stays on candle; the training
 //! gap on CPU is the known cost of that choice (real training runs on GPUs).
 
-pub mod checkpoint;
 pub mod error;
 pub mod heads;
+pub mod io;
 pub mod iresnet;
 pub mod kernels;
 pub mod nn;
 pub mod onnx;
-pub mod presets;
-pub mod pretrained;
 pub mod sampler;
 pub mod schedule;
-pub mod torch_file;
-pub mod train_loop;
+pub mod train;
 pub mod traits;
 pub mod unet;
 pub mod vq;
 
 pub use error::{ModelError, Result};
-/// The trainable variables and the DDPM training loss, at their former path (they live in
-/// [`train_loop::loss`]).
-pub use train_loop::loss as training;

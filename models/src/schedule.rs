@@ -8,8 +8,8 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::checkpoint::StateDict;
 use crate::error::{ModelError, Result};
+use crate::io::checkpoint::StateDict;
 
 /// Names of the eight buffers, in the order the official wrapper registers them.
 pub const SCHEDULE_KEYS: [&str; 8] = [

@@ -723,6 +723,6 @@ impl ConditionalUNet<Candle> {
 
 /// Number of scalar parameters of a configuration, computed without allocating the weights.
 pub fn parameter_count(config: &UNetConfig) -> crate::Result<usize> {
-    let shapes = crate::checkpoint::parameter_shapes(|vb| ConditionalUNet::new(config, vb))?;
+    let shapes = crate::io::checkpoint::parameter_shapes(|vb| ConditionalUNet::new(config, vb))?;
     Ok(shapes.iter().map(|(_, s)| s.elem_count()).sum())
 }

@@ -10,7 +10,7 @@ mod common;
 use candle_core::{Device, Module, Tensor};
 use common::max_abs_diff;
 use idflow_dataset::rng::KeyedRng;
-use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig, IrBackbone};
 use idflow_models::onnx::random::random_state_dict;
 use idflow_models::onnx::{

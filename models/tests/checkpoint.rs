@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Module, Tensor};
 use common::{assert_close, get, load_io, reference};
-use idflow_models::checkpoint::{load_model, load_model_from_file, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, load_model_from_file, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::schedule::SCHEDULE_KEYS;
 use idflow_models::ModelError;
@@ -132,8 +132,8 @@ fn prefixed_and_safetensors_state_dicts_load_to_the_same_model() {
 #[test]
 fn one_call_loaders_read_the_official_files() {
     let opts = LoadOptions::default();
-    let cfg = idflow_models::presets::reference_tiny_vq();
-    let vq = idflow_models::pretrained::load_vq_first_stage(
+    let cfg = idflow_models::io::presets::reference_tiny_vq();
+    let vq = idflow_models::io::pretrained::load_vq_first_stage(
         reference("vq_tiny_first_stage_encoder_state_dict.pt"),
         reference("vq_tiny_first_stage_decoder_state_dict.pt"),
         &cfg,
@@ -141,7 +141,7 @@ fn one_call_loaders_read_the_official_files() {
     )
     .unwrap();
     assert_eq!(vq.decoder.quantizer().codebook_shape(), (64, 3));
-    let net = idflow_models::pretrained::load_iresnet(reference("iresnet_tiny.pth"), &tiny_cfg(), &opts).unwrap();
+    let net = idflow_models::io::pretrained::load_iresnet(reference("iresnet_tiny.pth"), &tiny_cfg(), &opts).unwrap();
     let io = load_io("iresnet_tiny_io.safetensors");
     assert_close("load_iresnet", &net.forward(get(&io, "input")).unwrap(), get(&io, "features"), 1e-4);
 }
@@ -155,7 +155,7 @@ fn load_idiff_face_returns_the_unet_and_the_checkpoint_schedule() {
     m.remove("n_context_classes");
     let cfg: idflow_models::unet::UNetConfig = serde_json::from_value(v["eps_model"].clone()).unwrap();
     let (unet, schedule, report) =
-        idflow_models::pretrained::load_idiff_face(reference("idiff_unet_tiny.ckpt"), &cfg, &LoadOptions::default()).unwrap();
+        idflow_models::io::pretrained::load_idiff_face(reference("idiff_unet_tiny.ckpt"), &cfg, &LoadOptions::default()).unwrap();
     assert_eq!(report.prefix, "eps_model.");
     assert_eq!(schedule.len(), 1000);
     let io = load_io("idiff_unet_tiny_io.safetensors");

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close, get, load_io, reference};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::sampler::{
     batch_noise, ddim_timesteps, ddpm_adds_noise, sample, CpuStepMath, DdimCoefficients, DdpmCoefficients, NoiseKey, SamplerConfig,
     SamplerKind, StepMath, PRIOR_STEP,
@@ -18,7 +18,7 @@ fn vec_f32(t: &Tensor) -> Vec<f32> {
 }
 
 fn tiny_unet(dict: &StateDict) -> ConditionalUNet {
-    let cfg = idflow_models::presets::reference_tiny_unet();
+    let cfg = idflow_models::io::presets::reference_tiny_unet();
     load_model(dict, &LoadOptions::default(), |vb| ConditionalUNet::new(&cfg, vb)).unwrap().0
 }
 

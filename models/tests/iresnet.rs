@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use common::{assert_close, get, load_io, reference};
-use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig, IrBackbone};
 
 fn l2_normalize(x: &Tensor) -> Tensor {

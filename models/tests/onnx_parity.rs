@@ -10,7 +10,7 @@ mod common;
 use candle_core::{DType, Device, Module, Tensor};
 use common::{assert_close, get, load_io, max_abs_diff, ort_dylib, reference};
 use idflow_dataset::rng::KeyedRng;
-use idflow_models::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, parameter_shapes, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::random::random_state_dict;
 use idflow_models::onnx::{
@@ -75,7 +75,7 @@ fn iresnet_batch_of_five_matches_native() {
 // ---------------------------------------------------------------- VQ
 
 fn vq_config() -> VqConfig {
-    idflow_models::presets::reference_tiny_vq()
+    idflow_models::io::presets::reference_tiny_vq()
 }
 
 struct Vq {

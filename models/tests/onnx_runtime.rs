@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{ort_dylib, reference};
-use idflow_models::checkpoint::StateDict;
+use idflow_models::io::checkpoint::StateDict;
 use idflow_models::iresnet::IResNetConfig;
 use idflow_models::onnx::builder::{Dim, ElemType, GraphBuilder};
 use idflow_models::onnx::proto::{DimensionValue, ModelProto};

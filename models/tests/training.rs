@@ -12,7 +12,7 @@ use idflow_models::iresnet::IrBackbone;
 use idflow_models::nn::layers::BatchNorm;
 use idflow_models::sampler::NoiseKey;
 use idflow_models::schedule::DdpmSchedule;
-use idflow_models::train_loop::loss::{ddpm_training_loss, trainable_vars};
+use idflow_models::train::loss::{ddpm_training_loss, trainable_vars};
 use idflow_models::unet::{ConditionalUNet, UNetConfig};
 
 #[test]
@@ -90,7 +90,7 @@ fn ir18_with_cosface_learns_a_fixed_pair() {
 #[test]
 fn unet_ddpm_loss_decreases_under_adamw() {
     let dev = Device::Cpu;
-    let cfg = UNetConfig { channel_multipliers: vec![1, 2], ..idflow_models::presets::toy_unet() };
+    let cfg = UNetConfig { channel_multipliers: vec![1, 2], ..idflow_models::io::presets::toy_unet() };
     let varmap = VarMap::new();
     let unet = ConditionalUNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
     let schedule = DdpmSchedule::linear(1000);

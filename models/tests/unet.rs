@@ -4,11 +4,11 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use common::{assert_close, get, load_io, reference};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::unet::{parameter_count, ConditionType, ConditionalUNet, UNetConfig};
 
 fn tiny_config() -> UNetConfig {
-    idflow_models::presets::reference_tiny_unet()
+    idflow_models::io::presets::reference_tiny_unet()
 }
 
 #[test]

@@ -4,12 +4,12 @@ mod common;
 
 use candle_core::DType;
 use common::{assert_close, get, load_io, reference};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::traits::FirstStage;
 use idflow_models::vq::{VqConfig, VqDecoder, VqEncoder, VqModel};
 
 fn tiny_config() -> VqConfig {
-    idflow_models::presets::reference_tiny_vq()
+    idflow_models::io::presets::reference_tiny_vq()
 }
 
 fn load() -> VqModel {

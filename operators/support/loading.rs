@@ -5,7 +5,7 @@
 //! worker ([`Inference::session_options`]).
 
 use super::model_ref::{is_onnx_file, Backend, Inference, CODEBOOK_KEYS};
-use idflow_models::checkpoint::{load_model, LoadOptions, StateDict};
+use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::{
     compile_cached, default_cache_dir, CompileOptions, OnnxError, OnnxModelSpec, OrtDenoiser, OrtFaceEncoder, OrtFirstStage, OrtRuntime,
@@ -88,7 +88,7 @@ pub fn load_denoiser(inference: &Inference, path: &Path, cfg: &UNetConfig) -> Re
         Backend::Native => {
             native_checkpoint(path).map_err(fail)?;
             let (unet, schedule, _) =
-                idflow_models::pretrained::load_idiff_face(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
+                idflow_models::io::pretrained::load_idiff_face(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
             Ok((Box::new(unet) as Box<dyn Denoiser>, schedule))
         }
         Backend::Onnx => {
@@ -157,7 +157,7 @@ pub fn load_iresnet(inference: &Inference, path: &Path, cfg: &IResNetConfig) -> 
         Backend::Native => {
             native_checkpoint(path).map_err(fail)?;
             let net: IResNet =
-                idflow_models::pretrained::load_iresnet(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
+                idflow_models::io::pretrained::load_iresnet(path, cfg, &LoadOptions::default()).map_err(|e| fail(e.to_string()))?;
             Ok(Box::new(net))
         }
         Backend::Onnx => {

@@ -2,7 +2,7 @@
 //! `backend` / `threads` / `providers` block of every model node ([`Backend`], [`Provider`],
 //! [`Inference`], checked by [`check_inference`], documented by [`INFERENCE_PARAMS`]), and the
 //! plan-time resolution and checks of both: a configuration (a preset of
-//! [`idflow_models::presets`], a JSON file, or an inline map) into the model crate's config
+//! [`idflow_models::io::presets`], a JSON file, or an inline map) into the model crate's config
 //! types, and a checkpoint's tensors against that configuration.
 //!
 //! Plan time only resolves configurations (presets and inline maps need no file; a JSON config
@@ -11,10 +11,10 @@
 
 use crate::operators::ParamDoc;
 use crate::spec::{ConfigError, NodeSpec};
-use idflow_models::checkpoint::{parameter_shapes, shape_mismatches, stored_shapes};
+use idflow_models::io::checkpoint::{parameter_shapes, shape_mismatches, stored_shapes};
+use idflow_models::io::presets;
 use idflow_models::iresnet::{IResNet, IResNetConfig};
 use idflow_models::onnx::{ExecutionProvider, SessionOptions};
-use idflow_models::presets;
 use idflow_models::unet::UNetConfig;
 use idflow_models::vq::{VqConfig, VqDecoder};
 use serde::Deserialize;

@@ -155,7 +155,7 @@ pub fn stack(rows: &[&[f32]], dims: &[usize]) -> Result<Tensor, String> {
 
 /// Writes named tensors + metadata as safetensors, atomically.
 pub fn write_checkpoint(path: &Path, entries: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<(), String> {
-    let bytes = idflow_models::train_loop::state::encode_safetensors(entries, metadata).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = idflow_models::train::state::encode_safetensors(entries, metadata).map_err(|e| format!("{}: {e}", path.display()))?;
     atomic_write(path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -195,7 +195,7 @@ pub type Checkpoint = (BTreeMap<String, Tensor>, HashMap<String, String>);
 /// Reads a safetensors checkpoint with its metadata.
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    idflow_models::train_loop::state::decode_safetensors(&bytes, &path.display().to_string()).map_err(|e| e.to_string())
+    idflow_models::train::state::decode_safetensors(&bytes, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
 /// A checkpoint to continue from (`resume: true` and the file exists).

@@ -8,7 +8,7 @@ use super::data::{self, Example, ResumePoint};
 use super::params::CommonParams;
 use super::EpochStats;
 use candle_core::Tensor;
-use idflow_models::train_loop::schedule::LrSchedule;
+use idflow_models::train::schedule::LrSchedule;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::Path;

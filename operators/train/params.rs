@@ -12,7 +12,7 @@ use super::diffusion::DiffusionTask;
 use super::driver::TrainTask;
 use super::face::FaceTask;
 use crate::spec::{ConfigError, NodeSpec};
-use idflow_models::train_loop::schedule::LrSchedule;
+use idflow_models::train::schedule::LrSchedule;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -19,7 +19,7 @@ use super::{
     compile_iresnet, compile_tface_ir, compile_to_file, compile_unet, compile_vq_decoder, compile_vq_encoder, CompileOptions, OnnxError,
     UNetExport,
 };
-use crate::checkpoint::StateDict;
+use crate::io::checkpoint::StateDict;
 use crate::iresnet::IResNetConfig;
 use crate::unet::UNetConfig;
 use crate::vq::VqConfig;

@@ -18,7 +18,7 @@ use super::builder::{Dim, ElemType};
 use super::trace::{KeyPath, OnnxTrace, Sym};
 use super::weights::Weights;
 use super::{finish_model, CompileOptions, OnnxError};
-use crate::checkpoint::StateDict;
+use crate::io::checkpoint::StateDict;
 use crate::iresnet::{IResNet, IResNetConfig, IrBackbone};
 use crate::nn::NormMode;
 use crate::schedule::DdpmSchedule;

@@ -13,7 +13,7 @@
 //!   [`crate::traits::FaceEncoder`] backed by ORT sessions, interchangeable with the native models.
 //!
 //! Compilation needs no Python and no `protoc`: the trace reads the official state dict
-//! ([`crate::checkpoint::StateDict`]) by key, with the native loader's prefix detection and strict
+//! ([`crate::io::checkpoint::StateDict`]) by key, with the native loader's prefix detection and strict
 //! key accounting, and [`serialize`] encodes the `ModelProto` with `prost`.
 
 pub mod backends;

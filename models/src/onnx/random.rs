@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Shape, Tensor};
 use idflow_dataset::rng::{derive_seed, KeyedRng};
 
-use crate::checkpoint::StateDict;
+use crate::io::checkpoint::StateDict;
 
 fn key_hash(key: &str) -> u64 {
     // FNV-1a: a stable, platform-independent key → stream mapping
@@ -16,7 +16,7 @@ fn key_hash(key: &str) -> u64 {
 }
 
 /// A state dict with seeded random values for every `(key, shape)` (e.g. from
-/// [`crate::checkpoint::parameter_shapes`]).
+/// [`crate::io::checkpoint::parameter_shapes`]).
 pub fn random_state_dict(shapes: &[(String, Shape)], seed: u64) -> candle_core::Result<StateDict> {
     let mut entries = Vec::with_capacity(shapes.len());
     for (key, shape) in shapes {

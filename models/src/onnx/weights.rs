@@ -8,7 +8,7 @@ use candle_core::DType;
 
 use super::builder::{GraphBuilder, Value};
 use super::OnnxError;
-use crate::checkpoint::{StateDict, KNOWN_PREFIXES};
+use crate::io::checkpoint::{StateDict, KNOWN_PREFIXES};
 
 /// A state dict seen through a key prefix, recording which keys the trace consumed.
 pub struct Weights<'a> {

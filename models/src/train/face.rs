@@ -1,4 +1,4 @@
-//! One optimiser step of a face recogniser: backbone ([`IResNet`](crate::iresnet::IResNet) or TFace
+//! One optimiser step of a face recogniser: backbone ([`IResNet`] or TFace
 //! [`IrBackbone`]) → margin head → softmax cross-entropy, SGD with momentum and weight decay
 //! off BatchNorm parameters, optional gradient clipping; plus the model/optimiser state a
 //! resumable checkpoint needs.

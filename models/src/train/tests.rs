@@ -4,14 +4,14 @@
 //! topology backbone loading into the inference IResNet `embed` uses, and an exactly
 //! reproducible resume of the denoiser (optimiser + EMA state).
 
-use crate::checkpoint::LoadOptions;
+use crate::io::checkpoint::LoadOptions;
 use crate::iresnet::{IResNet, IResNetConfig};
 use crate::sampler::NoiseKey;
-use crate::train_loop::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
-use crate::train_loop::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
-use crate::train_loop::optim::{params, Adam, Sgd};
-use crate::train_loop::schedule::EmaConfig;
-use crate::train_loop::state::{decode_safetensors, encode_safetensors, keyed_init};
+use crate::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
+use crate::train::face::{BackboneConfig, FaceTrainConfig, FaceTrainer};
+use crate::train::optim::{params, Adam, Sgd};
+use crate::train::schedule::EmaConfig;
+use crate::train::state::{decode_safetensors, encode_safetensors, keyed_init};
 use crate::unet::UNetConfig;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -137,7 +137,7 @@ fn published_topology_backbone_loads_into_the_inference_iresnet() {
     let path = dir.path().join("backbone.safetensors");
     std::fs::write(&path, encode_safetensors(&trainer.backbone_state(), HashMap::new()).unwrap()).unwrap();
     // strict load: every key of the official IResNet present, nothing extra
-    let net = crate::pretrained::load_iresnet(
+    let net = crate::io::pretrained::load_iresnet(
         &path,
         &IResNetConfig { layers: [1, 1, 1, 1], num_features: 32, ..Default::default() },
         &LoadOptions::default(),
@@ -233,7 +233,7 @@ fn denoiser_resume_equals_an_uninterrupted_run() {
 
 #[test]
 fn vq_autoencoder_learns_to_reconstruct_and_resumes_exactly() {
-    use crate::train_loop::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer};
+    use crate::train::autoencoder::{AutoencoderTrainConfig, AutoencoderTrainer};
     let vq: crate::vq::VqConfig = serde_json::from_str(
         r#"{"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "in_channels": 3, "out_ch": 3, "z_channels": 3, "embed_dim": 3, "resolution": 16, "attn_resolutions": []}"#,
     )
@@ -287,7 +287,7 @@ fn unet_f64(cfg: &UNetConfig, seed: u64) -> (VarMap, crate::unet::ConditionalUNe
     use idflow_dataset::rng::KeyedRng;
     let varmap = VarMap::new();
     let unet = crate::unet::ConditionalUNet::new(cfg, VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu)).unwrap();
-    for (i, (name, var)) in crate::train_loop::state::named_vars(&varmap).into_iter().enumerate() {
+    for (i, (name, var)) in crate::train::state::named_vars(&varmap).into_iter().enumerate() {
         let mut rng = KeyedRng::new(&[seed, i as u64]);
         let dims = var.dims().to_vec();
         let fan_in: usize = if dims.len() >= 2 { dims[1..].iter().product() } else { 1 };
@@ -384,7 +384,7 @@ fn state_map(t: &FaceTrainer) -> BTreeMap<String, Vec<f32>> {
 
 #[test]
 fn rows_split_into_near_equal_contiguous_replica_parts() {
-    use crate::train_loop::replicas::split_rows;
+    use crate::train::replicas::split_rows;
     assert_eq!(split_rows(10, 3), vec![0..3, 3..6, 6..10]);
     assert_eq!(split_rows(8, 2), vec![0..4, 4..8]);
     assert_eq!(split_rows(3, 8), vec![0..1, 1..2, 2..3]);

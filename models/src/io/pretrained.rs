@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{load_model, LoadOptions, LoadReport, StateDict};
 use crate::error::{ModelError, Result};
+use crate::io::checkpoint::{load_model, LoadOptions, LoadReport, StateDict};
 use crate::iresnet::{IResNet, IResNetConfig, IrBackbone};
 use crate::schedule::DdpmSchedule;
 use crate::unet::{ConditionalUNet, UNetConfig};

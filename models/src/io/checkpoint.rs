@@ -43,7 +43,7 @@ impl StateDict {
     /// A top-level `state_dict` entry (Lightning checkpoints) is unwrapped when present.
     pub fn from_torch_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let entries = crate::torch_file::read_torch_state_dict(path)?;
+        let entries = crate::io::torch_file::read_torch_state_dict(path)?;
         Ok(Self::new(path.display().to_string(), entries))
     }
 
