@@ -18,8 +18,8 @@
 
 use super::support::columns::{tensor_array, tensor_field, tensor_rows};
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing, SourceTask, Started,
-    Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Routing, SourceTask, Started, Task,
+    TaskContext,
 };
 use crate::batch::{column, id_value};
 use crate::spec::ConfigError;
@@ -62,48 +62,9 @@ pub fn info_from_embeddings() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "kind", ty: "synthetic-uniform | file", default: "required", doc: "where the contexts come from" },
-    ParamDoc { name: "count", ty: "integer", default: "required for synthetic-uniform", doc: "candidate contexts drawn" },
-    ParamDoc { name: "dim", ty: "integer", default: "512", doc: "context width (checked against the file)" },
-    ParamDoc {
-        name: "path",
-        ty: "path",
-        default: "required for file",
-        doc: "IDiff-Face dict .npy, plain (N, D) .npy, or .parquet with a `context` column",
-    },
-    ParamDoc {
-        name: "max_similarity",
-        ty: "number",
-        default: "none",
-        doc: "keep a context only if its cosine to every kept one is <= this (greedy)",
-    },
-    ParamDoc { name: "limit", ty: "integer", default: "all", doc: "keep at most this many contexts" },
-    ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
-    ParamDoc {
-        name: "allow_empty",
-        ty: "bool",
-        default: "false",
-        doc: "accept keeping no contexts (otherwise an empty source is an error)",
-    },
-];
+const PARAMS: &str = include_str!("params/contexts.md");
 
-const PARAMS_EMB: &[ParamDoc] = &[
-    ParamDoc { name: "column", ty: "string", default: "embedding", doc: "input embedding column (L2-normalised again here)" },
-    ParamDoc {
-        name: "samples_per_identity",
-        ty: "integer",
-        default: "1",
-        doc: "upstream samples per identity; new identity = identity * this + sample",
-    },
-    ParamDoc {
-        name: "max_similarity",
-        ty: "number",
-        default: "none",
-        doc: "greedy spread as in `contexts`; gathers all rows on worker 0, renumbers, and sends each identity to its owner",
-    },
-    ParamDoc { name: "limit", ty: "integer", default: "all", doc: "keep at most this many (gathers on worker 0 and renumbers)" },
-];
+const PARAMS_EMB: &str = include_str!("params/contexts-from-embeddings.md");
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

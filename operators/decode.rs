@@ -7,9 +7,7 @@
 //! OpenCV's INTER_AREA for downscaling) is written here because `image` offers no area filter.
 
 use super::support::images::{area_resize, Size};
-use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
-};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::{binary_column, column, str_column};
 use crate::spec::ConfigError;
 use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
@@ -31,15 +29,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "column", ty: "string", default: "image", doc: "input column with encoded image bytes" },
-    ParamDoc { name: "output", ty: "string", default: "tensor", doc: "name of the tensor column to add" },
-    ParamDoc { name: "size", ty: "int or [h, w]", default: "keep", doc: "resize to this size (required when images differ in size)" },
-    ParamDoc { name: "resize", ty: "bilinear | area", default: "bilinear", doc: "resampling filter" },
-    ParamDoc { name: "center_crop", ty: "int or [h, w]", default: "none", doc: "center crop after resizing" },
-    ParamDoc { name: "mean", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "subtracted after scaling to [0, 1]" },
-    ParamDoc { name: "std", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "divisor after subtracting the mean" },
-];
+const PARAMS: &str = include_str!("params/decode.md");
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

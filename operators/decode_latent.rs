@@ -9,10 +9,7 @@
 
 use super::support::columns::{latent_shape, tensor_rows};
 use super::support::latent_decoder::{check_decode, DecodeParams, LatentDecoder};
-use super::support::model_ref::INFERENCE_PARAMS;
-use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
-};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -30,35 +27,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "first_stage",
-        ty: "{checkpoint, config}",
-        default: "required",
-        doc: "decoder weights (first_stage_decoder_state_dict.pt); config: vq-f4 (default) | reference-tiny | JSON | inline",
-    },
-    INFERENCE_PARAMS[0],
-    INFERENCE_PARAMS[1],
-    INFERENCE_PARAMS[2],
-    ParamDoc { name: "column", ty: "string", default: "latent", doc: "input latent column (shape metadata [c,h,w])" },
-    ParamDoc {
-        name: "quantize",
-        ty: "bool",
-        default: "true",
-        doc: "snap latents to the nearest codewords before decoding (IDiff-Face does)",
-    },
-    ParamDoc { name: "size", ty: "int or [h, w]", default: "decoder output", doc: "resize the decoded image (e.g. 112)" },
-    ParamDoc { name: "resize", ty: "bilinear | area", default: "bilinear", doc: "resampling filter" },
-    ParamDoc { name: "format", ty: "png | jpeg", default: "png", doc: "image encoding" },
-    ParamDoc { name: "quality", ty: "integer", default: "95", doc: "JPEG quality 1-100" },
-    ParamDoc { name: "batch", ty: "integer", default: "16", doc: "latents per decoder call (batched mode)" },
-    ParamDoc {
-        name: "reproducible",
-        ty: "exact | batched",
-        default: "exact",
-        doc: "exact: one latent per call (bytes independent of batching)",
-    },
-];
+const PARAMS: &str = include_str!("params/decode-latent.md");
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let p: DecodeParams = ctx.node.parse_params()?;

@@ -18,11 +18,8 @@
 
 use super::support::columns::{tensor_array, tensor_field, tensor_rows};
 use super::support::generator::{check_sampling, noise_sample, Condition, Generator, Job, SamplingParams};
-use super::support::model_ref::INFERENCE_PARAMS;
 use super::support::pending::PendingWork;
-use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
-};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::u32_column;
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
@@ -41,38 +38,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "model",
-        ty: "{checkpoint, config}",
-        default: "required",
-        doc: "UNet weights; config: idiff-face-ca (default) | idiff-face-uncond | reference-tiny | JSON file | inline map",
-    },
-    INFERENCE_PARAMS[0],
-    INFERENCE_PARAMS[1],
-    INFERENCE_PARAMS[2],
-    ParamDoc { name: "samples_per_identity", ty: "integer", default: "required", doc: "latents generated per context row" },
-    ParamDoc { name: "sampler", ty: "ddpm | ddim", default: "ddpm", doc: "ancestral DDPM over all T steps, or DDIM" },
-    ParamDoc { name: "steps", ty: "integer", default: "50", doc: "DDIM steps (stride T/steps)" },
-    ParamDoc { name: "eta", ty: "number", default: "0", doc: "DDIM noise scale (0 = deterministic)" },
-    ParamDoc {
-        name: "admis_compat",
-        ty: "bool",
-        default: "false",
-        doc: "DDIM with ADMIS's off-by-one alpha_bar_prev and eps re-derivation",
-    },
-    ParamDoc { name: "guidance", ty: "number", default: "1", doc: "classifier-free guidance weight w (1 = off)" },
-    ParamDoc { name: "batch", ty: "integer", default: "16", doc: "latents per denoiser call / per emitted batch, across identities" },
-    ParamDoc {
-        name: "reproducible",
-        ty: "exact | batched",
-        default: "exact",
-        doc: "exact: bytes independent of batch and workers; batched: stacked calls (faster)",
-    },
-    ParamDoc { name: "latent_shape", ty: "[c, h, w]", default: "[3, 32, 32]", doc: "latent shape (VQ-f4 latent of a 128 px image)" },
-    ParamDoc { name: "condition", ty: "context | none", default: "context", doc: "none: unconditional sampling (two-stage pipelines)" },
-    ParamDoc { name: "context_column", ty: "string", default: "context", doc: "input column holding the identity context" },
-];
+const PARAMS: &str = include_str!("params/diffuse.md");
 
 /// `diffuse`'s parameters: the sampling parameters plus the sample count.
 #[derive(Debug, Clone)]

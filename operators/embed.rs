@@ -9,10 +9,7 @@
 
 use super::support::columns::{tensor_array, tensor_field};
 use super::support::face_embedder::{check_embed, EmbedParams, FaceEmbedder};
-use super::support::model_ref::INFERENCE_PARAMS;
-use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
-};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::binary_column;
 use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -31,29 +28,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "encoder",
-        ty: "{checkpoint, config}",
-        default: "required",
-        doc: "IResNet weights; config: iresnet50 (default) | iresnet18/34/100/200 | JSON | inline {layers, num_features}",
-    },
-    INFERENCE_PARAMS[0],
-    INFERENCE_PARAMS[1],
-    INFERENCE_PARAMS[2],
-    ParamDoc { name: "column", ty: "string", default: "image", doc: "encoded image column" },
-    ParamDoc { name: "output", ty: "string", default: "embedding", doc: "embedding column to add" },
-    ParamDoc { name: "flip", ty: "bool", default: "false", doc: "flip TTA: normalize(f(x) + f(flip(x)))" },
-    ParamDoc { name: "mean", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "subtracted after scaling to [0, 1]" },
-    ParamDoc { name: "std", ty: "[r, g, b]", default: "[0.5, 0.5, 0.5]", doc: "divisor after subtracting the mean" },
-    ParamDoc { name: "batch", ty: "integer", default: "32", doc: "images per forward pass (batched mode)" },
-    ParamDoc {
-        name: "reproducible",
-        ty: "exact | batched",
-        default: "exact",
-        doc: "exact: one image per pass (embedding independent of batching)",
-    },
-];
+const PARAMS: &str = include_str!("params/embed.md");
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let p: EmbedParams = ctx.node.parse_params()?;

@@ -8,9 +8,7 @@
 
 use super::support::columns::{tensor_array, tensor_field};
 use super::support::model_ref::{self as model_spec, ConfigRef};
-use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Started, Task, TaskContext,
-};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::binary_column;
 use crate::spec::ConfigError;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -33,17 +31,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "first_stage",
-        ty: "{checkpoint, config}",
-        default: "required",
-        doc: "encoder weights (first_stage_encoder_state_dict.pt); config: vq-f4 (default) | reference-tiny | JSON | inline",
-    },
-    ParamDoc { name: "column", ty: "string", default: "image", doc: "encoded image column" },
-    ParamDoc { name: "output", ty: "string", default: "latent", doc: "latent column to add" },
-    ParamDoc { name: "size", ty: "integer", default: "128", doc: "image side fed to the encoder (IDiff-Face: 128)" },
-];
+const PARAMS: &str = include_str!("params/encode-latent.md");
 
 /// The encoder's weights and configuration.
 #[derive(Deserialize, Debug, Clone)]

@@ -40,8 +40,8 @@
 
 use super::support::model_ref;
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, Role, Routing,
-    Started, Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, PrepareContext, Resume, Role, Routing, Started,
+    Task, TaskContext,
 };
 use crate::batch::{binary_column, column, id_value, u32_column};
 use crate::spec::ConfigError;
@@ -76,50 +76,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "output", ty: "path", default: "required", doc: "folder for metrics.json, tables and plots" },
-    ParamDoc {
-        name: "benchmarks",
-        ty: "list of paths",
-        default: "[]",
-        doc: "verification .bin files (lfw, cfp_fp, cplfw, agedb_30, calfw, toy_*)",
-    },
-    ParamDoc {
-        name: "encoder",
-        ty: "map",
-        default: "none",
-        doc: "{checkpoint, config: iresnet50 | {layers, num_features} | file.json, backend: onnx | native, threads, providers: [cpu], flip: true, batch_size: 32}: IResNet for the benchmarks",
-    },
-    ParamDoc { name: "n_folds", ty: "integer", default: "10", doc: "folds of the verification protocol" },
-    ParamDoc {
-        name: "dataset_metrics",
-        ty: "bool",
-        default: "auto",
-        doc: "score the input rows (auto: when they have the identity and embedding columns)",
-    },
-    ParamDoc { name: "identity_column", ty: "string", default: "identity", doc: "UInt32 identity label" },
-    ParamDoc { name: "embedding_column", ty: "string", default: "embedding", doc: "FixedSizeList<Float32, d> embedding" },
-    ParamDoc { name: "context_column", ty: "string", default: "context", doc: "identity context (used when present)" },
-    ParamDoc { name: "image_column", ty: "string", default: "image", doc: "encoded images for the contact sheet (used when present)" },
-    ParamDoc {
-        name: "sample_column",
-        ty: "string",
-        default: "sample",
-        doc: "sample index ordering rows within an identity (used when present)",
-    },
-    ParamDoc {
-        name: "max_impostor_pairs",
-        ty: "integer",
-        default: "1000000",
-        doc: "use every cross-identity pair when there are at most this many, else draw as many as genuine pairs",
-    },
-    ParamDoc { name: "r", ty: "float", default: "0.3", doc: "DCFace threshold for U_class and C_intra" },
-    ParamDoc { name: "plots", ty: "bool", default: "true", doc: "write the PNG plots" },
-    ParamDoc { name: "histogram_bins", ty: "integer", default: "100", doc: "bins of the score histograms" },
-    ParamDoc { name: "contact_identities", ty: "integer", default: "8", doc: "identities (rows) on the contact sheet" },
-    ParamDoc { name: "contact_samples", ty: "integer", default: "8", doc: "samples (columns) per identity on the contact sheet" },
-    ParamDoc { name: "thumbnail", ty: "integer", default: "96", doc: "contact-sheet tile size in pixels" },
-];
+const PARAMS: &str = include_str!("params/evaluate.md");
 
 /// Files this operator writes into `output`.
 pub const OUTPUT_FILES: &[&str] = &[

@@ -21,8 +21,8 @@ use super::support::generator::{check_sampling, noise_sample, Generator, Job, Sa
 use super::support::latent_decoder::{check_decode, DecodeParams, LatentDecoder};
 use super::support::rows::row_label;
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, ResumeSet,
-    Role, Started, Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, PrepareContext, Resume, ResumeSet, Role, Started,
+    Task, TaskContext,
 };
 use crate::output::{Begun, OutputLock, StagedOutput, Stamp};
 
@@ -50,36 +50,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "threshold",
-        ty: "number",
-        default: "required",
-        doc: "minimum cosine between a sample's embedding and its identity context",
-    },
-    ParamDoc {
-        name: "max_retries",
-        ty: "integer",
-        default: "0",
-        doc: "re-draws per rejected sample (0 = gate only, rejected rows are dropped)",
-    },
-    ParamDoc {
-        name: "generate",
-        ty: "map",
-        default: "required if max_retries > 0",
-        doc: "the `diffuse` sampling parameters (model, sampler, steps, ...)",
-    },
-    ParamDoc { name: "decode", ty: "map", default: "required if max_retries > 0", doc: "the `decode-latent` parameters" },
-    ParamDoc { name: "embed", ty: "map", default: "required if max_retries > 0", doc: "the `embed` parameters" },
-    ParamDoc { name: "context_column", ty: "string", default: "context", doc: "identity context column" },
-    ParamDoc { name: "embedding_column", ty: "string", default: "embedding", doc: "sample embedding column" },
-    ParamDoc {
-        name: "report",
-        ty: "path",
-        default: "none",
-        doc: "JSON file for acceptance per identity and overall (written by the commit step)",
-    },
-];
+const PARAMS: &str = include_str!("params/filter.md");
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]

@@ -386,18 +386,7 @@ pub trait Operator: Send + Sync {
     }
 }
 
-/// Documentation of one parameter, for `idflow ops`.
-#[derive(Clone, Copy, Debug)]
-pub struct ParamDoc {
-    /// Name as written in YAML.
-    pub name: &'static str,
-    /// Type, in words.
-    pub ty: &'static str,
-    /// Default, or `required`.
-    pub default: &'static str,
-    /// One line.
-    pub doc: &'static str,
-}
+pub use support::param_table::ParamDoc;
 
 /// A registry entry: how to build an operator from a node.
 pub struct OperatorInfo {
@@ -407,8 +396,9 @@ pub struct OperatorInfo {
     pub role: Role,
     /// One-line description.
     pub summary: &'static str,
-    /// Parameters.
-    pub params: &'static [ParamDoc],
+    /// Parameters: the operator's table in `operators/params/` (a Markdown table, one row per
+    /// YAML field; read with [`OperatorInfo::param_docs`]).
+    pub params: &'static str,
     /// Constructor.
     pub build: fn(&BuildContext) -> Result<Arc<dyn Operator>, ConfigError>,
 }
@@ -433,6 +423,14 @@ pub fn registry() -> &'static [OperatorInfo] {
             encode_latent::info(),
         ]
     })
+}
+
+impl OperatorInfo {
+    /// The documented parameters, in table order, the shared model block expanded where the
+    /// table says *inference*.
+    pub fn param_docs(&self) -> Vec<ParamDoc> {
+        support::param_table::parse(self.params)
+    }
 }
 
 /// Looks an operator up by name.

@@ -15,7 +15,7 @@
 //! (`identity % workers`), so the rows do not depend on the worker count; TFRecord shards and
 //! `.bin` pairs, which carry no identity up front, are split by shard / pair number instead.
 
-use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, SourceTask, Started, TaskContext};
+use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, Role, SourceTask, Started, TaskContext};
 use crate::spec::ConfigError;
 use arrow_schema::SchemaRef;
 use serde::Deserialize;
@@ -42,18 +42,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "format", ty: "string", default: "image-folder", doc: "image-folder | image-list | tfrecord | recordio | bin | contexts | parquet" },
-    ParamDoc { name: "root", ty: "path", default: "required", doc: "folder (image-folder, recordio, tfrecord, parquet) or file (image-list, bin, contexts, a .index or .parquet file)" },
-    ParamDoc { name: "extensions", ty: "list of strings", default: "[jpg, jpeg, png]", doc: "image-folder: file extensions to read (case-insensitive)" },
-    ParamDoc { name: "limit_identities", ty: "integer", default: "all", doc: "image-folder: read only the first N identities (sorted folder order)" },
-    ParamDoc { name: "limit_per_identity", ty: "integer", default: "all", doc: "image-folder: read only the first N files of each identity (sorted)" },
-    ParamDoc { name: "dim", ty: "integer", default: "512", doc: "contexts: context width (checked against the file)" },
-    ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "parquet: columns to read" },
-    ParamDoc { name: "schema", ty: "map column -> type", default: "from the file", doc: "parquet: declared columns (uint32, uint64, int64, float32, float64, bool, utf8, binary, float32[N]) for data that does not exist yet at planning time" },
-    ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
-    ParamDoc { name: "allow_empty", ty: "bool", default: "false", doc: "accept a source with no rows (otherwise an empty input is an error)" },
-];
+const PARAMS: &str = include_str!("params/read.md");
 
 /// Input formats `read` understands.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! `identity_offset + i`, so train and test sets can use disjoint ranges of the same world.
 //! Each worker renders only the identities it owns.
 
-use super::{next_chunk, BuildContext, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, SourceTask, Started, TaskContext};
+use super::{next_chunk, BuildContext, OpError, OpResult, Operator, OperatorInfo, Role, SourceTask, Started, TaskContext};
 use crate::spec::ConfigError;
 use arrow_array::{ArrayRef, BinaryArray, Float32Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -24,27 +24,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "identities", ty: "integer", default: "required", doc: "number of identities" },
-    ParamDoc { name: "images_per_identity", ty: "integer", default: "required", doc: "samples rendered per identity" },
-    ParamDoc { name: "identity_offset", ty: "integer", default: "0", doc: "first world identity (keeps train/test ranges disjoint)" },
-    ParamDoc { name: "size", ty: "integer", default: "64", doc: "image side in pixels" },
-    ParamDoc { name: "world", ty: "integer", default: "0", doc: "toy-world seed (identity traits depend on it, not on the pipeline seed)" },
-    ParamDoc { name: "age", ty: "number", default: "0", doc: "age drift 0..1 (greying, wrinkles, shape drift)" },
-    ParamDoc {
-        name: "age_max",
-        ty: "number",
-        default: "none",
-        doc: "when set, each sample's age is drawn uniformly from [age, age_max], keyed by (world, identity, sample)",
-    },
-    ParamDoc {
-        name: "difficulty",
-        ty: "map",
-        default: "all 1.0",
-        doc: "nuisance scales: rotation, yaw, pitch, translation, scale, expression, lighting, background, blur, noise, occlusion, jpeg",
-    },
-    ParamDoc { name: "batch_rows", ty: "integer", default: "64", doc: "rows per emitted batch" },
-];
+const PARAMS: &str = include_str!("params/toy-faces.md");
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]

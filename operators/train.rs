@@ -40,8 +40,8 @@ mod params;
 
 use super::support::model_ref::Backend;
 use super::{
-    BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, Role, Routing,
-    Started, Task, TaskContext,
+    BackgroundFinish, BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Routing, Started, Task,
+    TaskContext,
 };
 use crate::spec::ConfigError;
 use arrow_array::{Float64Array, RecordBatch, UInt64Array};
@@ -68,80 +68,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "task", ty: "face-recognition | diffusion | autoencoder", default: "required", doc: "what to train" },
-    ParamDoc { name: "output", ty: "path", default: "required", doc: "directory for checkpoints and final weights" },
-    ParamDoc { name: "epochs", ty: "integer", default: "required", doc: "passes over the rows" },
-    ParamDoc { name: "batch_size", ty: "integer", default: "32", doc: "rows per optimiser step" },
-    ParamDoc { name: "lr", ty: "schedule map", default: "task default", doc: "{type: constant|steps|cosine|warm-restarts, ...}" },
-    ParamDoc { name: "resume", ty: "bool", default: "false", doc: "continue from output/checkpoint.safetensors when present" },
-    ParamDoc {
-        name: "stop_after_epochs",
-        ty: "integer",
-        default: "none",
-        doc: "stop (checkpointed) after this many epochs of the schedule",
-    },
-    ParamDoc { name: "flip", ty: "bool", default: "true", doc: "keyed horizontal flips (images; latents for diffusion)" },
-    ParamDoc {
-        name: "random_resized_crop",
-        ty: "number",
-        default: "0",
-        doc: "face-recognition: probability of TFace's RandomResizedCrop(scale 0.2–1) (TFace: 0.2)",
-    },
-    ParamDoc { name: "clip_grad_norm", ty: "number", default: "none", doc: "clip the global gradient norm" },
-    ParamDoc {
-        name: "replicas",
-        ty: "integer",
-        default: "1",
-        doc: "face-recognition: data-parallel threads per step, each on its part of the batch (BatchNorm statistics per part)",
-    },
-    ParamDoc { name: "column", ty: "string", default: "image | latent", doc: "input column (bytes or tensor)" },
-    ParamDoc { name: "size", ty: "integer", default: "backbone input", doc: "face-recognition, autoencoder: decoded image side" },
-    ParamDoc {
-        name: "backbone",
-        ty: "name | map",
-        default: "iresnet50",
-        doc: "face-recognition: iresnet18/34/50/100, ir18/34/50/100, or {layers, widths, num_features, input_size}",
-    },
-    ParamDoc {
-        name: "head",
-        ty: "map",
-        default: "arcface s 64 m 0.5",
-        doc: "face-recognition: {type: arcface|cosface|elasticface-arc, s, m, std}",
-    },
-    ParamDoc { name: "momentum", ty: "number", default: "0.9", doc: "face-recognition: SGD momentum" },
-    ParamDoc { name: "weight_decay", ty: "number", default: "5e-4", doc: "face-recognition: SGD weight decay (not on BatchNorm)" },
-    ParamDoc {
-        name: "eval",
-        ty: "[path]",
-        default: "[]",
-        doc: "face-recognition: verification .bin files, 10-fold accuracy with flip TTA",
-    },
-    ParamDoc { name: "eval_every", ty: "integer", default: "1", doc: "face-recognition: evaluate every n epochs (and at the end)" },
-    ParamDoc {
-        name: "eval_backend",
-        ty: "onnx | native",
-        default: "onnx",
-        doc: "face-recognition: runs the evaluations' forwards: the backbone compiled in memory onto ONNX Runtime, or candle",
-    },
-    ParamDoc { name: "worker", ty: "integer", default: "0", doc: "worker that trains (mod workers): spread independent train nodes" },
-    ParamDoc { name: "unet", ty: "preset | map | path", default: "idiff-face-ca", doc: "diffusion: UNet configuration" },
-    ParamDoc { name: "context", ty: "string | null", default: "context", doc: "diffusion: context column (null: unconditional)" },
-    ParamDoc { name: "latent_shape", ty: "[c, h, w]", default: "from field", doc: "diffusion: latent shape" },
-    ParamDoc { name: "cpd", ty: "number", default: "UNet config", doc: "diffusion: contextual partial dropout probability" },
-    ParamDoc { name: "uncond_probability", ty: "number", default: "0", doc: "diffusion: whole-context dropout to the empty context" },
-    ParamDoc { name: "timesteps", ty: "integer", default: "1000", doc: "diffusion: T of the linear schedule" },
-    ParamDoc {
-        name: "first_stage",
-        ty: "preset | map | path",
-        default: "vq-f4",
-        doc: "autoencoder: VQ configuration (vq-f4, reference-tiny, JSON, inline)",
-    },
-    ParamDoc { name: "n_embed", ty: "integer", default: "8192", doc: "autoencoder: codebook size" },
-    ParamDoc { name: "beta", ty: "number", default: "0.25", doc: "autoencoder: commitment weight" },
-    ParamDoc { name: "codebook_decay", ty: "number", default: "0.99", doc: "autoencoder: EMA decay of the codebook statistics" },
-    ParamDoc { name: "ema", ty: "map", default: "{inv_gamma 1, power 0.75, max_value 0.9999}", doc: "diffusion: EMA warm-up" },
-];
+const PARAMS: &str = include_str!("params/train.md");
 
 /// Resolved, validated settings of one node: its task's setup.
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@
 //!   `.replay/` sidecar shards in the staging folder, so resumed rows can be passed on whole.
 
 use super::{
-    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, ParamDoc, PrepareContext, Resume, ResumeSet,
-    Role, Routing, Started, Task, TaskContext,
+    BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, PrepareContext, Resume, ResumeSet, Role, Routing,
+    Started, Task, TaskContext,
 };
 
 mod other;
@@ -48,26 +48,7 @@ pub fn info() -> OperatorInfo {
     }
 }
 
-const PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "format", ty: "string", default: "parquet", doc: "parquet | image-folder | tfrecord | recordio" },
-    ParamDoc { name: "path", ty: "path", default: "required", doc: "output directory" },
-    ParamDoc { name: "rows_per_shard", ty: "integer", default: "10000", doc: "maximum rows per shard file" },
-    ParamDoc {
-        name: "image_column",
-        ty: "string",
-        default: "image",
-        doc: "encoded-image column stored as the HF image struct (if present)",
-    },
-    ParamDoc { name: "columns", ty: "list of strings", default: "all", doc: "columns to write (others are passed on but not written)" },
-    ParamDoc { name: "zstd_level", ty: "integer", default: "3", doc: "zstd compression level (1-22)" },
-    ParamDoc {
-        name: "name",
-        ty: "string",
-        default: "train",
-        doc: "tfrecord: shard and index name (`<name>-00000.tfrecord`, `<name>.index`)",
-    },
-    ParamDoc { name: "image_size", ty: "[h, w]", default: "[112, 112]", doc: "recordio: image size recorded in `property`" },
-];
+const PARAMS: &str = include_str!("params/write-records.md");
 
 /// Output formats of `write-records`.
 #[derive(Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]

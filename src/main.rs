@@ -230,7 +230,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut text = String::new();
             for info in operators::registry().iter().filter(|i| name.as_deref().is_none_or(|n| n == i.name)) {
                 writeln!(text, "{} ({:?}): {}", info.name, info.role, info.summary)?;
-                for p in info.params {
+                for p in info.param_docs() {
                     writeln!(text, "    {:<20} {:<18} default {:<16} {}", p.name, p.ty, p.default, p.doc)?;
                 }
                 writeln!(text, "    {:<20} {:<18} default {:<16} what to do with a bad row", "on_error", "fail | skip", "fail")?;

@@ -13,6 +13,7 @@
 //! * [`images`] — image sizes, decoding to model input, area resampling.
 //! * [`pending`] — the samples a resumed run still has to produce.
 //! * [`parquet`] — Parquet file listings; [`benchmarks`] — benchmark table columns.
+//! * [`param_table`] — the operators' parameter tables (`operators/params/*.md`) for `idflow ops`.
 
 pub mod benchmarks;
 pub mod columns;
@@ -23,6 +24,7 @@ pub mod images;
 pub mod latent_decoder;
 pub mod loading;
 pub mod model_ref;
+pub mod param_table;
 pub mod parquet;
 pub mod pending;
 pub mod rows;

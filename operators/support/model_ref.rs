@@ -9,7 +9,6 @@
 //! file is read because the output shapes depend on it). Checkpoints are opened in `start()`,
 //! see [`super::loading`].
 
-use crate::operators::ParamDoc;
 use crate::spec::{ConfigError, NodeSpec};
 use idflow_models::io::checkpoint::{parameter_shapes, shape_mismatches, stored_shapes};
 use idflow_models::io::presets;
@@ -94,21 +93,8 @@ pub fn check_inference(node: &NodeSpec, threads: Option<usize>, field: &dyn Fn(&
 }
 
 /// The `ParamDoc`s of `backend`, `threads` and `providers`, shared by the model operators.
-pub const INFERENCE_PARAMS: [ParamDoc; 3] = [
-    ParamDoc {
-        name: "backend",
-        ty: "onnx | native",
-        default: "onnx",
-        doc: "ONNX Runtime (checkpoint compiled once into $IDFLOW_CACHE/onnx, or an .onnx file as is) or the candle models",
-    },
-    ParamDoc { name: "threads", ty: "integer", default: "cores / workers", doc: "ONNX Runtime intra-op threads per worker (onnx backend)" },
-    ParamDoc {
-        name: "providers",
-        ty: "list",
-        default: "[cpu]",
-        doc: "ONNX Runtime execution providers in order: cpu, cuda[:N], tensorrt[:N]; a trailing cpu allows falling back",
-    },
-];
+/// The documentation rows of the model inference block (`backend`, `threads`, `providers`).
+pub const INFERENCE_PARAMS: &str = include_str!("../params/inference.md");
 
 /// A model configuration as written in YAML: a preset name, a path to a JSON file, or an
 /// inline map of the configuration fields.
