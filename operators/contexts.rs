@@ -315,10 +315,6 @@ impl ContextsSource {
 }
 
 impl Operator for ContextsSource {
-    fn role(&self) -> Role {
-        Role::Source
-    }
-
     fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
         Ok(schema(self.p.dim))
     }
@@ -426,10 +422,6 @@ impl FromEmbeddings {
 }
 
 impl Operator for FromEmbeddings {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         vec![ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32)), ColumnReq::new(&self.p.column, ColumnType::F32Tensor)]
     }

@@ -6,6 +6,7 @@
 //! Decoding uses the `image` crate. Area resampling (box averaging with fractional coverage,
 //! OpenCV's INTER_AREA for downscaling) is written here because `image` offers no area filter.
 
+use super::support::columns::append_column;
 use super::support::images::{area_resize, Size};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::{binary_column, column, str_column};
@@ -115,22 +116,12 @@ impl Decode {
 }
 
 impl Operator for Decode {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         vec![ColumnReq::new(&self.p.column, ColumnType::Bytes)]
     }
 
     fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
-        let input = inputs.first().ok_or("decode needs an input")?;
-        if input.field_with_name(&self.p.output).is_ok() {
-            return Err(format!("input already has a column `{}`; choose another `output`", self.p.output));
-        }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(self.tensor_field());
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        append_column(inputs, "decode", self.tensor_field())
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {

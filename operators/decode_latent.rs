@@ -43,10 +43,6 @@ struct DecodeLatent {
 }
 
 impl Operator for DecodeLatent {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         vec![ColumnReq::new(&self.p.column, ColumnType::F32Tensor)]
     }

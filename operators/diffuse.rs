@@ -74,10 +74,6 @@ struct Diffuse {
 }
 
 impl Operator for Diffuse {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         let mut v = vec![ColumnReq::new("identity", ColumnType::Exact(DataType::UInt32))];
         if self.p.sampling.condition == Condition::Context {

@@ -7,7 +7,7 @@
 //! `reproducible: exact` (default) runs one image per forward pass so the embedding does not
 //! depend on batch composition (see `diffuse`); `batched` stacks `batch` images.
 
-use super::support::columns::{tensor_array, tensor_field};
+use super::support::columns::{append_column, tensor_array, tensor_field};
 use super::support::face_embedder::{check_embed, EmbedParams, FaceEmbedder};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::binary_column;
@@ -44,22 +44,12 @@ struct Embed {
 }
 
 impl Operator for Embed {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         vec![ColumnReq::new(&self.p.column, ColumnType::Bytes)]
     }
 
     fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
-        let input = inputs.first().ok_or("embed needs an input")?;
-        if input.field_with_name(&self.p.output).is_ok() {
-            return Err(format!("input already has a column `{}`; choose another `output`", self.p.output));
-        }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(tensor_field(&self.p.output, &[self.cfg.num_features]));
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        append_column(inputs, "embed", tensor_field(&self.p.output, &[self.cfg.num_features]))
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {

@@ -6,7 +6,7 @@
 //! column with `shape` metadata. Images are encoded one at a time, so a latent does not depend
 //! on how rows were batched.
 
-use super::support::columns::{tensor_array, tensor_field};
+use super::support::columns::{append_column, tensor_array, tensor_field};
 use super::support::model_ref::{self as model_spec, ConfigRef};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use crate::batch::binary_column;
@@ -92,22 +92,12 @@ fn load_encoder(path: &std::path::Path, cfg: &VqConfig) -> Result<VqEncoder, Str
 }
 
 impl Operator for EncodeLatent {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn required_columns(&self) -> Vec<ColumnReq> {
         vec![ColumnReq::new(&self.p.column, ColumnType::Bytes)]
     }
 
     fn output_schema(&self, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
-        let input = inputs.first().ok_or("encode-latent needs an input")?;
-        if input.field_with_name(&self.p.output).is_ok() {
-            return Err(format!("input already has a column `{}`; choose another `output`", self.p.output));
-        }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(tensor_field(&self.p.output, &self.shape));
-        Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
+        append_column(inputs, "encode-latent", tensor_field(&self.p.output, &self.shape))
     }
 
     fn start(&self, ctx: &TaskContext) -> OpResult<Started> {

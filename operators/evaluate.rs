@@ -285,10 +285,6 @@ impl Evaluate {
 }
 
 impl Operator for Evaluate {
-    fn role(&self) -> Role {
-        Role::Sink
-    }
-
     fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         [
             ("report", "metrics.json"),

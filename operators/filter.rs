@@ -170,10 +170,6 @@ struct Filter {
 }
 
 impl Operator for Filter {
-    fn role(&self) -> Role {
-        Role::Transform
-    }
-
     fn outputs(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         self.p.report.iter().map(|r| ("acceptance report", r.clone())).collect()
     }

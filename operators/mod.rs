@@ -342,8 +342,6 @@ pub enum Started {
 
 /// A configured operator instance (one per pipeline node).
 pub trait Operator: Send + Sync {
-    /// Source, transform or sink.
-    fn role(&self) -> Role;
     /// Input columns this operator reads.
     fn required_columns(&self) -> Vec<ColumnReq> {
         Vec::new()

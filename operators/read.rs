@@ -136,10 +136,6 @@ struct Read {
 }
 
 impl Operator for Read {
-    fn role(&self) -> Role {
-        Role::Source
-    }
-
     fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
         Ok(self.schema.clone())
     }

@@ -103,10 +103,6 @@ pub fn schema() -> SchemaRef {
 }
 
 impl Operator for ToyFaces {
-    fn role(&self) -> Role {
-        Role::Source
-    }
-
     fn output_schema(&self, _inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
         Ok(schema())
     }

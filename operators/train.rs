@@ -194,10 +194,6 @@ fn stats_batch(stats: &[EpochStats], eval: &[PathBuf]) -> OpResult<RecordBatch> 
 }
 
 impl Operator for Train {
-    fn role(&self) -> Role {
-        Role::Sink
-    }
-
     fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
         vec![("trained model", self.common.output.clone())]
     }

@@ -285,10 +285,6 @@ fn file_schema(p: &Params, input: &Schema) -> Result<SchemaRef, String> {
 }
 
 impl Operator for WriteRecords {
-    fn role(&self) -> Role {
-        Role::Sink
-    }
-
     fn outputs(&self) -> Vec<(&'static str, PathBuf)> {
         vec![("dataset", self.p.path.clone())]
     }

@@ -5,7 +5,7 @@ use crate::batch::column;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
-use arrow_schema::{DataType, Field};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -62,4 +62,16 @@ pub fn latent_shape(f: &Field) -> Result<[usize; 3], String> {
         }
     }
     Err(format!("column `{}` has no `shape` metadata; cannot tell its latent shape", f.name()))
+}
+
+/// The input schema of a one-input transform with the new column `field` appended (the
+/// input's metadata kept); an error naming the clash when the input already has that column.
+pub fn append_column(inputs: &[SchemaRef], op: &str, field: Field) -> Result<SchemaRef, String> {
+    let input = inputs.first().ok_or_else(|| format!("{op} needs an input"))?;
+    if input.field_with_name(field.name()).is_ok() {
+        return Err(format!("input already has a column `{}`; choose another `output`", field.name()));
+    }
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(field);
+    Ok(Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())))
 }
