@@ -1,5 +1,5 @@
 //! Operators: one module per operator, all behind the [`Operator`] trait, all listed in
-//! [`registry`].
+//! [`registry`] by one `operators!` line each; shared code in [`support`].
 //!
 //! An operator is built once per pipeline node from its YAML parameters (plan time: it declares
 //! the columns it needs and the schema it produces, so every edge is checked before anything
@@ -13,19 +13,38 @@ use arrow_schema::{DataType, SchemaRef};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub mod contexts;
-pub mod decode;
-pub mod decode_latent;
-pub mod diffuse;
-pub mod embed;
-pub mod encode_latent;
-pub mod evaluate;
-pub mod filter;
-pub mod read;
 pub mod support;
-pub mod toy_faces;
-pub mod train;
-pub mod write_records;
+
+/// Declares the operator modules and the registry from one list: each line names a module
+/// (`operators/<module>.rs`) and the registry entries it provides, in the order `idflow ops`
+/// shows them.
+macro_rules! operators {
+    ($($module:ident: [$($info:ident),+ $(,)?]),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Every operator idflow knows.
+        pub fn registry() -> &'static [OperatorInfo] {
+            static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
+            REGISTRY.get_or_init(|| vec![$($($module::$info()),+),+])
+        }
+    };
+}
+
+// Adding an operator: its file, its parameter table in `params/`, and one line here.
+operators! {
+    read: [info],
+    toy_faces: [info],
+    decode: [info],
+    write_records: [info],
+    contexts: [info, info_from_embeddings],
+    diffuse: [info],
+    decode_latent: [info],
+    embed: [info],
+    filter: [info],
+    evaluate: [info],
+    train: [info],
+    encode_latent: [info],
+}
 
 /// An error while an operator runs (bad input data, I/O). Names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -399,28 +418,6 @@ pub struct OperatorInfo {
     pub params: &'static str,
     /// Constructor.
     pub build: fn(&BuildContext) -> Result<Arc<dyn Operator>, ConfigError>,
-}
-
-/// Every operator idflow knows.
-pub fn registry() -> &'static [OperatorInfo] {
-    static REGISTRY: std::sync::OnceLock<Vec<OperatorInfo>> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        vec![
-            read::info(),
-            toy_faces::info(),
-            decode::info(),
-            write_records::info(),
-            contexts::info(),
-            contexts::info_from_embeddings(),
-            diffuse::info(),
-            decode_latent::info(),
-            embed::info(),
-            filter::info(),
-            evaluate::info(),
-            train::info(),
-            encode_latent::info(),
-        ]
-    })
 }
 
 impl OperatorInfo {
