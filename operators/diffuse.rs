@@ -3,7 +3,7 @@
 //! DDIM with `steps`/`eta`, optional classifier-free guidance) and emits one row per sample:
 //! the input columns plus `sample`, `seed` and `latent` (`FixedSizeList<Float32, C·H·W>`).
 //!
-//! Every random draw is keyed: x_T by (seed, identity, sample, [`PRIOR_STEP`]) and the step
+//! Every random draw is keyed: x_T by (seed, identity, sample, [`idflow_models::sampler::PRIOR_STEP`]) and the step
 //! noise by (seed, identity, sample, t) (`idflow_models::sampler::NoiseKey`). Latents from
 //! several identities share one denoiser call (`batch`).
 //!

@@ -1,11 +1,11 @@
 //! Runs a [`Plan`] on timely dataflow.
 //!
 //! Every worker builds the same dataflow: a timely input per source node, and per other node
-//! one operator that calls the node's [`Task`] on each arriving batch (inputs are concatenated
+//! one operator that calls the node's [`Task`](crate::operators::Task) on each arriving batch (inputs are concatenated
 //! and tagged with their port). Sources emit only the identities their worker owns, so rows
 //! stay where their identity lives and the output does not depend on the worker count; nodes
-//! with [`Routing::Single`] receive everything on worker 0. A task may also hand rows to a
-//! given worker ([`Emit::rows_to`]): a node that gathered everything on worker 0 sends each
+//! with [`Routing::Single`](crate::operators::Routing::Single) receive everything on worker 0. A task may also hand rows to a
+//! given worker ([`Emit::rows_to`](crate::operators::Emit::rows_to)): a node that gathered everything on worker 0 sends each
 //! identity back to the worker that owns it, so the nodes after it run on every worker again.
 //! Sink commit rows travel to worker 0, whose commit step runs once every worker has finished.
 //!
