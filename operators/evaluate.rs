@@ -5,7 +5,7 @@
 //!
 //! 1. **Verification benchmarks** (`benchmarks:` + `encoder:`): every `.bin` pair file is
 //!    embedded with the encoder (flip test-time augmentation by default) and scored with the
-//!    insightface 10-fold protocol ([`bench`](crate::operators::evaluate::bench)); the results table has the seed's columns LFW,
+//!    insightface 10-fold protocol ([`bench`](mod@bench)); the results table has the seed's columns LFW,
 //!    CFP-FP, CPLFW, AgeDB, CALFW and Average.
 //! 2. **Dataset metrics** on the input rows (`identity` u32, `embedding`
 //!    `FixedSizeList<Float32, d>`, optional `context` and `image`): genuine scores are the
