@@ -24,7 +24,8 @@ use crate::iresnet::IResNetConfig;
 use crate::unet::UNetConfig;
 use crate::vq::VqConfig;
 
-/// Version of the emitters' output; bump when a graph changes so stale cache entries are not reused.
+/// Version of the exported graphs (the trace of each model's forward); bump when a graph changes so
+/// stale cache entries are not reused.
 pub const EMITTER_VERSION: u32 = 2;
 
 /// What to compile from a checkpoint.
