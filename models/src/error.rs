@@ -1,6 +1,6 @@
 //! Error type of the model crate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -51,4 +51,9 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 /// Shorthand for an [`ModelError::Input`] error.
 pub(crate) fn input_error(name: &'static str, reason: impl Into<String>) -> ModelError {
     ModelError::Input { name, reason: reason.into() }
+}
+
+/// The path of a checkpoint with a human-readable reason, for [`ModelError::Checkpoint`].
+pub(crate) fn checkpoint_error(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint { path: PathBuf::from(path), reason: reason.into() }
 }

@@ -16,9 +16,6 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// The encoder input side (IResNet's `fc` expects 512·7·7 features, i.e. 112×112 inputs).
-pub const INPUT_SIZE: u32 = 112;
-
 /// Embedding parameters, shared with `filter`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]

@@ -13,14 +13,14 @@
 //! detected from the first key the model requests, or fixed with [`LoadOptions::prefix`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use crate::error::{ModelError, Result};
+use crate::error::{checkpoint_error, ModelError, Result};
 
 /// Prefixes tried, in this order, when [`LoadOptions::prefix`] is `None`.
 pub const KNOWN_PREFIXES: [&str; 6] = ["", "eps_model.", "module.", "first_stage_model.", "module.eps_model.", "model."];
@@ -389,9 +389,4 @@ pub fn load_model_from_file<M>(
 ) -> Result<(M, LoadReport)> {
     let dict = StateDict::from_file(path)?;
     load_model(&dict, options, build)
-}
-
-/// The path of a checkpoint with a human-readable reason, for [`ModelError::Checkpoint`].
-pub(crate) fn checkpoint_error(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Checkpoint { path: PathBuf::from(path), reason: reason.into() }
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use idflow_dataset::formats::torch_zip::{self, DType as TorchDType, NamedTensor};
 
+use crate::error::checkpoint_error;
 use crate::error::Result;
-use crate::io::checkpoint::checkpoint_error;
 
 /// Converts one stored tensor; integer types candle lacks are widened to i64, bool becomes u8.
 fn to_candle(path: &Path, t: &NamedTensor) -> Result<Tensor> {
