@@ -8,10 +8,11 @@
 
 use super::support::columns::append_column;
 use super::support::images::{area_resize, Size};
-use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
-use crate::batch::{binary_column, column, str_column};
+use super::{BuildContext, ColumnReq, ColumnType, Emit, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
+use super::support::rows::map_image_rows;
+use crate::batch::{column, str_column};
 use crate::spec::ConfigError;
-use arrow_array::{Array, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_array::{FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::image_bytes::decode_complete;
 use image::imageops;
@@ -185,24 +186,15 @@ impl DecodeTask {
 impl Task for DecodeTask {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
         let node = &self.node;
-        let images = binary_column(&batch, &self.column).map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
-        let paths = column(&batch, "path").ok().and_then(|_| str_column(&batch, "path").ok());
         let per_row = (3 * self.out.0 * self.out.1) as usize;
         let mut values = Vec::with_capacity(per_row * batch.num_rows());
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.decode_one(images.value(i), &mut values) };
-            match res {
-                Ok(()) => keep.push(true),
-                Err(e) => {
-                    let what = paths.map(|p| p.value(i).to_string()).unwrap_or_else(|| format!("row {i}"));
-                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {what}: {e}")))?;
-                    keep.push(false);
-                }
-            }
-        }
-        let batch =
-            if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
+        // rows are named by their `path` when the batch has one (a folder read)
+        let label = |b: &RecordBatch, i: usize| match str_column(b, "path") {
+            Ok(p) if column(b, "path").is_ok() => p.value(i).to_string(),
+            _ => format!("row {i}"),
+        };
+        let this = &*self;
+        let (batch, _) = map_image_rows(&this.ctx, node, batch, &this.column, label, |bytes| this.decode_one(bytes, &mut values))?;
         let list = FixedSizeListArray::try_new(
             Arc::new(Field::new("item", DataType::Float32, false)),
             per_row as i32,

@@ -10,9 +10,9 @@
 use super::support::columns::{append_column, tensor_array, tensor_field};
 use super::support::face_embedder::{check_embed, EmbedParams, FaceEmbedder};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
-use crate::batch::binary_column;
+use super::support::rows::{map_image_rows, row_label};
 use crate::spec::ConfigError;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use idflow_models::iresnet::IResNetConfig;
 use std::sync::{Arc, OnceLock};
@@ -72,28 +72,12 @@ struct EmbedTask {
 impl Task for EmbedTask {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
         let node = &self.node;
-        let images = binary_column(&batch, &self.p.column).map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
-        let mut prepared = Vec::with_capacity(batch.num_rows());
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.encoder.prepare_for(images.value(i)) };
-            match res {
-                Ok(img) => {
-                    prepared.push(img);
-                    keep.push(true);
-                }
-                Err(e) => {
-                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {}: {e}", super::support::rows::row_label(&batch, i))))?;
-                    keep.push(false);
-                }
-            }
-        }
-        let batch =
-            if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
+        let encoder = &self.encoder;
+        let (batch, prepared) = map_image_rows(&self.ctx, node, batch, &self.p.column, row_label, |bytes| encoder.prepare_for(bytes))?;
         let emb = self
             .encoder
             .embed_images_timed(&prepared, Some(&self.ctx.counters.model_ns))
-            .map_err(|e| OpError::new(format!("node `{node}`: rows from {}: {e}", super::support::rows::row_label(&batch, 0))))?;
+            .map_err(|e| OpError::new(format!("node `{node}`: rows from {}: {e}", row_label(&batch, 0))))?;
         let schema = batch.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(tensor_field(&self.p.output, &[self.encoder.dim()]));

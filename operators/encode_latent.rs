@@ -9,9 +9,9 @@
 use super::support::columns::{append_column, tensor_array, tensor_field};
 use super::support::model_ref::{self as model_spec, ConfigRef};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
-use crate::batch::binary_column;
+use super::support::rows::{map_image_rows, row_label};
 use crate::spec::ConfigError;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use candle_core::{Device, Tensor};
 use idflow_models::io::checkpoint::{load_model, LoadOptions, StateDict};
@@ -135,25 +135,13 @@ impl EncodeTask {
 impl Task for EncodeTask {
     fn process(&mut self, _port: usize, batch: RecordBatch, out: &mut Emit) -> OpResult<()> {
         let node = self.node.clone();
-        let images = binary_column(&batch, &self.p.column).map_err(|e| OpError::new(format!("node `{node}`: {e}")))?;
         let width: usize = self.shape.iter().product();
         let mut latents = Vec::with_capacity(batch.num_rows() * width);
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let res = if images.is_null(i) { Err("image is null".to_string()) } else { self.encode_one(images.value(i)) };
-            match res {
-                Ok(v) => {
-                    latents.extend(v);
-                    keep.push(true);
-                }
-                Err(e) => {
-                    self.ctx.bad_row(OpError::new(format!("node `{node}`: {}: {e}", super::support::rows::row_label(&batch, i))))?;
-                    keep.push(false);
-                }
-            }
-        }
-        let batch =
-            if keep.iter().all(|k| *k) { batch } else { arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))? };
+        let this = &*self;
+        let (batch, _) = map_image_rows(&this.ctx, &node, batch, &this.p.column, row_label, |bytes| {
+            latents.extend(this.encode_one(bytes)?);
+            Ok(())
+        })?;
         let schema = batch.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(tensor_field(&self.p.output, &self.shape));
