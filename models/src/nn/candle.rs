@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use idflow_dataset::rng::KeyedRng;
 
 use super::backend::{dropout_factors, Backend, ConvSpec, NormMode, PointwiseFrom};
-use super::layers::{conv2d, conv2d_no_bias, conv_transpose2d, BatchNorm, GroupNorm, PRelu, Pointwise};
+use super::layers::{conv2d, conv_transpose2d, BatchNorm, GroupNorm, PRelu, Pointwise};
 use crate::vq::VectorQuantizer;
 
 /// The candle backend (stateless; all state lives in the tensors).
@@ -50,12 +50,7 @@ impl Backend for Candle {
             Some(p) => (p, None),
             None => (0, Some(spec.padding)),
         };
-        let vb = vars.clone();
-        let conv = if bias {
-            conv2d(in_channels, out_channels, kernel, stride, padding, vb)?
-        } else {
-            conv2d_no_bias(in_channels, out_channels, kernel, stride, padding, vb)?
-        };
+        let conv = conv2d(in_channels, out_channels, kernel, stride, padding, bias, vars.clone())?;
         Ok(PaddedConv2d { conv, extra })
     }
 

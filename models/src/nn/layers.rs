@@ -14,25 +14,24 @@ use crate::kernels::affine::{broadcast_dims, channel_affine};
 pub use crate::kernels::conv::{Conv2d, ConvTranspose2d};
 use crate::kernels::fused;
 
-/// `torch.nn.Conv2d` with a square kernel, given stride and padding, with bias.
-pub fn conv2d(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    let conv = candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?;
-    Ok(Conv2d::new(conv.weight().clone(), conv.bias().cloned(), stride, padding))
-}
-
-/// `torch.nn.Conv2d(..., bias=False)`.
-pub fn conv2d_no_bias(
+/// `torch.nn.Conv2d` with a square kernel, given stride and symmetric padding, with or without
+/// a bias (candle-nn's parameter names and initialisation).
+pub fn conv2d(
     in_channels: usize,
     out_channels: usize,
     kernel: usize,
     stride: usize,
     padding: usize,
+    bias: bool,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
     let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    let conv = candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb)?;
-    Ok(Conv2d::new(conv.weight().clone(), None, stride, padding))
+    let conv = if bias {
+        candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?
+    } else {
+        candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, cfg, vb)?
+    };
+    Ok(Conv2d::new(conv.weight().clone(), conv.bias().cloned(), stride, padding))
 }
 
 /// `torch.nn.ConvTranspose2d(c_in, c_out, k, stride, padding)` with bias (weight `[c_in, c_out, k, k]`).
