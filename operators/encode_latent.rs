@@ -7,7 +7,7 @@
 //! on how rows were batched.
 
 use super::support::columns::{append_column, tensor_array, tensor_field};
-use super::support::model_ref::{self as model_spec, ConfigRef};
+use super::support::model_ref::{self, ConfigRef};
 use super::{BuildContext, ColumnReq, ColumnType, Emit, OpError, OpResult, Operator, OperatorInfo, Role, Started, Task, TaskContext};
 use super::support::rows::{map_image_rows, row_label};
 use crate::spec::ConfigError;
@@ -66,12 +66,12 @@ fn default_size() -> u32 {
 
 fn build(ctx: &BuildContext) -> Result<Arc<dyn Operator>, ConfigError> {
     let p: Params = ctx.node.parse_params()?;
-    let cfg = model_spec::vq_config(p.first_stage.config.as_ref()).map_err(|e| ctx.node.error(Some("first_stage"), e))?;
+    let cfg = model_ref::vq_config(p.first_stage.config.as_ref()).map_err(|e| ctx.node.error(Some("first_stage"), e))?;
     let f = 1usize << cfg.ch_mult.len().saturating_sub(1);
     if p.size == 0 || !(p.size as usize).is_multiple_of(f) {
         return Err(ctx.node.error(Some("size"), format!("must be a positive multiple of the downsampling factor {f}")));
     }
-    model_spec::check_checkpoint(&ctx.node, "first_stage", &p.first_stage.checkpoint, model_spec::Network::VqEncoder(&cfg))?;
+    model_ref::check_checkpoint(&ctx.node, "first_stage", &p.first_stage.checkpoint, model_ref::Network::VqEncoder(&cfg))?;
     let side = p.size as usize / f;
     let shape = [cfg.embed_dim, side, side];
     Ok(Arc::new(EncodeLatent { p, cfg, shape, node: ctx.node.id.clone(), encoder: OnceLock::new() }))

@@ -1,6 +1,6 @@
 //! `filter`: the identity-consistency gate. A generated sample passes when
 //! `cos(embedding, context) ≥ threshold`. With `max_retries: k > 0` a rejected sample is drawn
-//! again — same identity and sample index, new noise (`diffuse::noise_sample(sample, attempt)`)
+//! again — same identity and sample index, new noise (`support::generator::noise_sample(sample, attempt)`)
 //! — up to k times, so each identity still gets its requested count when the model can deliver.
 //!
 //! Design: re-drawing needs the whole generation chain, and a dataflow edge cannot feed rows
