@@ -8,8 +8,8 @@
 //! * [`generator`], [`latent_decoder`], [`face_embedder`] — the model components of the
 //!   generation chain: the `diffuse`, `decode-latent` and `embed` operators run them over their
 //!   rows, `filter` runs the same components to re-draw rejected samples.
-//! * [`columns`] — `FixedSizeList<Float32, n>` tensor columns; [`rows`] — row labels for
-//!   errors; [`finite`] — the non-finite value checks of tensor columns.
+//! * [`columns`] — `FixedSizeList<Float32, n>` tensor columns; [`rows`] — row labels for errors and
+//!   the per-row pass over an image column; [`finite`] — the non-finite value checks of tensor columns.
 //! * [`images`] — image sizes, decoding to model input, area resampling.
 //! * [`pending`] — the samples a resumed run still has to produce.
 //! * [`parquet`] — Parquet file listings; [`benchmarks`] — benchmark table columns.
