@@ -25,6 +25,7 @@ use std::sync::Arc;
 mod bin;
 mod contexts;
 mod folder;
+mod listed;
 pub(crate) mod parquet_files;
 mod recordio;
 mod tfrecord;
