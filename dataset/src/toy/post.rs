@@ -176,23 +176,20 @@ fn dct_table() -> &'static [[f32; 8]; 8] {
 }
 
 fn dct8(input: &[f32; 8], t: &[[f32; 8]; 8]) -> [f32; 8] {
-    let mut out = [0.0f32; 8];
-    for (u, o) in out.iter_mut().enumerate() {
-        let mut s = 0.0;
-        for x in 0..8 {
-            s += t[u][x] * input[x];
-        }
-        *o = s;
-    }
-    out
+    mat_vec8(input, |u, x| t[u][x])
 }
 
 fn idct8(input: &[f32; 8], t: &[[f32; 8]; 8]) -> [f32; 8] {
+    mat_vec8(input, |x, u| t[u][x])
+}
+
+/// `out[i] = Σ_j m(i, j) · input[j]`, summed in order of `j` in `f32`.
+fn mat_vec8(input: &[f32; 8], m: impl Fn(usize, usize) -> f32) -> [f32; 8] {
     let mut out = [0.0f32; 8];
-    for (x, o) in out.iter_mut().enumerate() {
+    for (i, o) in out.iter_mut().enumerate() {
         let mut s = 0.0;
-        for u in 0..8 {
-            s += t[u][x] * input[u];
+        for (j, v) in input.iter().enumerate() {
+            s += m(i, j) * v;
         }
         *o = s;
     }
