@@ -4,19 +4,19 @@
 use super::listed::{Listed, RowBatcher};
 use crate::operators::{OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, BooleanArray, RecordBatch, UInt32Array, UInt8Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::verification_bin::read_bin;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Rows of a verification file.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("pair", DataType::UInt32, false),
-        Field::new("member", DataType::UInt8, false),
-        Field::new("issame", DataType::Boolean, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[
+        ("pair", DataType::UInt32),
+        ("member", DataType::UInt8),
+        ("issame", DataType::Boolean),
+        ("image", DataType::Binary),
+    ])
 }
 
 /// This worker's pairs, already in memory (verification files are small); rows (two per pair)

@@ -3,19 +3,19 @@
 use super::listed::{Listed, RowBatcher};
 use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::image_folder::{list_image_folder, read_image_list};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Rows of an image folder or image list.
 pub fn image_folder_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("identity_name", DataType::Utf8, false),
-        Field::new("path", DataType::Utf8, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[
+        ("identity", DataType::UInt32),
+        ("identity_name", DataType::Utf8),
+        ("path", DataType::Utf8),
+        ("image", DataType::Binary),
+    ])
 }
 
 /// One listed file: its identity, the identity's name, and where it is.

@@ -4,18 +4,14 @@
 use super::listed::{Listed, RowBatcher};
 use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::recordio::{FaceRecord, RecordIoReader};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Rows of a RecordIO dataset.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("sample", DataType::UInt32, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[("identity", DataType::UInt32), ("sample", DataType::UInt32), ("image", DataType::Binary)])
 }
 
 /// Reads this worker's identities; records in the index, for all workers together, are the

@@ -5,7 +5,7 @@
 use super::listed::{Listed, RowBatcher};
 use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::tfrecord::{decode_example, read_converted_index, read_index, read_record_at, shard_path};
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,11 +14,7 @@ use std::sync::Arc;
 
 /// Rows of a TFRecord dataset.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("key", DataType::Utf8, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[("identity", DataType::UInt32), ("key", DataType::Utf8), ("image", DataType::Binary)])
 }
 
 /// One listed record: its shard, offset, key and (converted index) label.
