@@ -17,7 +17,7 @@
 
 use super::{BuildContext, OpError, OpResult, Operator, OperatorInfo, Role, SourceTask, Started, TaskContext};
 use crate::spec::ConfigError;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use std::sync::Arc;
 mod bin;
 mod contexts;
 mod folder;
+mod listed;
 pub(crate) mod parquet_files;
 mod recordio;
 mod tfrecord;
@@ -164,6 +165,11 @@ impl Operator for Read {
         }
         Ok(Started::Source(Box::new(CheckedSource { inner: task, node: self.node.clone(), ctx: ctx.clone() })))
     }
+}
+
+/// A schema of non-nullable columns, in order (the fixed rows of most formats).
+fn required_columns(columns: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(columns.iter().map(|(name, data_type)| Field::new(*name, data_type.clone(), false)).collect::<Vec<_>>()))
 }
 
 /// A `read` source that knows how many rows the whole input holds (every worker's share

@@ -1,7 +1,7 @@
 //! Small file-system helpers: atomic writes (temp file + fsync + rename) and file hashing.
 
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// Writes `data` to `path` atomically: a temporary sibling is written, synced and renamed.
@@ -10,16 +10,7 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     // Unique per process and thread: several writers may race for the same target.
     let tid = format!("{:?}", std::thread::current().id()).chars().filter(char::is_ascii_digit).collect::<String>();
     let tmp = path.with_file_name(format!(".{name}.{}-{tid}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    idflow_dataset::formats::atomic::write_via_temp(&tmp, path, data)
 }
 
 /// Hex sha256 of a file's contents.

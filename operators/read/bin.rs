@@ -1,31 +1,30 @@
 //! `bin`: a verification pair file (LFW, CFP-FP, AgeDB-30, CALFW, CPLFW, or the toy ones):
 //! two rows per pair (`member` 0 and 1), pairs split among workers by pair number.
 
-use crate::operators::{next_chunk, OpResult, Partition, SourceTask};
+use super::listed::{Listed, RowBatcher};
+use crate::operators::{OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, BooleanArray, RecordBatch, UInt32Array, UInt8Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::verification_bin::read_bin;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Rows of a verification file.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("pair", DataType::UInt32, false),
-        Field::new("member", DataType::UInt8, false),
-        Field::new("issame", DataType::Boolean, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[
+        ("pair", DataType::UInt32),
+        ("member", DataType::UInt8),
+        ("issame", DataType::Boolean),
+        ("image", DataType::Binary),
+    ])
 }
 
-/// This worker's pairs, already in memory (verification files are small).
-pub struct BinTask {
-    rows: Vec<(u32, u8, bool, Vec<u8>)>,
-    next: usize,
-    batch_rows: usize,
-    /// Rows (two per pair) for all workers together.
-    total: u64,
-}
+/// This worker's pairs, already in memory (verification files are small); rows (two per pair)
+/// for all workers together are the source's total.
+pub type BinTask = Listed<BinRows>;
+
+/// Makes batches of `(pair, member, issame, image)` rows.
+pub struct BinRows;
 
 impl BinTask {
     /// Reads the file and keeps this worker's pairs.
@@ -43,30 +42,20 @@ impl BinTask {
                 rows.push((pair, 1, same, b));
             }
         }
-        Ok(Self { rows, next: 0, batch_rows, total: 2 * bin.issame.len() as u64 })
+        Ok(Listed::new(rows, 2 * bin.issame.len() as u64, batch_rows, BinRows))
     }
 }
 
-impl super::ListedSource for BinTask {
-    fn source_rows(&self) -> u64 {
-        self.total
-    }
-}
+impl RowBatcher for BinRows {
+    type Row = (u32, u8, bool, Vec<u8>);
 
-impl SourceTask for BinTask {
-    fn expected_rows(&self) -> Option<u64> {
-        Some(self.rows.len() as u64)
-    }
-
-    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let Some(range) = next_chunk(&mut self.next, self.rows.len(), self.batch_rows) else { return Ok(None) };
-        let chunk = &self.rows[range];
+    fn batch(&mut self, chunk: &[Self::Row]) -> OpResult<RecordBatch> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.0))),
             Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| r.1))),
             Arc::new(BooleanArray::from(chunk.iter().map(|r| r.2).collect::<Vec<_>>())),
             Arc::new(BinaryArray::from_iter_values(chunk.iter().map(|r| r.3.as_slice()))),
         ];
-        Ok(Some(RecordBatch::try_new(schema(), cols)?))
+        Ok(RecordBatch::try_new(schema(), cols)?)
     }
 }

@@ -1,7 +1,8 @@
 //! `contexts`: identity context files (IDiff-Face's dict `.npy`, plain `(N, D)` `.npy`), each
 //! row L2-normalised by the formats layer (the number of rows that needed it is logged).
 
-use crate::operators::{next_chunk, OpResult, Partition, SourceTask};
+use super::listed::{Listed, RowBatcher};
+use crate::operators::{OpResult, Partition};
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use idflow_dataset::formats::contexts::read_contexts;
@@ -25,14 +26,13 @@ pub fn schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-/// This worker's identities with their contexts.
-pub struct ContextsTask {
-    rows: Vec<(u32, String, Vec<f32>)>,
+/// This worker's identities with their contexts; contexts in the file, for all workers together,
+/// are the source's total.
+pub type ContextsTask = Listed<ContextRows>;
+
+/// Makes batches of `(identity, name, context)` rows of width `dim`.
+pub struct ContextRows {
     dim: usize,
-    next: usize,
-    batch_rows: usize,
-    /// Contexts in the file, for all workers together.
-    total: u64,
 }
 
 impl ContextsTask {
@@ -45,28 +45,18 @@ impl ContextsTask {
         if c.renormalised > 0 && part.worker == 0 {
             tracing::info!("{}: {} of {} contexts were not unit-norm and were normalised", path.display(), c.renormalised, c.len());
         }
-        let rows = (0..c.len())
+        let rows: Vec<_> = (0..c.len())
             .filter(|&i| part.owns(i as u64))
             .map(|i| (i as u32, c.names[i].clone(), c.values[i * dim..(i + 1) * dim].to_vec()))
             .collect();
-        Ok(Self { rows, dim, next: 0, batch_rows, total: c.len() as u64 })
+        Ok(Listed::new(rows, c.len() as u64, batch_rows, ContextRows { dim }))
     }
 }
 
-impl super::ListedSource for ContextsTask {
-    fn source_rows(&self) -> u64 {
-        self.total
-    }
-}
+impl RowBatcher for ContextRows {
+    type Row = (u32, String, Vec<f32>);
 
-impl SourceTask for ContextsTask {
-    fn expected_rows(&self) -> Option<u64> {
-        Some(self.rows.len() as u64)
-    }
-
-    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let Some(range) = next_chunk(&mut self.next, self.rows.len(), self.batch_rows) else { return Ok(None) };
-        let chunk = &self.rows[range];
+    fn batch(&mut self, chunk: &[Self::Row]) -> OpResult<RecordBatch> {
         let values: Vec<f32> = chunk.iter().flat_map(|r| r.2.iter().copied()).collect();
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let list = FixedSizeListArray::try_new(item, self.dim as i32, Arc::new(Float32Array::from(values)), None)?;
@@ -75,6 +65,6 @@ impl SourceTask for ContextsTask {
             Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.1.as_str()))),
             Arc::new(list),
         ];
-        Ok(Some(RecordBatch::try_new(schema(self.dim), cols)?))
+        Ok(RecordBatch::try_new(schema(self.dim), cols)?)
     }
 }

@@ -1,36 +1,37 @@
 //! `image-folder` and `image-list`: files on disk, one row per image.
 
-use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
+use super::listed::{Listed, RowBatcher};
+use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::image_folder::{list_image_folder, read_image_list};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Rows of an image folder or image list.
 pub fn image_folder_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("identity_name", DataType::Utf8, false),
-        Field::new("path", DataType::Utf8, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[
+        ("identity", DataType::UInt32),
+        ("identity_name", DataType::Utf8),
+        ("path", DataType::Utf8),
+        ("image", DataType::Binary),
+    ])
 }
 
-struct Entry {
+/// One listed file: its identity, the identity's name, and where it is.
+pub struct Entry {
     identity: u32,
     name: String,
     path: PathBuf,
 }
 
-/// Reads the files of this worker's identities, a batch at a time.
-pub struct FolderTask {
-    entries: Vec<Entry>,
-    next: usize,
-    batch_rows: usize,
+/// Reads the files of this worker's identities, a batch at a time; files listed for all workers
+/// together are the source's total.
+pub type FolderTask = Listed<FolderRows>;
+
+/// Reads a chunk's files and makes their batch.
+pub struct FolderRows {
     node: String,
-    /// Files listed for all workers together.
-    total: u64,
 }
 
 fn to_u32(v: usize, what: &str) -> Result<u32, String> {
@@ -58,7 +59,7 @@ impl FolderTask {
                 entries.push(Entry { identity, name, path });
             }
         }
-        Ok(Self { entries, next: 0, batch_rows, node, total })
+        Ok(Listed::new(entries, total, batch_rows, FolderRows { node }))
     }
 
     /// A `path\tlabel` list file.
@@ -72,24 +73,14 @@ impl FolderTask {
                 entries.push(Entry { identity, name: label.to_string(), path });
             }
         }
-        Ok(Self { entries, next: 0, batch_rows, node, total })
+        Ok(Listed::new(entries, total, batch_rows, FolderRows { node }))
     }
 }
 
-impl super::ListedSource for FolderTask {
-    fn source_rows(&self) -> u64 {
-        self.total
-    }
-}
+impl RowBatcher for FolderRows {
+    type Row = Entry;
 
-impl SourceTask for FolderTask {
-    fn expected_rows(&self) -> Option<u64> {
-        Some(self.entries.len() as u64)
-    }
-
-    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let Some(range) = next_chunk(&mut self.next, self.entries.len(), self.batch_rows) else { return Ok(None) };
-        let chunk = &self.entries[range];
+    fn batch(&mut self, chunk: &[Entry]) -> OpResult<RecordBatch> {
         let mut images = Vec::with_capacity(chunk.len());
         for e in chunk {
             let bytes = std::fs::read(&e.path)
@@ -102,6 +93,6 @@ impl SourceTask for FolderTask {
             Arc::new(StringArray::from_iter_values(chunk.iter().map(|e| e.path.to_string_lossy().into_owned()))),
             Arc::new(BinaryArray::from_iter_values(images.iter().map(|b| b.as_slice()))),
         ];
-        Ok(Some(RecordBatch::try_new(image_folder_schema(), cols)?))
+        Ok(RecordBatch::try_new(image_folder_schema(), cols)?)
     }
 }

@@ -1,31 +1,27 @@
 //! `recordio`: insightface's MXNet RecordIO (`train.rec`, `train.idx`, `property`) with random
 //! access through the index; identities are split among workers.
 
-use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
+use super::listed::{Listed, RowBatcher};
+use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::recordio::{FaceRecord, RecordIoReader};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Rows of a RecordIO dataset.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("sample", DataType::UInt32, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[("identity", DataType::UInt32), ("sample", DataType::UInt32), ("image", DataType::Binary)])
 }
 
-/// Reads this worker's identities.
-pub struct RecordIoTask {
+/// Reads this worker's identities; records in the index, for all workers together, are the
+/// source's total.
+pub type RecordIoTask = Listed<RecordIoRows>;
+
+/// Reads a chunk's images through the index and makes their batch.
+pub struct RecordIoRows {
     reader: RecordIoReader,
-    records: Vec<FaceRecord>,
-    next: usize,
-    batch_rows: usize,
     node: String,
-    /// Records in the index, for all workers together.
-    total: u64,
 }
 
 impl RecordIoTask {
@@ -34,26 +30,17 @@ impl RecordIoTask {
         let mut reader = RecordIoReader::open_dir(root).map_err(|e| e.to_string())?;
         let all = reader.records().map_err(|e| e.to_string())?;
         let total = all.len() as u64;
-        let records = all.into_iter().filter(|r| part.owns(r.identity as u64)).collect();
-        Ok(Self { reader, records, next: 0, batch_rows, node, total })
+        let records: Vec<_> = all.into_iter().filter(|r| part.owns(r.identity as u64)).collect();
+        Ok(Listed::new(records, total, batch_rows, RecordIoRows { reader, node }))
     }
 }
 
-impl super::ListedSource for RecordIoTask {
-    fn source_rows(&self) -> u64 {
-        self.total
-    }
-}
+impl RowBatcher for RecordIoRows {
+    type Row = FaceRecord;
 
-impl SourceTask for RecordIoTask {
-    fn expected_rows(&self) -> Option<u64> {
-        Some(self.records.len() as u64)
-    }
-
-    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let Some(range) = next_chunk(&mut self.next, self.records.len(), self.batch_rows) else { return Ok(None) };
+    fn batch(&mut self, chunk: &[FaceRecord]) -> OpResult<RecordBatch> {
         let (mut ids, mut samples, mut images) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &self.records[range] {
+        for r in chunk {
             let fail = |e: String| OpError::new(format!("node `{}`: {e}", self.node));
             let (_, image) = self.reader.read_image(r.key).map_err(|e| fail(e.to_string()))?;
             ids.push(u32::try_from(r.identity).map_err(|_| fail(format!("identity {} is not a u32", r.identity)))?);
@@ -65,6 +52,6 @@ impl SourceTask for RecordIoTask {
             Arc::new(UInt32Array::from(samples)),
             Arc::new(BinaryArray::from_iter_values(images.iter().map(|b| b.as_slice()))),
         ];
-        Ok(Some(RecordBatch::try_new(schema(), cols)?))
+        Ok(RecordBatch::try_new(schema(), cols)?)
     }
 }

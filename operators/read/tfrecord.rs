@@ -2,9 +2,10 @@
 //! TFace's converted `tfr_name\tidx\toffset\tlabel` index). Records are split among workers by
 //! record number; `identity` is the record's `label` feature (or the converted index's label).
 
-use crate::operators::{next_chunk, OpError, OpResult, Partition, SourceTask};
+use super::listed::{Listed, RowBatcher};
+use crate::operators::{OpError, OpResult, Partition};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, SchemaRef};
 use idflow_dataset::formats::tfrecord::{decode_example, read_converted_index, read_index, read_record_at, shard_path};
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,29 +14,25 @@ use std::sync::Arc;
 
 /// Rows of a TFRecord dataset.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("identity", DataType::UInt32, false),
-        Field::new("key", DataType::Utf8, false),
-        Field::new("image", DataType::Binary, false),
-    ]))
+    super::required_columns(&[("identity", DataType::UInt32), ("key", DataType::Utf8), ("image", DataType::Binary)])
 }
 
-struct Rec {
+/// One listed record: its shard, offset, key and (converted index) label.
+pub struct Rec {
     shard: PathBuf,
     offset: u64,
     key: String,
     label: Option<i64>,
 }
 
-/// Reads this worker's records.
-pub struct TfRecordTask {
-    records: Vec<Rec>,
-    next: usize,
-    batch_rows: usize,
+/// Reads this worker's records; records in the index, for all workers together, are the
+/// source's total.
+pub type TfRecordTask = Listed<TfRecordRows>;
+
+/// Reads a chunk's records from their shards (kept open) and makes their batch.
+pub struct TfRecordRows {
     open: HashMap<PathBuf, File>,
     node: String,
-    /// Records in the index, for all workers together.
-    total: u64,
 }
 
 /// The index file: `root` itself, or the only `*.index` file in the folder `root`.
@@ -83,26 +80,17 @@ impl TfRecordTask {
                 .collect()
         };
         let total = all.len() as u64;
-        let records = all.into_iter().enumerate().filter(|(k, _)| part.owns(*k as u64)).map(|(_, r)| r).collect();
-        Ok(Self { records, next: 0, batch_rows, open: HashMap::new(), node, total })
+        let records: Vec<_> = all.into_iter().enumerate().filter(|(k, _)| part.owns(*k as u64)).map(|(_, r)| r).collect();
+        Ok(Listed::new(records, total, batch_rows, TfRecordRows { open: HashMap::new(), node }))
     }
 }
 
-impl super::ListedSource for TfRecordTask {
-    fn source_rows(&self) -> u64 {
-        self.total
-    }
-}
+impl RowBatcher for TfRecordRows {
+    type Row = Rec;
 
-impl SourceTask for TfRecordTask {
-    fn expected_rows(&self) -> Option<u64> {
-        Some(self.records.len() as u64)
-    }
-
-    fn next_batch(&mut self) -> OpResult<Option<RecordBatch>> {
-        let Some(range) = next_chunk(&mut self.next, self.records.len(), self.batch_rows) else { return Ok(None) };
+    fn batch(&mut self, chunk: &[Rec]) -> OpResult<RecordBatch> {
         let (mut ids, mut keys, mut images) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &self.records[range] {
+        for r in chunk {
             let node = &self.node;
             let fail = |e: String| OpError::new(format!("node `{node}`: {e}"));
             if !self.open.contains_key(&r.shard) {
@@ -124,6 +112,6 @@ impl SourceTask for TfRecordTask {
             Arc::new(StringArray::from(keys)),
             Arc::new(BinaryArray::from_iter_values(images.iter().map(|b| b.as_slice()))),
         ];
-        Ok(Some(RecordBatch::try_new(schema(), cols)?))
+        Ok(RecordBatch::try_new(schema(), cols)?)
     }
 }

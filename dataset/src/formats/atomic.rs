@@ -103,3 +103,18 @@ pub fn write_file_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<(), FormatE
     f.write_all(bytes)?;
     f.commit()
 }
+
+/// Writes `bytes` to the caller-named temporary file `temp`, syncs it and renames it onto
+/// `target`, with plain I/O errors; on failure `temp` is removed and `target` is left as it was.
+pub fn write_via_temp(temp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let result = (|| {
+        let mut f = File::create(temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(temp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}

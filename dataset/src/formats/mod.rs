@@ -16,6 +16,7 @@ pub mod image_folder;
 pub mod npy;
 pub mod pickle;
 pub mod recordio;
+mod records;
 pub mod tfrecord;
 pub mod torch_save;
 pub mod torch_zip;

@@ -31,15 +31,25 @@ pub fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
 /// numpy's pairwise summation (`pairwise_sum_DOUBLE`): 8-way unrolled partial sums for blocks of
 /// at most 128 values, recursive halving (rounded to a multiple of 8) above that.
 pub fn pairwise_sum(values: &[f64]) -> f64 {
+    pairwise_sum_in(values)
+}
+
+/// numpy's pairwise summation in the arithmetic of `T` (`f64` for `pairwise_sum_DOUBLE`, `f32`
+/// for `pairwise_sum_FLOAT`, `numpy/_core/src/umath/loops_utils.h.src`): the same tree of
+/// additions for either width, so each matches numpy bit for bit.
+pub(crate) fn pairwise_sum_in<T>(values: &[T]) -> T
+where
+    T: Copy + Default + std::ops::Add<Output = T> + std::ops::AddAssign,
+{
     let n = values.len();
     if n < 8 {
-        let mut res = 0.0;
+        let mut res = T::default();
         for &v in values {
             res += v;
         }
         res
     } else if n <= 128 {
-        let mut r = [0.0f64; 8];
+        let mut r = [T::default(); 8];
         r.copy_from_slice(&values[..8]);
         let whole = n - n % 8;
         let mut i = 8;
@@ -57,7 +67,7 @@ pub fn pairwise_sum(values: &[f64]) -> f64 {
     } else {
         let mut half = n / 2;
         half -= half % 8;
-        pairwise_sum(&values[..half]) + pairwise_sum(&values[half..])
+        pairwise_sum_in(&values[..half]) + pairwise_sum_in(&values[half..])
     }
 }
 

@@ -99,34 +99,32 @@ pub fn blur(canvas: &mut Canvas, sigma: f32) {
     }
     let size = canvas.size;
     let mut tmp = vec![[0.0f32; 3]; size * size];
-    let r = radius as isize;
+    blur_pass(&canvas.px, &mut tmp, size, &w, false);
+    blur_pass(&tmp, &mut canvas.px, size, &w, true);
+}
+
+/// One pass of the separable blur: each pixel of `dst` is the sum of `src` pixels along a row
+/// (or a column when `vertical`) weighted by `w[|offset|]`, offsets up to `w.len() - 1`, edges
+/// clamped.
+fn blur_pass(src: &[[f32; 3]], dst: &mut [[f32; 3]], size: usize, w: &[f32], vertical: bool) {
+    let r = (w.len() - 1) as isize;
     let last = size as isize - 1;
     for y in 0..size {
         for x in 0..size {
             let mut acc = [0.0f32; 3];
             for k in -r..=r {
-                let xx = (x as isize + k).clamp(0, last) as usize;
+                let at = if vertical {
+                    (y as isize + k).clamp(0, last) as usize * size + x
+                } else {
+                    y * size + (x as isize + k).clamp(0, last) as usize
+                };
                 let wk = w[k.unsigned_abs()];
-                let p = canvas.px[y * size + xx];
+                let p = src[at];
                 acc[0] += wk * p[0];
                 acc[1] += wk * p[1];
                 acc[2] += wk * p[2];
             }
-            tmp[y * size + x] = acc;
-        }
-    }
-    for y in 0..size {
-        for x in 0..size {
-            let mut acc = [0.0f32; 3];
-            for k in -r..=r {
-                let yy = (y as isize + k).clamp(0, last) as usize;
-                let wk = w[k.unsigned_abs()];
-                let p = tmp[yy * size + x];
-                acc[0] += wk * p[0];
-                acc[1] += wk * p[1];
-                acc[2] += wk * p[2];
-            }
-            canvas.px[y * size + x] = acc;
+            dst[y * size + x] = acc;
         }
     }
 }
@@ -176,23 +174,20 @@ fn dct_table() -> &'static [[f32; 8]; 8] {
 }
 
 fn dct8(input: &[f32; 8], t: &[[f32; 8]; 8]) -> [f32; 8] {
-    let mut out = [0.0f32; 8];
-    for (u, o) in out.iter_mut().enumerate() {
-        let mut s = 0.0;
-        for x in 0..8 {
-            s += t[u][x] * input[x];
-        }
-        *o = s;
-    }
-    out
+    mat_vec8(input, |u, x| t[u][x])
 }
 
 fn idct8(input: &[f32; 8], t: &[[f32; 8]; 8]) -> [f32; 8] {
+    mat_vec8(input, |x, u| t[u][x])
+}
+
+/// `out[i] = Σ_j m(i, j) · input[j]`, summed in order of `j` in `f32`.
+fn mat_vec8(input: &[f32; 8], m: impl Fn(usize, usize) -> f32) -> [f32; 8] {
     let mut out = [0.0f32; 8];
-    for (x, o) in out.iter_mut().enumerate() {
+    for (i, o) in out.iter_mut().enumerate() {
         let mut s = 0.0;
-        for u in 0..8 {
-            s += t[u][x] * input[u];
+        for (j, v) in input.iter().enumerate() {
+            s += m(i, j) * v;
         }
         *o = s;
     }

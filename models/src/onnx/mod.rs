@@ -26,7 +26,6 @@ pub mod runtime;
 pub mod trace;
 pub mod weights;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -157,16 +156,7 @@ pub fn compile_to_file(bytes: &[u8], path: impl AsRef<Path>) -> Result<(), OnnxE
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.{}.{n}.tmp", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    idflow_dataset::formats::atomic::write_via_temp(&tmp, path, bytes).map_err(io)
 }
 
 /// Finishes a graph into serialised model bytes, after the strict key check.

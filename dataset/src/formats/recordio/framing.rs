@@ -102,13 +102,5 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8], path: &Path, offset: u64) -> Re
 
 /// Splits an in-memory `.rec` file into `(offset, payload)` records.
 pub fn parse_records(data: &[u8], path: &Path) -> Result<Vec<(u64, Vec<u8>)>, FormatError> {
-    let mut cursor = std::io::Cursor::new(data);
-    let len = data.len() as u64;
-    let mut out = Vec::new();
-    while cursor.position() < len {
-        let at = cursor.position();
-        let (payload, _) = read_record(&mut cursor, path, at, len)?;
-        out.push((at, payload));
-    }
-    Ok(out)
+    crate::formats::records::split_records(data, |cursor, at, len| read_record(cursor, path, at, len).map(|(payload, _)| payload))
 }

@@ -127,13 +127,5 @@ impl Iterator for TfRecordReader {
 
 /// Splits an in-memory shard into `(offset, payload)` records, checking every CRC.
 pub fn parse_records(data: &[u8], path: &Path) -> Result<Vec<(u64, Vec<u8>)>, FormatError> {
-    let mut cursor = std::io::Cursor::new(data);
-    let len = data.len() as u64;
-    let mut out = Vec::new();
-    while cursor.position() < len {
-        let at = cursor.position();
-        let payload = read_record(&mut cursor, path, at, len)?;
-        out.push((at, payload));
-    }
-    Ok(out)
+    crate::formats::records::split_records(data, |cursor, at, len| read_record(cursor, path, at, len))
 }

@@ -143,37 +143,37 @@ fn parse_num<T: std::str::FromStr>(path: &Path, lineno: usize, what: &str, s: &s
     s.trim().parse().map_err(|_| FormatError::invalid(path, format!("line {lineno}: {what} '{s}' is not a number")))
 }
 
-fn index_lines(path: &Path) -> Result<String, FormatError> {
-    std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))
+/// Parses the non-empty lines of an index file, each of `width` tab-separated fields, with
+/// `entry(line number, fields)`.
+fn parse_index<T>(
+    path: &Path,
+    width: usize,
+    mut entry: impl FnMut(usize, &[&str]) -> Result<T, FormatError>,
+) -> Result<Vec<T>, FormatError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let f = parse_fields(path, i + 1, line, width)?;
+        out.push(entry(i + 1, &f)?);
+    }
+    Ok(out)
 }
 
 /// Reads `<name>.index` (`key\tshard\toffset` lines).
 pub fn read_index(path: &Path) -> Result<Vec<IndexEntry>, FormatError> {
-    let text = index_lines(path)?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let f = parse_fields(path, i + 1, line, 3)?;
-        out.push(IndexEntry {
-            key: f[0].to_string(),
-            shard: parse_num(path, i + 1, "shard", f[1])?,
-            offset: parse_num(path, i + 1, "offset", f[2])?,
-        });
-    }
-    Ok(out)
+    parse_index(path, 3, |n, f| {
+        Ok(IndexEntry { key: f[0].to_string(), shard: parse_num(path, n, "shard", f[1])?, offset: parse_num(path, n, "offset", f[2])? })
+    })
 }
 
 /// Reads TFace's converted index (`tfr_name\tidx\toffset\tlabel` lines).
 pub fn read_converted_index(path: &Path) -> Result<Vec<ConvertedIndexEntry>, FormatError> {
-    let text = index_lines(path)?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let f = parse_fields(path, i + 1, line, 4)?;
-        out.push(ConvertedIndexEntry {
+    parse_index(path, 4, |n, f| {
+        Ok(ConvertedIndexEntry {
             tfr_name: f[0].to_string(),
-            idx: parse_num(path, i + 1, "idx", f[1])?,
-            offset: parse_num(path, i + 1, "offset", f[2])?,
-            label: parse_num(path, i + 1, "label", f[3])?,
-        });
-    }
-    Ok(out)
+            idx: parse_num(path, n, "idx", f[1])?,
+            offset: parse_num(path, n, "offset", f[2])?,
+            label: parse_num(path, n, "label", f[3])?,
+        })
+    })
 }
