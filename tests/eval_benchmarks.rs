@@ -76,24 +76,26 @@ fn check_tiny_verification_bin(backend: &str) {
     assert!(!out.join("dataset_metrics.md").exists(), "no embeddings in the input: no dataset metrics");
 }
 
+/// `idflow validate` of a toy-faces → evaluate pipeline with the extra evaluate fields `extra`:
+/// the exit status and standard error.
+fn validate_evaluate(extra: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!("name: bad\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n  report:\n    op: evaluate\n    input: faces\n    output: out\n{extra}");
+    write_pipeline(dir.path(), "p.yaml", &pipeline);
+    let run = idflow(dir.path(), &["validate", "p.yaml"]);
+    (run.status.code(), String::from_utf8_lossy(&run.stderr).into_owned())
+}
+
 #[test]
 fn benchmarks_without_an_encoder_are_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = "name: bad\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n  report:\n    op: evaluate\n    input: faces\n    output: out\n    benchmarks: [lfw.bin]\n";
-    write_pipeline(dir.path(), "p.yaml", pipeline);
-    let run = idflow(dir.path(), &["validate", "p.yaml"]);
-    assert_eq!(run.status.code(), Some(idflow::EXIT_CONFIG));
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let (code, stderr) = validate_evaluate("    benchmarks: [lfw.bin]\n");
+    assert_eq!(code, Some(idflow::EXIT_CONFIG));
     assert!(stderr.contains("encoder") && stderr.contains("report"), "{stderr}");
 }
 
 #[test]
 fn an_input_without_embeddings_and_no_benchmarks_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = "name: bad\nnodes:\n  faces:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n  report:\n    op: evaluate\n    input: faces\n    output: out\n";
-    write_pipeline(dir.path(), "p.yaml", pipeline);
-    let run = idflow(dir.path(), &["validate", "p.yaml"]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let (code, stderr) = validate_evaluate("");
+    assert_ne!(code, Some(0));
     assert!(stderr.contains("nothing to evaluate"), "{stderr}");
 }

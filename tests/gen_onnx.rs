@@ -59,35 +59,18 @@ fn an_onnx_checkpoint_runs_as_it_is() {
     let d = dir.path();
     let unet = d.join("unet.onnx");
     let vq = d.join("decoder.onnx");
-    let compile = |args: &[&str]| {
-        let out = idflow_command().arg("compile").args(args).current_dir(d).output().unwrap();
-        assert_ok(&out, "idflow compile");
+    // `idflow compile --model M --checkpoint C --config F [extra] --out O`
+    let compile = |model: &str, checkpoint: &std::path::Path, config: &std::path::Path, extra: &[&str], out: &std::path::Path| {
+        let mut args = vec!["--model", model, "--checkpoint", checkpoint.to_str().unwrap(), "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out.to_str().unwrap()]);
+        let run = idflow_command().arg("compile").args(&args).current_dir(d).output().unwrap();
+        assert_ok(&run, "idflow compile");
     };
-    let ckpt = reference("idiff_unet_tiny.ckpt");
-    let unet_cfg = reference("idiff_unet_tiny_config.json");
-    compile(&[
-        "--model",
-        "unet",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--config",
-        unet_cfg.to_str().unwrap(),
-        "--dropout-mask",
-        "--out",
-        unet.to_str().unwrap(),
-    ]);
+    let (ckpt, unet_cfg) = (reference("idiff_unet_tiny.ckpt"), reference("idiff_unet_tiny_config.json"));
     let dec = reference("vq_tiny_first_stage_decoder_state_dict.pt");
-    let vq_cfg = reference("vq_tiny_config.json");
-    compile(&[
-        "--model",
-        "vq-decoder",
-        "--checkpoint",
-        dec.to_str().unwrap(),
-        "--config",
-        vq_cfg.to_str().unwrap(),
-        "--out",
-        vq.to_str().unwrap(),
-    ]);
+    compile("unet", &ckpt, &unet_cfg, &["--dropout-mask"], &unet);
+    compile("vq-decoder", &dec, &reference("vq_tiny_config.json"), &[], &vq);
 
     let t = Tiny { identities: 2, samples: 2, ..Tiny::default() };
     let cache = d.join("cache");

@@ -8,7 +8,9 @@
 //! The shapes are the toy encoder's (batch 64 at 32 px), the toy LDM's (batch 64 on 3×8×8
 //! latents, 32–64 channels) and an IResNet-50 stage at 112 px (batch 8).
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use candle_core::{Device, Module, Tensor, Var};
 use idflow_models::kernels::conv::{Conv2d, ConvTranspose2d};
@@ -26,16 +28,21 @@ struct Case {
     transposed: bool,
 }
 
-fn median_ms(iters: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> candle_core::Result<f64> {
-    f()?;
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let start = Instant::now();
-        f()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+impl Case {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &'static str,
+        batch: usize,
+        c_in: usize,
+        c_out: usize,
+        size: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        transposed: bool,
+    ) -> Self {
+        Self { name, batch, c_in, c_out, size, kernel, stride, padding, transposed }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
 }
 
 fn step(layer: &dyn Module, x: &Var, w: &Var) -> candle_core::Result<()> {
@@ -63,73 +70,13 @@ fn main() -> candle_core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let iters = args.iter().position(|a| a == "--iters").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(10);
     let cases = [
-        Case {
-            name: "encoder stem 3→16 k3 @32",
-            batch: 64,
-            c_in: 3,
-            c_out: 16,
-            size: 32,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            transposed: false,
-        },
-        Case {
-            name: "encoder 16→16 k3 @32",
-            batch: 64,
-            c_in: 16,
-            c_out: 16,
-            size: 32,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            transposed: false,
-        },
-        Case {
-            name: "encoder 16→32 k3 s2 @32",
-            batch: 64,
-            c_in: 16,
-            c_out: 32,
-            size: 32,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-            transposed: false,
-        },
-        Case {
-            name: "encoder 64→128 k3 s2 @8",
-            batch: 64,
-            c_in: 64,
-            c_out: 128,
-            size: 8,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-            transposed: false,
-        },
+        Case::new("encoder stem 3→16 k3 @32", 64, 3, 16, 32, 3, 1, 1, false),
+        Case::new("encoder 16→16 k3 @32", 64, 16, 16, 32, 3, 1, 1, false),
+        Case::new("encoder 16→32 k3 s2 @32", 64, 16, 32, 32, 3, 2, 1, false),
+        Case::new("encoder 64→128 k3 s2 @8", 64, 64, 128, 8, 3, 2, 1, false),
         Case { name: "ldm 32→32 k3 @8", batch: 64, c_in: 32, c_out: 32, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false },
-        Case {
-            name: "ldm up 64→64 k4 s2 @4 (transposed)",
-            batch: 64,
-            c_in: 64,
-            c_out: 64,
-            size: 4,
-            kernel: 4,
-            stride: 2,
-            padding: 1,
-            transposed: true,
-        },
-        Case {
-            name: "ir50 128→128 k3 @28",
-            batch: 8,
-            c_in: 128,
-            c_out: 128,
-            size: 28,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            transposed: false,
-        },
+        Case::new("ldm up 64→64 k4 s2 @4 (transposed)", 64, 64, 64, 4, 4, 2, 1, true),
+        Case::new("ir50 128→128 k3 @28", 8, 128, 128, 28, 3, 1, 1, false),
     ];
     println!("| layer (forward + backward) | candle ms | idflow ms | speed-up |");
     println!("|---|---:|---:|---:|");
@@ -143,8 +90,8 @@ fn main() -> candle_core::Result<()> {
             Box::new(Conv2d::new(w.as_tensor().clone(), None, c.stride, c.padding))
         };
         let theirs = CandleConv(c, w.as_tensor().clone());
-        let candle_ms = median_ms(iters, || step(&theirs, &x, &w))?;
-        let idflow_ms = median_ms(iters, || step(ours.as_ref(), &x, &w))?;
+        let (candle_ms, ()) = median_ms(iters, || step(&theirs, &x, &w))?;
+        let (idflow_ms, ()) = median_ms(iters, || step(ours.as_ref(), &x, &w))?;
         println!("| {} | {candle_ms:.1} | {idflow_ms:.1} | {:.2}× |", c.name, candle_ms / idflow_ms);
     }
     Ok(())

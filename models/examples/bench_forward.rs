@@ -9,9 +9,11 @@
 //! `--export DIR` writes each model's weights, input and output as safetensors so
 //! `benches/models_torch.py` can time PyTorch on identical weights and check the outputs.
 
+mod common;
+
+use common::median_ms;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -20,18 +22,6 @@ use idflow_models::unet::{ConditionalUNet, UNetConfig};
 
 fn tiny_unet() -> UNetConfig {
     idflow_models::io::presets::reference_tiny_unet()
-}
-
-fn median_ms(iters: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> candle_core::Result<(f64, Tensor)> {
-    let mut out = f()?; // warm-up
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        out = f()?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], out))
 }
 
 fn export(dir: &Option<PathBuf>, name: &str, varmap: &VarMap, io: &[(&str, &Tensor)]) -> candle_core::Result<()> {

@@ -21,6 +21,9 @@
 //! run of two latents through the ORT tiny UNet, which `benches/sample_torch.py` uses to check
 //! its sampling loop. `--iresnet` adds IResNet-50 forwards of a batch of 32 112×112 faces.
 
+mod common;
+
+use common::median_ms;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -48,18 +51,6 @@ fn tiny_unet() -> UNetConfig {
         context_channels: 32,
         ..UNetConfig::idiff_face_ca()
     }
-}
-
-fn median_ms(iters: usize, mut f: impl FnMut() -> AnyResult<Tensor>) -> AnyResult<(f64, Tensor)> {
-    let mut out = f()?; // warm-up
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        out = f()?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], out))
 }
 
 fn random(shape: &[usize], seed: u64) -> AnyResult<Tensor> {
@@ -115,8 +106,8 @@ fn bench(b: &mut Bench<'_>, name: &str, key: &str, cfg: &UNetConfig, iters: usiz
         let t: Vec<i64> = (0..batch as i64).map(|i| (i * 997 + 13) % 1000).collect();
         let t = Tensor::from_vec(t, batch, &Device::Cpu)?;
         let c = random(&[batch, 512], 2)?;
-        let (ort_ms, a) = median_ms(iters, || Ok(ort.eps(&x, &t, Some(&c))?))?;
-        let (native_ms, native_out) = median_ms(iters, || Ok(native.eps(&x, &t, Some(&c))?))?;
+        let (ort_ms, a) = median_ms(iters, || ort.eps(&x, &t, Some(&c)))?;
+        let (native_ms, native_out) = median_ms(iters, || native.eps(&x, &t, Some(&c)))?;
         let diff = (&a - native_out)?.abs()?.max_all()?.to_scalar::<f32>()?;
         let case = format!("{key}_b{batch}");
         b.timings.insert(
@@ -172,8 +163,8 @@ fn bench_iresnet(b: &Bench<'_>, batch: usize, iters: usize, time: bool) -> AnyRe
     let ort = OrtFaceEncoder::new(b.rt.session_from_bytes(&bytes, &SessionOptions::cpu(b.threads))?);
     let (native, _) = load_model(&dict, &LoadOptions::default(), |vb| IResNet::new(&cfg, vb))?;
     let x = random(&[batch, 3, 112, 112], 3)?.tanh()?;
-    let (ort_ms, a) = median_ms(iters, || Ok(ort.embed(&x)?))?;
-    let (native_ms, n) = median_ms(iters, || Ok(native.embed(&x)?))?;
+    let (ort_ms, a) = median_ms(iters, || ort.embed(&x))?;
+    let (native_ms, n) = median_ms(iters, || native.embed(&x))?;
     let scale = n.abs()?.max_all()?.to_scalar::<f32>()?;
     let diff = (a - n)?.abs()?.max_all()?.to_scalar::<f32>()?;
     println!(
