@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{epoch_losses, idflow, write_pipeline};
+use common::{epoch_losses, run_ok, write_pipeline};
 use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::unet::UNetConfig;
 
@@ -25,8 +25,7 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
         dir.path().join("stats").display()
     );
     let p = write_pipeline(dir.path(), "p.yaml", &text);
-    let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
     let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 20);
     let first = rows[0].1;
