@@ -185,8 +185,7 @@ fn sampled_impostors_follow_the_seed() {
             out.display()
         );
         write_pipeline(dir.path(), "p.yaml", &pipeline);
-        let run = idflow(dir.path(), &["run", "p.yaml", "-q"]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        run_ok(dir.path(), &["run", "p.yaml", "-q"]);
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
         assert_eq!(m["dataset"]["impostor_selection"], "sampled");
         assert_eq!(m["dataset"]["impostor_pairs"], 6 * 6, "as many impostor pairs as genuine pairs");

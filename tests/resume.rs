@@ -49,8 +49,7 @@ fn nodes_after_a_resumed_sink_see_every_row() {
     assert!(!killed.status.success());
     // what a killed writer leaves half-written
     std::fs::write(d.join(".out.idflow-staging/.part-00099.parquet.tmp"), b"half a shard").unwrap();
-    let again = idflow(d, &["run", "p.yaml", "-q"]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    run_ok(d, &["run", "p.yaml", "-q"]);
     assert_eq!(rows(&out).len(), 40);
     let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "no temporary file is published: {names:?}");
@@ -61,8 +60,7 @@ fn nodes_after_a_resumed_sink_see_every_row() {
     // this plan is reused (its shards staged again), nothing is rendered, every row reaches
     // the folder node.
     let before = rows(&out);
-    let rerun = idflow(d, &["run", "p.yaml", "-q", "--report", "r.json"]);
-    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    run_ok(d, &["run", "p.yaml", "-q", "--report", "r.json"]);
     assert_eq!(rendered(d, "r.json"), 0, "the published dataset is reused, not regenerated");
     assert!(rows(&out) == before);
     assert_eq!(std::fs::read_to_string(images.join("images.lst")).unwrap().lines().count(), 40);
@@ -74,8 +72,7 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     let d = dir.path();
     let full = d.join("full");
     write_pipeline(d, "full.yaml", &pipeline(&full));
-    let out = idflow(d, &["run", "full.yaml", "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(d, &["run", "full.yaml", "-q"]);
     let expected = rows(&full);
     assert_eq!(expected.len(), 40);
 
@@ -89,8 +86,7 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     assert!(!partial.is_empty() && partial.len() < 40, "the staged partial dataset remains: {} rows", partial.len());
     assert!(!staging.join("_manifest.json").exists(), "no manifest after a crash");
 
-    let again = idflow(d, &["run", "crash.yaml", "-q", "--report", "resume.json"]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    run_ok(d, &["run", "crash.yaml", "-q", "--report", "resume.json"]);
     assert_eq!(rows(&crash), expected, "resumed dataset equals the uninterrupted one");
     assert_eq!(rendered(d, "resume.json"), 40 - partial.len() as u64, "only the missing samples are rendered");
     let manifest = idflow::operators::write_records::read_manifest(&crash).unwrap();
@@ -114,8 +110,7 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     assert_eq!(rows(&crash), expected);
 
     // With --overwrite it replaces the dataset.
-    let replaced = idflow(d, &[&changed[..], &["--overwrite"]].concat());
-    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    run_ok(d, &[&changed[..], &["--overwrite"]].concat());
     assert_eq!(rendered(d, "c.json"), 10);
     assert_eq!(rows(&crash).len(), 10);
 }
@@ -128,8 +123,7 @@ fn overwrite_keeps_the_old_dataset_until_the_new_one_is_published() {
     let d = dir.path();
     let out = d.join("out");
     write_pipeline(d, "p.yaml", &pipeline(&out));
-    let first = idflow(d, &["run", "p.yaml", "-q"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    run_ok(d, &["run", "p.yaml", "-q"]);
     let old_rows = rows(&out);
     let old_manifest = std::fs::read(out.join("_manifest.json")).unwrap();
 
@@ -140,8 +134,7 @@ fn overwrite_keeps_the_old_dataset_until_the_new_one_is_published() {
     let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 
-    let replaced = idflow(d, &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"]);
-    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    run_ok(d, &["run", "p.yaml", "-q", "--overwrite", "--set", "nodes.faces.images_per_identity=2"]);
     let new_rows = rows(&out);
     assert_eq!(new_rows.len(), 16, "the new plan's rows only");
     assert!(new_rows.iter().all(|r| old_rows.contains(r)), "the same world, fewer samples per identity");

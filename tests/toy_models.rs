@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{idflow, write_pipeline};
+use common::{run_ok, run_pipeline};
 use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 use std::path::{Path, PathBuf};
@@ -69,8 +69,7 @@ fn first_stage_reconstructs_unseen_faces_as_recorded() {
 fn encoder_reaches_its_recorded_toy_lfw_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("bench");
-    let res = idflow(dir.path(), &["toy", "benchmarks", "--size", "32", "--out", bench.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    run_ok(dir.path(), &["toy", "benchmarks", "--size", "32", "--out", bench.to_str().unwrap()]);
     let enc = toy("encoder");
     let text = format!(
         "name: toy-encoder-check\nseed: 0\nworkers: 1\nnodes:\n  placeholder:\n    op: toy-faces\n    identities: 1\n    images_per_identity: 1\n    size: 16\n  bench:\n    op: evaluate\n    input: placeholder\n    output: {out}\n    benchmarks: [{lfw}]\n    encoder: {{checkpoint: {ckpt}, config: {cfg}}}\n",
@@ -79,9 +78,7 @@ fn encoder_reaches_its_recorded_toy_lfw_accuracy() {
         ckpt = enc.join("backbone.safetensors").display(),
         cfg = enc.join("config.json").display(),
     );
-    let p = write_pipeline(dir.path(), "eval.yaml", &text);
-    let res = idflow(dir.path(), &["run", p.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    run_pipeline(dir.path(), "eval.yaml", &text);
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/metrics.json")).unwrap()).unwrap();
     let acc = accuracy_of(&metrics, "toy_lfw");
     let want = recorded("encoder", "toy_lfw");

@@ -7,7 +7,7 @@ mod common;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use arrow_array::Array;
-use common::{idflow, read_batches, write_pipeline};
+use common::{idflow, read_batches, run_ok, write_pipeline};
 use std::path::Path;
 
 /// `(epoch, step, loss, accuracy)` rows written by the stats sink.
@@ -241,8 +241,7 @@ fn train_nodes_on_one_worker_train_side_by_side_with_the_results_of_a_single_run
     text.push_str(&twin);
     let p = write_pipeline(dir.path(), "twins.yaml", &text);
     let report = dir.path().join("report.json");
-    let out = idflow(dir.path(), &["run", p.to_str().unwrap(), "--report", report.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(dir.path(), &["run", p.to_str().unwrap(), "--report", report.to_str().unwrap()]);
 
     let want = stats(&dir.path().join("s-single"));
     assert_eq!(want.len(), 2);
