@@ -56,12 +56,9 @@ fn report_skipped(dir: &Path, node: usize) -> serde_json::Value {
 
 #[test]
 fn a_truncated_jpeg_fails_decode_naming_the_file_or_is_skipped_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 2, 2);
+    let (dir, faces, out) = faces_dir(2, 2);
     write_jpeg(&faces.join("person_001/00.jpg"));
     let bad = truncate_half(&faces.join("person_001/00.jpg"));
-    let out = dir.path().join("out");
     let (code, stderr) = run(dir.path(), &folder_pipeline(&faces, &out, 2, ""), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("node `tensors`") && stderr.contains(&bad.display().to_string()), "{stderr}");
@@ -78,11 +75,8 @@ fn a_truncated_jpeg_fails_decode_naming_the_file_or_is_skipped_and_counted() {
 
 #[test]
 fn a_truncated_png_fails_decode_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 2, 2);
+    let (dir, faces, out) = faces_dir(2, 2);
     let bad = truncate_half(&faces.join("person_000/01.png"));
-    let out = dir.path().join("out");
     let (code, stderr) = run(dir.path(), &folder_pipeline(&faces, &out, 1, ""), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("node `tensors`") && stderr.contains(&bad.display().to_string()), "{stderr}");
@@ -165,13 +159,10 @@ fn embed_pipeline(faces: &Path, checkpoint: &Path, out: &Path, extra: &str) -> S
 
 #[test]
 fn a_nan_embedding_is_rejected_at_embed_naming_the_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 2, 1);
+    let (dir, faces, out) = faces_dir(2, 1);
     let nan = tiny_encoder(dir.path(), "nan.safetensors", |k, t| {
         (k == "fc.bias").then(|| Tensor::full(f32::NAN, t.dims(), &Device::Cpu).unwrap())
     });
-    let out = dir.path().join("out");
     let (code, stderr) = run(dir.path(), &embed_pipeline(&faces, &nan, &out, ""), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("node `emb`: identity 0 (") && stderr.contains("person_000/00.jpg"), "{stderr}");
@@ -185,10 +176,7 @@ fn a_nan_embedding_is_rejected_at_embed_naming_the_row() {
 
 #[test]
 fn validate_names_a_missing_checkpoint_and_a_missing_read_root() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 1, 1);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(1, 1);
     let (code, stderr) = validate(dir.path(), &embed_pipeline(&faces, &dir.path().join("nope.pth"), &out, ""));
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("p.yaml:11:") && stderr.contains("node `emb`, field `encoder.checkpoint`"), "{stderr}");
@@ -205,10 +193,7 @@ fn validate_names_a_missing_checkpoint_and_a_missing_read_root() {
 
 #[test]
 fn validate_refuses_a_checkpoint_whose_shapes_do_not_fit_the_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 1, 1);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(1, 1);
     let (code, stderr) = validate(dir.path(), &embed_pipeline(&faces, &reference("iresnet_tiny.pth"), &out, ""));
     assert_eq!(code, Some(0), "the fixture fits its config: {stderr}");
     let wrong = tiny_encoder(dir.path(), "wrong.safetensors", |k, _| match k {

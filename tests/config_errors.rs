@@ -5,6 +5,11 @@ use common::*;
 
 const GOOD_READ: &str = "  faces:\n    op: read\n    root: /tmp\n";
 
+/// A pipeline of [`GOOD_READ`] followed by `rest`.
+fn read_then(rest: &str) -> String {
+    format!("name: x\nnodes:\n{GOOD_READ}{rest}")
+}
+
 /// A pipeline of toy faces into a `train` node of `task` whose last line (line 14) is `extra`.
 fn train_pipeline(task: &str, extra: &str) -> String {
     format!(
@@ -12,127 +17,85 @@ fn train_pipeline(task: &str, extra: &str) -> String {
     )
 }
 
-/// (case, pipeline text, extra CLI args, fragments the error must contain)
-fn cases() -> Vec<(&'static str, String, Vec<&'static str>, Vec<&'static str>)> {
+/// Every bad pipeline: (case, pipeline text, extra CLI args, fragments the error must contain).
+fn cases() -> Vec<(String, String, Vec<&'static str>, Vec<String>)> {
+    let owned = |fragments: &[&str]| fragments.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    let plain = plain_cases().into_iter().map(|(case, text, fragments)| (case.to_string(), text, vec![], owned(fragments)));
+    let overrides = [
+        ("override of unknown node", vec!["--set", "nodes.nope.root=/x"], owned(&["no node `nope`"])),
+        (
+            "override with wrong type",
+            vec!["--set", "nodes.faces.batch_rows=lots"],
+            owned(&["node `faces`", "field `batch_rows`", "invalid type"]),
+        ),
+    ]
+    .into_iter()
+    .map(|(case, extra, fragments)| (case.to_string(), read_then(""), extra, fragments));
+    let train = TRAIN_FIELD_CASES.iter().map(|&(case, task, line, field, message)| {
+        let fragments = vec!["node `trained`".to_string(), format!("field `{field}`"), message.to_string(), "bad.yaml:14".to_string()];
+        (case.to_string(), train_pipeline(task, line), vec![], fragments)
+    });
+    plain.chain(overrides).chain(train).collect()
+}
+
+/// Misplaced or malformed fields of a `train` node: (case, task, the extra line, the field the
+/// error names, what it says about the field).
+const TRAIN_FIELD_CASES: &[(&str, &str, &str, &str, &str)] = &[
+    ("diffusion field on a face-recognition train node", "face-recognition", "cpd: 0.25", "cpd", "belongs to task: diffusion"),
+    ("face-recognition field on a diffusion train node", "diffusion", "eval: [lfw.bin]", "eval", "belongs to task: face-recognition"),
+    ("diffusion field on an autoencoder train node", "autoencoder", "timesteps: 10", "timesteps", "belongs to task: diffusion"),
+    ("autoencoder field on a face-recognition train node", "face-recognition", "n_embed: 16", "n_embed", "belongs to task: autoencoder"),
+    ("face-recognition field on an autoencoder train node", "autoencoder", "replicas: 2", "replicas", "belongs to task: face-recognition"),
+    ("unknown field on a train node", "diffusion", "epoch: 3", "epoch", "unknown field"),
+    ("wrong type of a common train field", "diffusion", "batch_size: many", "batch_size", "invalid type"),
+    ("wrong type of a task's train field", "face-recognition", "momentum: high", "momentum", "invalid type"),
+];
+
+/// (case, pipeline text, fragments the error must contain)
+fn plain_cases() -> Vec<(&'static str, String, &'static [&'static str])> {
     vec![
-        ("not yaml", "name: x\nnodes: [\n".into(), vec![], vec!["bad.yaml:"]),
-        ("unknown top-level field", format!("name: x\nnodez: 1\nnodes:\n{GOOD_READ}"), vec![], vec!["unknown field", "nodez"]),
-        ("missing name", format!("nodes:\n{GOOD_READ}"), vec![], vec!["name"]),
-        ("unknown operator", "name: x\nnodes:\n  a:\n    op: reed\n".into(), vec![], vec!["node `a`", "field `op`", "unknown operator `reed`", "bad.yaml:4"]),
-        ("missing op", "name: x\nnodes:\n  a:\n    root: /tmp\n".into(), vec![], vec!["node `a`", "missing field `op`"]),
+        ("not yaml", "name: x\nnodes: [\n".into(), &["bad.yaml:"]),
+        ("unknown top-level field", format!("name: x\nnodez: 1\nnodes:\n{GOOD_READ}"), &["unknown field", "nodez"]),
+        ("missing name", format!("nodes:\n{GOOD_READ}"), &["name"]),
         (
-            "unknown parameter",
-            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    rooot: /x\n".into(),
-            vec![],
-            vec!["node `faces`", "field `rooot`", "unknown field", "bad.yaml:6"],
+            "unknown operator",
+            "name: x\nnodes:\n  a:\n    op: reed\n".into(),
+            &["node `a`", "field `op`", "unknown operator `reed`", "bad.yaml:4"],
         ),
-        (
-            "wrong type",
-            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    batch_rows: many\n".into(),
-            vec![],
-            vec!["node `faces`", "field `batch_rows`", "invalid type", "bad.yaml:6"],
-        ),
-        ("missing parameter", "name: x\nnodes:\n  faces:\n    op: read\n".into(), vec![], vec!["node `faces`", "missing field `root`"]),
+        ("missing op", "name: x\nnodes:\n  a:\n    root: /tmp\n".into(), &["node `a`", "missing field `op`"]),
+        ("unknown parameter", read_then("    rooot: /x\n"), &["node `faces`", "field `rooot`", "unknown field", "bad.yaml:6"]),
+        ("wrong type", read_then("    batch_rows: many\n"), &["node `faces`", "field `batch_rows`", "invalid type", "bad.yaml:6"]),
+        ("missing parameter", "name: x\nnodes:\n  faces:\n    op: read\n".into(), &["node `faces`", "missing field `root`"]),
         (
             "dangling input",
-            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: nope\n    size: 8\n"),
-            vec![],
-            vec!["node `d`", "field `input`", "`nope` is not a node"],
+            read_then("  d:\n    op: decode\n    input: nope\n    size: 8\n"),
+            &["node `d`", "field `input`", "`nope` is not a node"],
         ),
         (
             "cycle",
-            format!("name: x\nnodes:\n{GOOD_READ}  a:\n    op: decode\n    input: b\n    size: 8\n  b:\n    op: decode\n    input: a\n    size: 8\n"),
-            vec![],
-            vec!["cycle: b -> a -> b", "node `a`"],
+            read_then("  a:\n    op: decode\n    input: b\n    size: 8\n  b:\n    op: decode\n    input: a\n    size: 8\n"),
+            &["cycle: b -> a -> b", "node `a`"],
         ),
         (
             "schema mismatch (type)",
-            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    column: identity_name\n    size: 8\n"),
-            vec![],
-            vec!["node `d`", "column `identity_name`", "Utf8", "Binary"],
+            read_then("  d:\n    op: decode\n    input: faces\n    column: identity_name\n    size: 8\n"),
+            &["node `d`", "column `identity_name`", "Utf8", "Binary"],
         ),
         (
             "schema mismatch (missing column)",
-            format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n    column: pixels\n    size: 8\n"),
-            vec![],
-            vec!["node `d`", "needs column `pixels`", "from input `faces`"],
+            read_then("  d:\n    op: decode\n    input: faces\n    column: pixels\n    size: 8\n"),
+            &["node `d`", "needs column `pixels`", "from input `faces`"],
         ),
-        (
-            "source with input",
-            format!("name: x\nnodes:\n{GOOD_READ}  again:\n    op: read\n    input: faces\n    root: /tmp\n"),
-            vec![],
-            vec!["node `again`", "takes no input"],
-        ),
-        ("transform without input", format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    size: 8\n"), vec![], vec!["node `d`", "needs an input"]),
+        ("source with input", read_then("  again:\n    op: read\n    input: faces\n    root: /tmp\n"), &["node `again`", "takes no input"]),
+        ("transform without input", read_then("  d:\n    op: decode\n    size: 8\n"), &["node `d`", "needs an input"]),
         (
             "missing environment variable",
             "name: x\nnodes:\n  faces:\n    op: read\n    root: ${IDFLOW_TEST_SURELY_UNSET}/faces\n".into(),
-            vec![],
-            vec!["node `faces`", "field `root`", "IDFLOW_TEST_SURELY_UNSET", "not set"],
+            &["node `faces`", "field `root`", "IDFLOW_TEST_SURELY_UNSET", "not set"],
         ),
-        (
-            "bad on_error",
-            "name: x\nnodes:\n  faces:\n    op: read\n    root: /tmp\n    on_error: maybe\n".into(),
-            vec![],
-            vec!["node `faces`", "field `on_error`", "`fail` or `skip`"],
-        ),
-        ("override of unknown node", format!("name: x\nnodes:\n{GOOD_READ}"), vec!["--set", "nodes.nope.root=/x"], vec!["no node `nope`"]),
-        (
-            "override with wrong type",
-            format!("name: x\nnodes:\n{GOOD_READ}"),
-            vec!["--set", "nodes.faces.batch_rows=lots"],
-            vec!["node `faces`", "field `batch_rows`", "invalid type"],
-        ),
-        ("decode without size", format!("name: x\nnodes:\n{GOOD_READ}  d:\n    op: decode\n    input: faces\n"), vec![], vec!["node `d`", "field `size`"]),
-        ("empty nodes", "name: x\nnodes: {}\n".into(), vec![], vec!["nodes", "empty"]),
-        (
-            "diffusion field on a face-recognition train node",
-            train_pipeline("face-recognition", "cpd: 0.25"),
-            vec![],
-            vec!["node `trained`", "field `cpd`", "belongs to task: diffusion", "bad.yaml:14"],
-        ),
-        (
-            "face-recognition field on a diffusion train node",
-            train_pipeline("diffusion", "eval: [lfw.bin]"),
-            vec![],
-            vec!["node `trained`", "field `eval`", "belongs to task: face-recognition", "bad.yaml:14"],
-        ),
-        (
-            "diffusion field on an autoencoder train node",
-            train_pipeline("autoencoder", "timesteps: 10"),
-            vec![],
-            vec!["node `trained`", "field `timesteps`", "belongs to task: diffusion", "bad.yaml:14"],
-        ),
-        (
-            "autoencoder field on a face-recognition train node",
-            train_pipeline("face-recognition", "n_embed: 16"),
-            vec![],
-            vec!["node `trained`", "field `n_embed`", "belongs to task: autoencoder", "bad.yaml:14"],
-        ),
-        (
-            "face-recognition field on an autoencoder train node",
-            train_pipeline("autoencoder", "replicas: 2"),
-            vec![],
-            vec!["node `trained`", "field `replicas`", "belongs to task: face-recognition", "bad.yaml:14"],
-        ),
-        (
-            "unknown field on a train node",
-            train_pipeline("diffusion", "epoch: 3"),
-            vec![],
-            vec!["node `trained`", "field `epoch`", "unknown field", "bad.yaml:14"],
-        ),
-        (
-            "wrong type of a common train field",
-            train_pipeline("diffusion", "batch_size: many"),
-            vec![],
-            vec!["node `trained`", "field `batch_size`", "invalid type", "bad.yaml:14"],
-        ),
-        (
-            "wrong type of a task's train field",
-            train_pipeline("face-recognition", "momentum: high"),
-            vec![],
-            vec!["node `trained`", "field `momentum`", "invalid type", "bad.yaml:14"],
-        ),
+        ("bad on_error", read_then("    on_error: maybe\n"), &["node `faces`", "field `on_error`", "`fail` or `skip`"]),
+        ("decode without size", read_then("  d:\n    op: decode\n    input: faces\n"), &["node `d`", "field `size`"]),
+        ("empty nodes", "name: x\nnodes: {}\n".into(), &["nodes", "empty"]),
     ]
 }
 

@@ -7,16 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn run_ok(dir: &Path, args: &[&str]) {
-    let out = idflow(dir, args);
-    assert!(out.status.success(), "idflow {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn one_and_two_workers_write_identical_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 7, 4);
+    let (dir, faces, _) = faces_dir(7, 4);
     let mut results = Vec::new();
     for workers in [1, 2] {
         let out = dir.path().join(format!("out{workers}"));
@@ -43,10 +36,7 @@ fn one_and_two_workers_write_identical_rows() {
 
 #[test]
 fn workers_flag_and_set_override_change_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 5, 2);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(5, 2);
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q", "-w", "3", "--set", "nodes.faces.limit_identities=2", "--report", "r.json"]);
     assert_eq!(image_rows(&out).len(), 4);
@@ -63,10 +53,7 @@ fn workers_flag_and_set_override_change_the_run() {
 
 #[test]
 fn rerun_replaces_an_earlier_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 6, 4);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(6, 4);
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 2, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q"]);
     assert!(shards(&out).len() >= 4);
@@ -133,41 +120,15 @@ fn free_port() -> u16 {
 
 #[test]
 fn two_processes_on_loopback_match_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 9, 3);
+    let (dir, faces, _) = faces_dir(9, 3);
     let single = dir.path().join("single");
     write_pipeline(dir.path(), "single.yaml", &folder_pipeline(&faces, &single, 1, ""));
     run_ok(dir.path(), &["run", "single.yaml", "-q"]);
 
     let cluster = dir.path().join("cluster");
     write_pipeline(dir.path(), "cluster.yaml", &folder_pipeline(&faces, &cluster, 1, ""));
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let mut children: Vec<_> = (0..2)
-        .map(|pid| {
-            Command::new(bin())
-                .args(["run", "cluster.yaml", "-q", "-w", "2", "--processes", "2", "--process-id", &pid.to_string(), "--hostfile"])
-                .arg(&hostfile)
-                .current_dir(dir.path())
-                .env("IDFLOW_LOG", "warn")
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for c in children.iter_mut() {
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "a cluster process failed: {status}");
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("cluster run did not finish in time");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    for (code, stderr) in cluster_run(dir.path(), "cluster.yaml", 2, &|_| vec![]) {
+        assert_eq!(code, Some(0), "a cluster process failed: {stderr}");
     }
     assert_eq!(image_rows(&single), image_rows(&cluster));
     let manifest = idflow::operators::write_records::read_manifest(&cluster).unwrap();
@@ -176,10 +137,7 @@ fn two_processes_on_loopback_match_one_process() {
 
 #[test]
 fn parquet_opens_in_pyarrow_and_duckdb() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 6, 3);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(6, 3);
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 2, ""));
     run_ok(dir.path(), &["run", "p.yaml", "-q"]);
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()));
@@ -195,15 +153,31 @@ fn parquet_opens_in_pyarrow_and_duckdb() {
     );
 }
 
-/// Runs a two-process cluster of `pipeline` (one worker each), with `env_for(pid)` added to
-/// process `pid`; returns each process's exit code and stderr.
-fn cluster_run(dir: &Path, pipeline: &str, env_for: &dyn Fn(usize) -> Vec<(&'static str, &'static str)>) -> Vec<(Option<i32>, String)> {
+/// Runs a two-process cluster of `pipeline` (`workers` workers each), with `env_for(pid)` added
+/// to process `pid`; returns each process's exit code and stderr.
+fn cluster_run(
+    dir: &Path,
+    pipeline: &str,
+    workers: usize,
+    env_for: &dyn Fn(usize) -> Vec<(&'static str, &'static str)>,
+) -> Vec<(Option<i32>, String)> {
     let hostfile = dir.join("hosts.txt");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let children: Vec<_> = (0..2)
         .map(|pid| {
             Command::new(bin())
-                .args(["run", pipeline, "-q", "-w", "1", "--processes", "2", "--process-id", &pid.to_string(), "--hostfile"])
+                .args([
+                    "run",
+                    pipeline,
+                    "-q",
+                    "-w",
+                    &workers.to_string(),
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &pid.to_string(),
+                    "--hostfile",
+                ])
                 .arg(&hostfile)
                 .current_dir(dir)
                 .env("IDFLOW_LOG", "warn")
@@ -232,12 +206,9 @@ fn cluster_run(dir: &Path, pipeline: &str, env_for: &dyn Fn(usize) -> Vec<(&'sta
 
 #[test]
 fn a_killed_peer_process_is_a_one_line_error_without_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 12, 4);
-    let out = dir.path().join("out");
+    let (dir, faces, out) = faces_dir(12, 4);
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, "").replace("rows_per_shard: 5", "rows_per_shard: 2"));
-    let res = cluster_run(dir.path(), "p.yaml", &|pid| if pid == 1 { vec![("IDFLOW_TEST_CRASH_AFTER_SHARDS", "1")] } else { vec![] });
+    let res = cluster_run(dir.path(), "p.yaml", 1, &|pid| if pid == 1 { vec![("IDFLOW_TEST_CRASH_AFTER_SHARDS", "1")] } else { vec![] });
     let (code, stderr) = &res[0];
     assert_eq!(*code, Some(1), "{stderr}");
     assert!(stderr.contains("lost the connection to process 1"), "{stderr}");
@@ -248,15 +219,12 @@ fn a_killed_peer_process_is_a_one_line_error_without_a_panic() {
 
 #[test]
 fn a_failing_peer_process_is_named_and_only_it_prints_the_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let faces = dir.path().join("faces");
-    make_faces(&faces, 4, 3);
+    let (dir, faces, out) = faces_dir(4, 3);
     // identity 1 belongs to global worker 1, the only worker of process 1
     let bad = faces.join("person_001").join("01.png");
     std::fs::write(&bad, b"not an image").unwrap();
-    let out = dir.path().join("out");
     write_pipeline(dir.path(), "p.yaml", &folder_pipeline(&faces, &out, 1, ""));
-    let res = cluster_run(dir.path(), "p.yaml", &|_| vec![]);
+    let res = cluster_run(dir.path(), "p.yaml", 1, &|_| vec![]);
     let (code0, err0) = &res[0];
     let (code1, err1) = &res[1];
     assert_eq!((*code0, *code1), (Some(1), Some(1)), "{err0}\n---\n{err1}");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_ok, write_pipeline};
+use common::{run_ok, run_pipeline};
 use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 use std::path::{Path, PathBuf};
@@ -78,8 +78,7 @@ fn encoder_reaches_its_recorded_toy_lfw_accuracy() {
         ckpt = enc.join("backbone.safetensors").display(),
         cfg = enc.join("config.json").display(),
     );
-    let p = write_pipeline(dir.path(), "eval.yaml", &text);
-    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
+    run_pipeline(dir.path(), "eval.yaml", &text);
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/metrics.json")).unwrap()).unwrap();
     let acc = accuracy_of(&metrics, "toy_lfw");
     let want = recorded("encoder", "toy_lfw");

@@ -6,7 +6,7 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
-use common::{epoch_losses, read_batches, run_ok, write_pipeline};
+use common::{epoch_losses, read_batches, run_pipeline, NO_NUISANCE};
 use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::vq::VqConfig;
 
@@ -21,14 +21,15 @@ fn vq() -> VqConfig {
 fn vq_first_stage_trains_and_feeds_encode_latent() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("vq");
-    let faces = "  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 4\n    size: 16\n    difficulty: {rotation: 0, yaw: 0, pitch: 0, translation: 0, scale: 0, expression: 0, lighting: 0, background: 0, blur: 0, noise: 0, occlusion: 0, jpeg: 0}\n";
+    let faces = format!(
+        "  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 4\n    size: 16\n    difficulty: {NO_NUISANCE}\n"
+    );
     let text = format!(
         "name: train-vq\nseed: 2\nworkers: 2\nnodes:\n{faces}  trained:\n    op: train\n    input: faces\n    task: autoencoder\n    first_stage: {VQ}\n    n_embed: 32\n    codebook_decay: 0.9\n    size: 16\n    lr: {{type: constant, lr: 0.002}}\n    batch_size: 8\n    epochs: 12\n    output: {}\n  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
         out.display(),
         dir.path().join("stats").display()
     );
-    let p = write_pipeline(dir.path(), "train.yaml", &text);
-    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
+    run_pipeline(dir.path(), "train.yaml", &text);
     let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 12);
     assert!(rows[11].1 < 0.5 * rows[0].1, "reconstruction loss did not halve: {rows:?}");
@@ -48,8 +49,7 @@ fn vq_first_stage_trains_and_feeds_encode_latent() {
         enc.display(),
         dir.path().join("latents").display()
     );
-    let p = write_pipeline(dir.path(), "enc.yaml", &text);
-    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
+    run_pipeline(dir.path(), "enc.yaml", &text);
     let mut n = 0;
     for b in read_batches(&dir.path().join("latents")) {
         let lat = b.column_by_name("latent").unwrap().as_fixed_size_list();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{epoch_losses, run_ok, write_pipeline};
+use common::{epoch_losses, run_pipeline, NO_NUISANCE};
 use idflow_models::io::checkpoint::LoadOptions;
 use idflow_models::unet::UNetConfig;
 
@@ -20,12 +20,11 @@ fn tiny_unet_loss_falls_and_checkpoints_load() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ldm");
     let text = format!(
-        "name: train-ldm\nseed: 5\nworkers: 1\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 8\n    size: 8\n    difficulty: {{rotation: 0, yaw: 0, pitch: 0, translation: 0, scale: 0, expression: 0, lighting: 0, background: 0, blur: 0, noise: 0, occlusion: 0, jpeg: 0}}\n  latents:\n    op: decode\n    input: faces\n    size: 8\n  trained:\n    op: train\n    input: latents\n    task: diffusion\n    column: tensor\n    context: null\n    latent_shape: [3, 8, 8]\n    unet: {UNET}\n    timesteps: 100\n    lr: {{type: warm-restarts, lr: 0.002, t0: 100, t_mult: 1}}\n    batch_size: 16\n    epochs: 20\n    output: {}\n  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
+        "name: train-ldm\nseed: 5\nworkers: 1\nnodes:\n  faces:\n    op: toy-faces\n    identities: 4\n    images_per_identity: 8\n    size: 8\n    difficulty: {NO_NUISANCE}\n  latents:\n    op: decode\n    input: faces\n    size: 8\n  trained:\n    op: train\n    input: latents\n    task: diffusion\n    column: tensor\n    context: null\n    latent_shape: [3, 8, 8]\n    unet: {UNET}\n    timesteps: 100\n    lr: {{type: warm-restarts, lr: 0.002, t0: 100, t_mult: 1}}\n    batch_size: 16\n    epochs: 20\n    output: {}\n  stats:\n    op: write-records\n    input: trained\n    path: {}\n",
         out.display(),
         dir.path().join("stats").display()
     );
-    let p = write_pipeline(dir.path(), "p.yaml", &text);
-    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
+    run_pipeline(dir.path(), "p.yaml", &text);
     let rows = epoch_losses(&dir.path().join("stats"));
     assert_eq!(rows.len(), 20);
     let first = rows[0].1;

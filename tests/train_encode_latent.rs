@@ -7,7 +7,7 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
-use common::{read_batches, reference, run_ok, write_pipeline};
+use common::{read_batches, reference, run_pipeline};
 
 #[test]
 fn encode_latent_matches_the_reference_encoder() {
@@ -33,8 +33,7 @@ fn encode_latent_matches_the_reference_encoder() {
         encoder.display(),
         dir.path().join("out").display()
     );
-    let p = write_pipeline(dir.path(), "p.yaml", &text);
-    run_ok(dir.path(), &["run", p.to_str().unwrap()]);
+    run_pipeline(dir.path(), "p.yaml", &text);
     let mut rows = Vec::new();
     for b in read_batches(&dir.path().join("out")) {
         let id = b.column_by_name("identity").unwrap().as_primitive::<UInt32Type>();

@@ -78,3 +78,23 @@ pub fn folder_pipeline(faces: &Path, out: &Path, workers: usize, extra_decode: &
         out.display()
     )
 }
+
+/// A fresh temporary folder with `n_ids` × `per_id` images under `faces/` (see [`make_faces`]);
+/// returns the folder, the image root and the path `out` for a run's output (not created).
+pub fn faces_dir(n_ids: usize, per_id: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    make_faces(&faces, n_ids, per_id);
+    let out = dir.path().join("out");
+    (dir, faces, out)
+}
+
+/// A toy-faces `difficulty` with every nuisance off, as a YAML flow mapping.
+pub const NO_NUISANCE: &str =
+    "{rotation: 0, yaw: 0, pitch: 0, translation: 0, scale: 0, expression: 0, lighting: 0, background: 0, blur: 0, noise: 0, occlusion: 0, jpeg: 0}";
+
+/// Writes the pipeline `text` as `name` in `dir` and runs it there, asserting success.
+pub fn run_pipeline(dir: &Path, name: &str, text: &str) -> Output {
+    let p = write_pipeline(dir, name, text);
+    run_ok(dir, &["run", p.to_str().unwrap()])
+}

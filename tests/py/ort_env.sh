@@ -6,13 +6,10 @@
 # The venv lives in $IDFLOW_ORT_VENV, default <cargo target dir>/ort-venv.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+. "$here/venv_lib.sh"
 version="1.32.0"
-venv="${IDFLOW_ORT_VENV:-${CARGO_TARGET_DIR:-$root/target}/ort-venv}"
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-flock 9
-stamp="$venv/.onnxruntime-version"
+venv="${IDFLOW_ORT_VENV:-$(default_venv ort-venv)}"
+lock_venv "$venv"
 find_lib() {
   "$venv/bin/python" - "$version" <<'PY'
 import pathlib, sys, sysconfig
@@ -20,10 +17,8 @@ lib = pathlib.Path(sysconfig.get_paths()["purelib"]) / "onnxruntime" / "capi" / 
 print(lib.resolve() if lib.is_file() else "")
 PY
 }
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$version" ] || [ -z "$(find_lib)" ]; then
-  python3 -m venv "$venv" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "onnxruntime==$version" >&2
-  echo "$version" > "$stamp"
+if ! venv_is_current "$venv" .onnxruntime-version "$version" || [ -z "$(find_lib)" ]; then
+  install_venv "$venv" .onnxruntime-version "$version" --no-deps "onnxruntime==$version"
 fi
 lib="$(find_lib)"
 if [ -z "$lib" ]; then
