@@ -84,28 +84,14 @@ fn age_range_draws_a_keyed_age_per_sample() {
     let spread = ages.iter().cloned().fold(f32::MIN, f32::max) - ages.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 0.3, "ages {ages:?}");
 
-    write_pipeline(
-        d,
-        "bad.yaml",
-        "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    age: 0.5\n    age_max: 0.4\n  out:\n    op: write-records\n    input: faces\n    path: out\n",
-    );
-    let out = idflow(d, &["validate", "bad.yaml"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78));
+    let stderr = validate_fails(d, "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    age: 0.5\n    age_max: 0.4\n  out:\n    op: write-records\n    input: faces\n    path: out\n");
     assert!(stderr.contains("node `faces`") && stderr.contains("age_max"), "{stderr}");
 }
 
 #[test]
 fn difficulty_knobs_are_validated() {
     let dir = tempfile::tempdir().unwrap();
-    write_pipeline(
-        dir.path(),
-        "p.yaml",
-        "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    difficulty:\n      yaww: 0.5\n  out:\n    op: write-records\n    input: faces\n    path: out\n",
-    );
-    let out = idflow(dir.path(), &["validate", "p.yaml"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78));
+    let stderr = validate_fails(dir.path(), "name: t\nnodes:\n  faces:\n    op: toy-faces\n    identities: 2\n    images_per_identity: 2\n    difficulty:\n      yaww: 0.5\n  out:\n    op: write-records\n    input: faces\n    path: out\n");
     assert!(stderr.contains("node `faces`") && stderr.contains("yaww"), "{stderr}");
 }
 
@@ -149,4 +135,13 @@ fn shipped_pipelines_validate() {
         complete += usize::from(out.status.success());
     }
     assert!(complete >= 3, "only {complete} shipped pipelines validate completely");
+}
+
+/// Writes `yaml` as a pipeline in `dir`, asserts `idflow validate` refuses it as a configuration
+/// error (exit 78) and returns its standard error.
+fn validate_fails(dir: &Path, yaml: &str) -> String {
+    write_pipeline(dir, "bad.yaml", yaml);
+    let out = idflow(dir, &["validate", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

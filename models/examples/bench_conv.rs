@@ -15,6 +15,15 @@ use common::median_ms;
 use candle_core::{Device, Module, Tensor, Var};
 use idflow_models::kernels::conv::{Conv2d, ConvTranspose2d};
 
+/// Fields of a `Case` in declaration order.
+type CaseFields = (&'static str, usize, usize, usize, usize, usize, usize, usize, bool);
+
+/// `Case` from its fields in declaration order.
+const fn case(fields: CaseFields) -> Case {
+    let (name, batch, c_in, c_out, size, kernel, stride, padding, transposed) = fields;
+    Case { name, batch, c_in, c_out, size, kernel, stride, padding, transposed }
+}
+
 /// One benchmarked layer: input `[batch, c_in, size, size]`, kernel, stride, padding, transposed.
 struct Case {
     name: &'static str,
@@ -26,23 +35,6 @@ struct Case {
     stride: usize,
     padding: usize,
     transposed: bool,
-}
-
-impl Case {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        name: &'static str,
-        batch: usize,
-        c_in: usize,
-        c_out: usize,
-        size: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        transposed: bool,
-    ) -> Self {
-        Self { name, batch, c_in, c_out, size, kernel, stride, padding, transposed }
-    }
 }
 
 fn step(layer: &dyn Module, x: &Var, w: &Var) -> candle_core::Result<()> {
@@ -70,13 +62,13 @@ fn main() -> candle_core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let iters = args.iter().position(|a| a == "--iters").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(10);
     let cases = [
-        Case::new("encoder stem 3→16 k3 @32", 64, 3, 16, 32, 3, 1, 1, false),
-        Case::new("encoder 16→16 k3 @32", 64, 16, 16, 32, 3, 1, 1, false),
-        Case::new("encoder 16→32 k3 s2 @32", 64, 16, 32, 32, 3, 2, 1, false),
-        Case::new("encoder 64→128 k3 s2 @8", 64, 64, 128, 8, 3, 2, 1, false),
+        case(("encoder stem 3→16 k3 @32", 64, 3, 16, 32, 3, 1, 1, false)),
+        case(("encoder 16→16 k3 @32", 64, 16, 16, 32, 3, 1, 1, false)),
+        case(("encoder 16→32 k3 s2 @32", 64, 16, 32, 32, 3, 2, 1, false)),
+        case(("encoder 64→128 k3 s2 @8", 64, 64, 128, 8, 3, 2, 1, false)),
         Case { name: "ldm 32→32 k3 @8", batch: 64, c_in: 32, c_out: 32, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false },
-        Case::new("ldm up 64→64 k4 s2 @4 (transposed)", 64, 64, 64, 4, 4, 2, 1, true),
-        Case::new("ir50 128→128 k3 @28", 8, 128, 128, 28, 3, 1, 1, false),
+        case(("ldm up 64→64 k4 s2 @4 (transposed)", 64, 64, 64, 4, 4, 2, 1, true)),
+        case(("ir50 128→128 k3 @28", 8, 128, 128, 28, 3, 1, 1, false)),
     ];
     println!("| layer (forward + backward) | candle ms | idflow ms | speed-up |");
     println!("|---|---:|---:|---:|");
