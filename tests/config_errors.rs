@@ -96,6 +96,11 @@ fn plain_cases() -> Vec<(&'static str, String, &'static [&'static str])> {
         ("bad on_error", read_then("    on_error: maybe\n"), &["node `faces`", "field `on_error`", "`fail` or `skip`"]),
         ("decode without size", read_then("  d:\n    op: decode\n    input: faces\n"), &["node `d`", "field `size`"]),
         ("empty nodes", "name: x\nnodes: {}\n".into(), &["nodes", "empty"]),
+        (
+            "a preset name misspelt",
+            read_then("  e:\n    op: embed\n    input: faces\n    encoder: {checkpoint: enc.safetensors, config: iresnet-100}\n"),
+            &["node `e`", "`iresnet-100` is not a preset", "iresnet50, iresnet100"],
+        ),
     ]
 }
 

@@ -120,12 +120,18 @@ pub struct ModelRef {
 }
 
 /// Reads a configuration reference into JSON: inline maps as they are, names that are not
-/// presets as JSON files.
-fn config_json(cfg: &ConfigRef) -> Result<serde_json::Value, String> {
+/// presets as JSON files; a name that is neither says which presets exist (`presets`).
+fn config_json(cfg: &ConfigRef, presets: &[&str]) -> Result<serde_json::Value, String> {
     match cfg {
         ConfigRef::Inline(m) => Ok(serde_json::Value::Object(m.clone())),
         ConfigRef::Name(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {p}: {e}"))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                if std::path::Path::new(p).extension().is_none() {
+                    format!("`{p}` is not a preset (presets: {}) and cannot be read as a config file: {e}", presets.join(", "))
+                } else {
+                    format!("cannot read config file {p}: {e}")
+                }
+            })?;
             serde_json::from_str(&text).map_err(|e| format!("config file {p} is not valid JSON: {e}"))
         }
     }
@@ -143,7 +149,7 @@ pub fn unet_config(cfg: Option<&ConfigRef>) -> Result<UNetConfig, String> {
     let json = match cfg {
         None => return Ok(UNetConfig::idiff_face_ca()),
         Some(ConfigRef::Name(n)) if presets::unet(n).is_some() => return Ok(presets::unet(n).expect("a preset")),
-        Some(c) => config_json(c)?,
+        Some(c) => config_json(c, presets::UNET_NAMES)?,
     };
     let json = match json.get("eps_model") {
         Some(inner) => inner.clone(),
@@ -159,7 +165,7 @@ pub fn vq_config(cfg: Option<&ConfigRef>) -> Result<VqConfig, String> {
     let json = match cfg {
         None => return Ok(VqConfig::vq_f4()),
         Some(ConfigRef::Name(n)) if presets::vq(n).is_some() => return Ok(presets::vq(n).expect("a preset")),
-        Some(c) => config_json(c)?,
+        Some(c) => config_json(c, presets::VQ_NAMES)?,
     };
     if let Some(params) = json.get("first_stage_config").and_then(|f| f.get("params")) {
         let mut dd = params.get("ddconfig").cloned().ok_or("first_stage_config.params has no ddconfig")?;
@@ -178,7 +184,7 @@ pub fn iresnet_config(cfg: Option<&ConfigRef>) -> Result<IResNetConfig, String> 
     match cfg {
         None => Ok(presets::default_iresnet()),
         Some(ConfigRef::Name(n)) if presets::iresnet(n).is_some() => presets::iresnet(n).expect("a preset"),
-        Some(c) => from_json(config_json(c)?, "IResNet config"),
+        Some(c) => from_json(config_json(c, presets::IRESNET_NAMES)?, "IResNet config"),
     }
 }
 /// Checks that a configuration describes a model idflow's `diffuse` can drive.

@@ -32,6 +32,15 @@ pub fn reference_tiny_vq() -> VqConfig {
     VqConfig { ch: 32, ch_mult: vec![1, 2, 2], resolution: 32, ..VqConfig::vq_f4() }
 }
 
+/// Names of the UNet presets ([`unet`]).
+pub const UNET_NAMES: &[&str] = &["idiff-face-ca", "idiff-face-uncond", "reference-tiny"];
+
+/// Names of the VQ first-stage presets ([`vq`]).
+pub const VQ_NAMES: &[&str] = &["vq-f4", "reference-tiny"];
+
+/// Names of the IResNet presets ([`iresnet`]).
+pub const IRESNET_NAMES: &[&str] = &["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200"];
+
 /// The UNet preset called `name`: `idiff-face-ca` (the published model), `idiff-face-uncond`
 /// (the unconditional AdaGN model of the two-stage pipeline) or `reference-tiny`.
 pub fn unet(name: &str) -> Option<UNetConfig> {
@@ -78,5 +87,9 @@ mod tests {
         assert_eq!(iresnet("iresnet18").map(|r| r.map(|c| c.num_features)), Some(Ok(512)));
         assert!(iresnet("iresnet7").is_some_and(|r| r.is_err()));
         assert!(iresnet("iresnet.json").is_none());
+        // the listed names are exactly the presets
+        assert!(UNET_NAMES.iter().all(|n| unet(n).is_some()));
+        assert!(VQ_NAMES.iter().all(|n| vq(n).is_some()));
+        assert!(IRESNET_NAMES.iter().all(|n| iresnet(n).is_some_and(|r| r.is_ok())));
     }
 }
