@@ -50,7 +50,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use autoencoder::{AutoencoderParams, AutoencoderSetup, AutoencoderTask};
-pub use data::decode_image;
 pub use diffusion::{DiffusionParams, DiffusionSetup, DiffusionTask};
 pub use driver::{StepLoss, TrainTask, TrainingSet, CHECKPOINT};
 pub use face::{BackboneParams, FaceParams, FaceSetup, FaceTask, HeadParams};

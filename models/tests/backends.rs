@@ -113,7 +113,7 @@ fn check_vq(name: &str, cfg: &VqConfig, n_embed: usize, side: usize) {
 
 #[test]
 fn vq_presets_agree() {
-    let tiny = VqConfig { ch: 32, ch_mult: vec![1, 2, 2], num_res_blocks: 2, resolution: 32, ..VqConfig::vq_f4() };
+    let tiny = idflow_models::io::presets::reference_tiny_vq();
     check_vq("VQ reference-tiny", &tiny, 64, 32);
     let with_attention = VqConfig { attn_resolutions: vec![16, 8], ..tiny };
     check_vq("VQ tiny with attention", &with_attention, 64, 32);
@@ -139,7 +139,7 @@ fn check_iresnet(name: &str, cfg: &IResNetConfig) {
 
 #[test]
 fn iresnet_presets_agree() {
-    check_iresnet("IResNet reference-tiny", &IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() });
+    check_iresnet("IResNet reference-tiny", &idflow_models::io::presets::reference_tiny_iresnet());
     check_iresnet("IResNet toy", &serde_json::from_value(json(toy("encoder/config.json"))).unwrap());
     // an input side that is not a multiple of 16 (stages round up)
     check_iresnet("IResNet 40 px", &IResNetConfig { layers: [1, 2, 1, 1], widths: [8, 16, 16, 32], num_features: 8, input_size: 40 });

@@ -25,7 +25,7 @@ fn write_zip(path: &Path, records: &[(&str, &[u8])]) {
 }
 
 fn tiny_cfg() -> IResNetConfig {
-    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() }
+    idflow_models::io::presets::reference_tiny_iresnet()
 }
 
 fn tiny_dict() -> StateDict {

@@ -16,7 +16,7 @@ fn l2_normalize(x: &Tensor) -> Tensor {
 fn tiny_iresnet_matches_official_features() {
     let dict = StateDict::from_torch_file(reference("iresnet_tiny.pth")).unwrap();
     assert_eq!(dict.len(), 115);
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
+    let cfg = idflow_models::io::presets::reference_tiny_iresnet();
     let (net, report) = load_model(&dict, &LoadOptions::default(), |vb| IResNet::new(&cfg, vb)).unwrap();
     assert_eq!(report.consumed.len(), 115, "every key (incl. num_batches_tracked) must be consumed");
     assert!(report.unexpected.is_empty() && report.missing.is_empty() && report.outside_prefix.is_empty());

@@ -39,7 +39,7 @@ fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
 // ---------------------------------------------------------------- IResNet
 
 fn iresnet_config() -> IResNetConfig {
-    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() }
+    idflow_models::io::presets::reference_tiny_iresnet()
 }
 
 fn iresnet_encoder() -> (OrtFaceEncoder, StateDict) {

@@ -157,7 +157,7 @@ fn run_rejects_bad_inputs() {
 
 fn iresnet_bytes() -> Vec<u8> {
     let dict = StateDict::from_file(reference("iresnet_tiny.pth")).unwrap();
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
+    let cfg = idflow_models::io::presets::reference_tiny_iresnet();
     compile_iresnet(&dict, &cfg, &CompileOptions::default()).unwrap()
 }
 
@@ -225,7 +225,7 @@ fn compile_checks_keys_and_shapes_strictly() {
     let mut entries = dict.entries().to_vec();
     entries.push(("extra.weight".into(), candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap()));
     let extended = StateDict::new("extended", entries);
-    let cfg = IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() };
+    let cfg = idflow_models::io::presets::reference_tiny_iresnet();
     let err = compile_iresnet(&extended, &cfg, &CompileOptions::default()).unwrap_err();
     assert!(err.to_string().contains("extra.weight"), "{err}");
     let lenient = CompileOptions { allow_unused_keys: true, ..Default::default() };
@@ -239,7 +239,7 @@ fn compile_cache_is_keyed_by_checkpoint_and_config() {
     let ckpt = dir.path().join("backbone.pth");
     std::fs::copy(reference("iresnet_tiny.pth"), &ckpt).unwrap();
     let cache = dir.path().join("cache");
-    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
+    let spec = OnnxModelSpec::IResNet { config: idflow_models::io::presets::reference_tiny_iresnet() };
     let o = CompileOptions::default();
     let first = compile_cached(&cache, &ckpt, &spec, &o).unwrap();
     assert!(first.compiled && first.path.is_file());
@@ -274,7 +274,7 @@ fn concurrent_cache_lookups_compile_once() {
     use idflow_models::onnx::{compile_cached, OnnxModelSpec};
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let spec = OnnxModelSpec::IResNet { config: IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..Default::default() } };
+    let spec = OnnxModelSpec::IResNet { config: idflow_models::io::presets::reference_tiny_iresnet() };
     let ckpt = reference("iresnet_tiny.pth");
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> =

@@ -7,7 +7,7 @@ use super::EpochStats;
 use crate::batch::{binary_column, column, id_value};
 use crate::fsutil::atomic_write;
 use crate::operators::support::columns::tensor_rows;
-pub use crate::operators::support::images::decode_image;
+use crate::operators::support::images::decode_image;
 use arrow_array::{Array, RecordBatch};
 use candle_core::Tensor;
 use idflow_dataset::rng::KeyedRng;

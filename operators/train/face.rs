@@ -3,6 +3,7 @@
 //! evaluation on verification `.bin` files during training.
 
 use super::data;
+use crate::operators::support::images::decode_image;
 use super::data::ResumePoint;
 use super::driver::{StepLoss, TrainTask, TrainingSet};
 use super::params::CommonParams;
@@ -185,7 +186,7 @@ impl Benchmark {
     fn decoded_chunks(&self, size: u32) -> impl Iterator<Item = Result<Vec<Vec<f32>>, String>> + '_ {
         (0..self.encoded.len()).step_by(EVAL_CHUNK).map(move |start| {
             (start..(start + EVAL_CHUNK).min(self.encoded.len()))
-                .map(|i| data::decode_image(&self.encoded[i], size).map_err(|e| format!("{}: image {i}: {e}", self.path.display())))
+                .map(|i| decode_image(&self.encoded[i], size).map_err(|e| format!("{}: image {i}: {e}", self.path.display())))
                 .collect()
         })
     }

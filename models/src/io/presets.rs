@@ -41,6 +41,12 @@ pub const VQ_NAMES: &[&str] = &["vq-f4", "reference-tiny"];
 /// Names of the IResNet presets ([`iresnet`]).
 pub const IRESNET_NAMES: &[&str] = &["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200"];
 
+/// The IResNet of the reference fixtures (`[1,1,1,1]` blocks, published widths, 112 px,
+/// 16 features).
+pub fn reference_tiny_iresnet() -> IResNetConfig {
+    IResNetConfig { layers: [1, 1, 1, 1], num_features: 16, ..IResNetConfig::default() }
+}
+
 /// The UNet preset called `name`: `idiff-face-ca` (the published model), `idiff-face-uncond`
 /// (the unconditional AdaGN model of the two-stage pipeline) or `reference-tiny`.
 pub fn unet(name: &str) -> Option<UNetConfig> {
